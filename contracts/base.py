@@ -1,0 +1,143 @@
+"""What a step contract is: input channels, outputs and a hyperparameter model.
+
+A contract is data, not code: the CLI flags, the KFP component, the docs and the SageMaker mode are
+all generated from it, so it is the one place where a step's interface is written down.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+# Keys SageMaker (or its SDK) injects into hyperparameters.json that are not the step's settings.
+SAGEMAKER_RESERVED_PREFIXES = ("sagemaker_", "_tuning_objective_metric")
+# Selects the step under SageMaker's `train` entry; never a setting of the step itself.
+STEP_SELECTOR_KEY = "step"
+
+
+class ContractError(ValueError):
+    """A contract was violated; the message's first line names the field or path."""
+
+
+class Channel(BaseModel):
+    """One input folder (`input/data/<name>/`)."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    doc: str
+    required: bool = True
+
+
+class Output(BaseModel):
+    """One output folder, its default path relative to the root."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str
+    doc: str
+    path: str
+
+
+class Hyperparameters(BaseModel):
+    """Base of every step's settings: unknown keys are refused, floats must be finite."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+
+class StepContract(BaseModel):
+    """A step's whole interface."""
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    name: str
+    summary: str
+    module: str
+    channels: tuple[Channel, ...]
+    outputs: tuple[Output, ...]
+    hyperparameters: type[Hyperparameters]
+    uses_gpu: bool = False
+    # Training steps run under SageMaker's `docker run IMAGE train`.
+    sagemaker_trainable: bool = False
+
+    reserved_cli_flags: ClassVar[frozenset[str]] = frozenset({"root", "channel", "output", "help"})
+
+    def channel(self, name: str) -> Channel:
+        for channel in self.channels:
+            if channel.name == name:
+                return channel
+        raise KeyError(name)
+
+    def output(self, name: str) -> Output:
+        for output in self.outputs:
+            if output.name == name:
+                return output
+        raise KeyError(name)
+
+    def describe(self) -> dict[str, Any]:
+        """The contract as JSON: channels, outputs, hyperparameters as JSON Schema."""
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "uses_gpu": self.uses_gpu,
+            "sagemaker_trainable": self.sagemaker_trainable,
+            "channels": [c.model_dump() for c in self.channels],
+            "outputs": [o.model_dump() for o in self.outputs],
+            "hyperparameters": self.hyperparameters.model_json_schema(),
+        }
+
+    def parse_hyperparameters(self, raw: dict[str, Any]) -> Hyperparameters:
+        """Validate raw settings (SageMaker string values allowed) into the step's model."""
+        if not isinstance(raw, dict):
+            raise ContractError(f"hyperparameters: expected a JSON object, got {type(raw).__name__}")
+        values = {
+            key: decode_value(self.hyperparameters, key, value)
+            for key, value in raw.items()
+            if not key.startswith(SAGEMAKER_RESERVED_PREFIXES) and key != STEP_SELECTOR_KEY
+        }
+        try:
+            return self.hyperparameters.model_validate(values)
+        except ValidationError as error:
+            raise ContractError(describe_validation_error(self, error)) from error
+
+
+def decode_value(model: type[BaseModel], key: str, value: Any) -> Any:
+    """SageMaker sends every value as a string: `"32"`, `"true"`, `"[8,16,24]"`.
+
+    Decode with `json.loads`, falling back to the raw string; keep the raw string when the field
+    wants a string and the decoded value is not one (a name like `"1e-3"` stays as typed).
+    """
+    if not isinstance(value, str):
+        return value
+    try:
+        decoded = json.loads(value)
+    except (json.JSONDecodeError, ValueError):
+        return value
+    field = model.model_fields.get(key)
+    if field is None or isinstance(decoded, str):
+        return decoded
+    adapter = TypeAdapter(field.annotation)
+    try:
+        adapter.validate_python(decoded)
+        return decoded
+    except ValidationError:
+        try:
+            adapter.validate_python(value)
+            return value
+        except ValidationError:
+            return decoded
+
+
+def describe_validation_error(contract: StepContract, error: ValidationError) -> str:
+    """One line per problem, each naming the hyperparameter; the first line stands alone."""
+    lines = []
+    allowed = sorted(contract.hyperparameters.model_fields)
+    for problem in error.errors():
+        key = ".".join(str(part) for part in problem["loc"]) or "<root>"
+        if problem["type"] == "extra_forbidden":
+            lines.append(f"hyperparameter '{key}': unknown key for step {contract.name} "
+                         f"(allowed: {', '.join(allowed)})")
+        else:
+            got = problem.get("input")
+            shown = json.dumps(got) if isinstance(got, (str, int, float, bool)) else type(got).__name__
+            lines.append(f"hyperparameter '{key}': {problem['msg']} (got {shown})")
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+"""download-kaggle: fetch OpenEDS (Kaggle, a kagglehub cache, a local folder/zip/tar, or generated
+OpenEDS-like frames), extract safely, check it, and publish the raw frames."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from contracts.base import Channel, Hyperparameters, Output, StepContract
+
+
+class DownloadKaggleHyperparameters(Hyperparameters):
+    source: Literal["synthetic", "local", "kaggle", "kagglehub"] = Field(
+        "synthetic", description="where the frames come from; 'local' reads the `source` channel")
+    dataset: str = Field("soumicksarker/openeds-dataset", description="Kaggle dataset handle owner/slug")
+    dataset_version: int | None = Field(None, ge=1, description="Kaggle dataset version (None: latest)")
+    cache_dir: str = Field("~/.cache/openeds/kaggle", description="download cache; a complete cache is reused")
+    splits: list[Literal["train", "validation", "test"]] = Field(
+        ["train", "validation", "test"], min_length=1, description="splits to publish")
+    max_frames_per_split: int | None = Field(None, ge=1, description="keep at most this many frames per split")
+    synthetic_train_frames: int = Field(160, ge=1, le=100_000, description="generated frames in train")
+    synthetic_validation_frames: int = Field(40, ge=1, le=100_000, description="generated frames in validation")
+    synthetic_test_frames: int = Field(16, ge=0, le=100_000, description="generated frames in test")
+    seed: int = Field(0, ge=0, description="seed of the frame generator")
+
+
+CONTRACT = StepContract(
+    name="download-kaggle",
+    summary="Fetch OpenEDS and publish verified raw frames in the Kaggle layout",
+    module="steps.download_kaggle",
+    channels=(Channel(name="source", doc="a folder, .zip or .tar(.gz) holding OpenEDS (source=local)",
+                      required=False),),
+    outputs=(Output(name="raw", doc="openEDS/openEDS/{split}/{images,labels,masks}", path="output/data/raw"),),
+    hyperparameters=DownloadKaggleHyperparameters,
+)

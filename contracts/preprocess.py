@@ -1,0 +1,38 @@
+"""preprocess: the spec's deterministic per-frame preprocessing into HF datasets, one per split."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from contracts.base import Channel, Hyperparameters, Output, StepContract
+
+
+class PreprocessHyperparameters(Hyperparameters):
+    workers: int = Field(0, ge=0, le=256, description="worker processes (0: one per core)")
+    gamma: float = Field(0.8, gt=0, le=5, description="gamma of the 256-entry LUT")
+    clahe_clip_limit: float = Field(1.5, gt=0, le=40, description="CLAHE clip limit")
+    clahe_tile_grid: int = Field(8, ge=1, le=64, description="CLAHE tiles per side")
+    weight_sigma: float = Field(5.0, gt=0, le=50, description="Gaussian sigma of the spatial weights")
+    backend: Literal["opencv", "scipy"] = Field(
+        "opencv", description="distance/morphology backend; both agree within 1e-4")
+    max_frames_per_split: int | None = Field(None, ge=1, description="keep at most this many frames per split")
+    validate_only: bool = Field(
+        False, description="--validate mode: compare the `reference` dataset with runtime preprocessing")
+    validate_samples: int = Field(16, ge=1, description="rows per split compared in validate mode")
+
+
+CONTRACT = StepContract(
+    name="preprocess",
+    summary="Binarize, gamma, CLAHE, ellipse, spatial weights and distance maps into HF datasets",
+    module="steps.preprocess",
+    channels=(
+        Channel(name="raw", doc="raw OpenEDS frames in the Kaggle layout (download-kaggle's `raw`)"),
+        Channel(name="reference", doc="a preprocessed dataset to check (validate_only=true)", required=False),
+    ),
+    outputs=(
+        Output(name="train", doc="train split, datasets.save_to_disk", path="output/data/train"),
+        Output(name="validation", doc="validation split, datasets.save_to_disk", path="output/data/validation"),
+        Output(name="test", doc="test split (may have 0 rows), datasets.save_to_disk", path="output/data/test"),
+    ),
+    hyperparameters=PreprocessHyperparameters,
+)

@@ -1,0 +1,64 @@
+"""Settings shared by the training steps (train-seg, train-ellipse) and the tune step."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from contracts.base import Channel, Hyperparameters, Output
+
+TRAINING_CHANNELS = (
+    Channel(name="train", doc="preprocessed train split (preprocess's `train`)"),
+    Channel(name="validation", doc="preprocessed validation split (preprocess's `validation`)"),
+)
+TRAINING_OUTPUTS = (
+    Output(name="model", doc="best checkpoint, its config and model card", path="model"),
+    Output(name="metrics", doc="per-epoch metrics (CSV/JSON), curves (PNG), resolved config",
+           path="output/data/metrics"),
+)
+
+
+class TrainingHyperparameters(Hyperparameters):
+    # data
+    hf_repo: str | None = Field(None, description="load splits from this HF dataset repo instead of channels")
+    data_dir: str = Field("~/.cache/openeds", description="local cache of the HF dataset (hf_repo)")
+    input_mode: Literal["preprocessed", "raw"] = Field(
+        "preprocessed", description="'raw': train on camera frames without gamma/CLAHE (inference-aligned)")
+    max_train_rows: int | None = Field(None, ge=1, description="use at most this many train rows")
+    max_valid_rows: int | None = Field(None, ge=1, description="use at most this many validation rows")
+    augment: bool = Field(True, description="random flip, line augment and Gaussian blur on train rows")
+    num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes")
+    # optimisation
+    epochs: int = Field(12, ge=1, le=10_000, description="training epochs")
+    batch_size: int = Field(8, ge=1, le=4096, description="batch size per process")
+    lr: float = Field(3e-3, gt=0, le=10, description="peak learning rate")
+    weight_decay: float = Field(1e-4, ge=0, le=1, description="weight decay")
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] = Field("adamw", description="optimizer")
+    momentum: float = Field(0.9, ge=0, lt=1, description="momentum (sgd, rmsprop)")
+    scheduler: Literal["cosine", "cosine_warmup", "linear_warmup", "step", "plateau", "onecycle", "none"] = Field(
+        "cosine_warmup", description="learning-rate schedule")
+    warmup_epochs: int = Field(1, ge=0, description="warmup epochs (cosine_warmup, linear_warmup)")
+    step_size: int = Field(10, ge=1, description="epochs between decays (step)")
+    step_gamma: float = Field(0.5, gt=0, le=1, description="decay factor (step, plateau)")
+    accumulation_steps: int = Field(1, ge=1, le=1024, description="batches per optimizer step")
+    clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm (None: off)")
+    early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")
+    # device and speed
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="compute device")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
+    compile: bool = Field(False, description="torch.compile (mode max-autotune) on CUDA")
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    # reproducibility and checkpoints
+    seed: int = Field(42, ge=0, description="one seed for Python, NumPy and torch")
+    deterministic: bool = Field(False, description="deterministic algorithms (slower)")
+    checkpoint_every: int = Field(10, ge=1, description="save <model>_epoch_{n}.pt every n epochs (and the last)")
+    keep_top_k: int = Field(3, ge=1, description="epoch checkpoints kept, best first")
+    # tracking and extras
+    mlflow_experiment: str = Field("openeds", description="MLflow experiment name (MLFLOW_EXPERIMENT_ID wins)")
+    register_model: bool = Field(True, description="register the best model in the MLflow Model Registry")
+    registered_model_name: str | None = Field(None, description="registry name (default: per model type)")
+    wandb: bool = Field(False, description="log to Weights & Biases (WANDB_MODE=offline works without network)")
+    wandb_project: str = Field("openeds", description="W&B project")
+    wandb_entity: str | None = Field(None, description="W&B entity")
+    tensorboard: bool = Field(False, description="write TensorBoard scalars and images to output/data")
+    profile: bool = Field(False, description="torch.profiler over a few steps; table of slowest ops")
+    profile_steps: int = Field(6, ge=1, le=1000, description="profiled training steps")

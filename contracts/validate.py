@@ -1,0 +1,34 @@
+"""validate: evaluate the exported models and gate them; write machine and human reports."""
+
+from pydantic import Field
+
+from contracts.base import Channel, Hyperparameters, Output, StepContract
+
+
+class ValidateHyperparameters(Hyperparameters):
+    min_miou: float = Field(0.80, ge=0, le=1, description="gate: segmentation mIoU on the evaluated split")
+    max_center_error_px: float = Field(40.0, gt=0, description="gate: ellipse model mean center error (px)")
+    max_parity_diff: float = Field(1e-4, gt=0, description="gate: ONNX vs PyTorch max abs difference")
+    max_latency_ms: float = Field(200.0, gt=0, description="gate: onnxruntime CPU latency, batch 1, 1 thread")
+    max_seg_params: int = Field(60_000, ge=1, description="gate: segmentation parameter count")
+    max_seg_size_kb: float = Field(300.0, gt=0, description="gate: segmentation ONNX file size")
+    max_rows: int | None = Field(None, ge=1, description="evaluate at most this many rows")
+    fixtures_dir: str | None = Field(None, description="real OpenEDS frames to report separately (if present)")
+    overlays: int = Field(6, ge=0, le=64, description="sample overlay images in the report")
+
+
+CONTRACT = StepContract(
+    name="validate",
+    summary="Evaluate ONNX models and checkpoints, write report.json and a human report, apply gates",
+    module="steps.validate",
+    channels=(
+        Channel(name="onnx", doc="export-onnx's `onnx`"),
+        Channel(name="seg_model", doc="train-seg's `model` (PyTorch parity, curves)"),
+        Channel(name="ellipse_model", doc="train-ellipse's `model`", required=False),
+        Channel(name="test", doc="the split to evaluate (preprocess's `validation` or `test`)"),
+        Channel(name="seg_metrics", doc="train-seg's `metrics` (loss curves)", required=False),
+    ),
+    outputs=(Output(name="report", doc="report.json, per_sample.csv, report.md and PNG plots",
+                    path="output/data/report"),),
+    hyperparameters=ValidateHyperparameters,
+)

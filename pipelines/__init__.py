@@ -1,0 +1,1 @@
+"""The pipeline: one DAG definition rendered to KFP or run locally."""

@@ -1,0 +1,1 @@
+"""Pipeline steps: thin glue between the contracts and the library code."""

@@ -1,0 +1,130 @@
+"""Command line of the steps, generated from the contracts.
+
+    python -m steps NAME [--root DIR] [--channel NAME=PATH] [--output NAME=PATH] [--<hyperparameter> VALUE]
+    python -m steps train                  SageMaker's entry: the step comes from OPENEDS_STEP or the
+                                           `step` hyperparameter (default train-seg)
+    python -m steps describe NAME          the contract as JSON (hyperparameters as JSON Schema)
+    python -m steps validate-contract NAME --root DIR   check a root without running the step
+    python -m steps list                   the steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+
+from contracts import ContractError, Layout, StepContract, all_contracts, get_contract
+from contracts.base import STEP_SELECTOR_KEY, decode_value
+from steps.runtime import (check_channels, configure_logging, load_raw_hyperparameters,
+                           resolve_hyperparameters, run_step, write_failure)
+
+DEFAULT_SAGEMAKER_STEP = "train-seg"
+
+
+def flag_name(field: str) -> str:
+    return "--" + field.replace("_", "-")
+
+
+def build_parser(contract: StepContract) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m steps {contract.name}", description=contract.summary)
+    parser.add_argument("--root", default=None, help="layout root (default: $SAGEMAKER_BASE_DIR or /opt/ml)")
+    parser.add_argument("--channel", action="append", default=[], metavar="NAME=PATH",
+                        help="input channel folder override (KFP artifact paths)")
+    parser.add_argument("--output", action="append", default=[], metavar="NAME=PATH",
+                        help="output folder override (KFP artifact paths)")
+    group = parser.add_argument_group("hyperparameters (override input/config/hyperparameters.json)")
+    for name, field in contract.hyperparameters.model_fields.items():
+        help_text = f"{field.description or ''} (default: {json.dumps(field.default)})"
+        if field.annotation is bool:
+            group.add_argument(flag_name(name), dest=name, action=argparse.BooleanOptionalAction,
+                               default=argparse.SUPPRESS, help=help_text)
+        else:
+            group.add_argument(flag_name(name), dest=name, default=argparse.SUPPRESS, metavar="VALUE",
+                               help=help_text)
+    return parser
+
+
+def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
+    parsed = {}
+    for pair in pairs:
+        name, sep, path = pair.partition("=")
+        if not sep or not name or not path:
+            raise ContractError(f"--{what} {pair!r}: expected NAME=PATH")
+        parsed[name] = path
+    return parsed
+
+
+def run_command(step: str, argv: Sequence[str]) -> int:
+    contract = get_contract(step)
+    args = vars(build_parser(contract).parse_args(argv))
+    layout = Layout.resolve(args.pop("root"), parse_pairs(args.pop("channel"), "channel"),
+                            parse_pairs(args.pop("output"), "output"))
+    cli_values = {key: decode_value(contract.hyperparameters, key, value) for key, value in args.items()}
+    return run_step(contract.name, layout, cli_values)
+
+
+def sagemaker_train(argv: Sequence[str]) -> int:
+    """`docker run IMAGE train`: which training step runs is a setting, not an argument."""
+    configure_logging()
+    layout = Layout.resolve(None)
+    try:
+        raw = load_raw_hyperparameters(layout, os.environ)
+    except ContractError as error:
+        write_failure(layout, str(error))
+        return 2
+    step = os.environ.get("OPENEDS_STEP") or str(raw.get(STEP_SELECTOR_KEY, DEFAULT_SAGEMAKER_STEP))
+    if step not in all_contracts():
+        write_failure(layout, f"hyperparameter '{STEP_SELECTOR_KEY}': unknown step {step!r} "
+                              f"(steps: {', '.join(all_contracts())})")
+        return 2
+    return run_command(step, list(argv))
+
+
+def validate_contract(step: str, argv: Sequence[str]) -> int:
+    """Check a root's hyperparameters and channels without running the step."""
+    contract = get_contract(step)
+    args = vars(build_parser(contract).parse_args(argv))
+    layout = Layout.resolve(args.pop("root"), parse_pairs(args.pop("channel"), "channel"),
+                            parse_pairs(args.pop("output"), "output"))
+    cli_values = {key: decode_value(contract.hyperparameters, key, value) for key, value in args.items()}
+    try:
+        hp = resolve_hyperparameters(contract, layout, cli_values)
+        check_channels(contract, layout, hp)
+    except ContractError as error:
+        print(f"INVALID {step}: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps({"step": step, "valid": True, "root": str(layout.root),
+                      "hyperparameters": hp.model_dump(mode="json")}, indent=2))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    try:
+        if command == "list":
+            for contract in all_contracts().values():
+                print(f"{contract.name:16s} {contract.summary}")
+            return 0
+        if command == "describe":
+            print(json.dumps(get_contract(rest[0]).describe(), indent=2) if rest else
+                  json.dumps({n: c.describe() for n, c in all_contracts().items()}, indent=2))
+            return 0
+        if command == "validate-contract":
+            return validate_contract(rest[0], rest[1:])
+        if command == "train":
+            return sagemaker_train(rest)
+        return run_command(command, rest)
+    except ContractError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,103 @@
+"""Atomic step outputs and their manifests.
+
+A step writes each output into a staging folder beside its final path. Only when the step has
+succeeded is the staging folder swapped into place, with `_manifest.json` written inside it: a
+folder without a manifest is never a finished output, and a failed run leaves the previous
+outputs untouched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+MANIFEST_NAME = "_manifest.json"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def list_files(folder: Path) -> list[dict[str, Any]]:
+    """Every file under `folder` (manifest excluded) with size and sha256, sorted by path."""
+    entries = []
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST_NAME):
+        entries.append({"path": path.relative_to(folder).as_posix(), "size": path.stat().st_size,
+                        "sha256": sha256_file(path)})
+    return entries
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    """Write JSON to a temp file in the same folder, fsync, then rename over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(temp, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        handle.write("\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(temp, path)
+
+
+def read_manifest(folder: Path) -> dict[str, Any] | None:
+    path = Path(folder) / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+class StagedOutput:
+    """One output folder: written in staging, committed by a swap."""
+
+    def __init__(self, name: str, final: Path):
+        self.name = name
+        self.final = Path(final)
+        self.staging = self.final.parent / f".{self.final.name}.staging-{os.getpid()}"
+
+    def open(self) -> Path:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        if self.staging.exists():
+            shutil.rmtree(self.staging)
+        self.staging.mkdir(parents=True)
+        return self.staging
+
+    def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """Write the manifest into staging, then swap staging into the final path."""
+        manifest = {**manifest, "output": self.name, "files": list_files(self.staging),
+                    "created_unix": time.time()}
+        write_json_atomic(self.staging / MANIFEST_NAME, manifest)
+        try:
+            self._swap()
+        except OSError:
+            self._move_contents()  # the final path is a mount point (SageMaker's /opt/ml/model)
+        return manifest
+
+    def _swap(self) -> None:
+        old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
+        if self.final.exists():
+            os.rename(self.final, old)
+        os.rename(self.staging, self.final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _move_contents(self) -> None:
+        """Fallback for a final folder that cannot be renamed: the manifest moves last."""
+        self.final.mkdir(parents=True, exist_ok=True)
+        stale = self.final / MANIFEST_NAME
+        stale.unlink(missing_ok=True)
+        for child in self.final.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        for child in sorted(self.staging.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
+            os.rename(child, self.final / child.name)
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+    def discard(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)

@@ -1,0 +1,206 @@
+"""Run one step under a root: validate the contract, run, commit outputs atomically, write the
+manifest, or write `output/failure` and exit non-zero.
+
+Step modules define `run(hp, io) -> dict` (a summary: metrics, row counts) and may define
+`check_inputs(hp, io)` for deeper input checks that must pass before any heavy work.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import importlib
+import json
+import logging
+import os
+import sys
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from contracts import ContractError, Hyperparameters, Layout, StepContract, get_contract
+from steps.outputs import StagedOutput, write_json_atomic
+from steps.secrets import RedactingFilter, redact, redact_obj
+
+log = logging.getLogger("steps")
+
+
+class StepError(RuntimeError):
+    """A failure with a message meant for people; its first line names the field, file or gate."""
+
+
+@dataclass
+class StepIO:
+    """What a step's `run` sees: its input channels, staging folders for its outputs, checkpoints."""
+
+    contract: StepContract
+    layout: Layout
+    outputs: dict[str, StagedOutput] = field(default_factory=dict)
+    extra_manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def channel(self, name: str) -> Path | None:
+        """The channel's folder, or None for an optional channel that was not given."""
+        self.contract.channel(name)  # a typo in step code fails loudly
+        path = self.layout.channel(name)
+        return path if _has_content(path) else None
+
+    def require_channel(self, name: str) -> Path:
+        path = self.channel(name)
+        if path is None:
+            raise StepError(f"channel '{name}': missing or empty folder {self.layout.channel(name)}")
+        return path
+
+    def output(self, name: str) -> Path:
+        """The staging folder to write output `name` into (committed only on success)."""
+        return self.outputs[name].staging
+
+    @property
+    def checkpoints(self) -> Path:
+        self.layout.checkpoints.mkdir(parents=True, exist_ok=True)
+        return self.layout.checkpoints
+
+    def annotate(self, output: str, **values: Any) -> None:
+        """Add facts (row counts, metrics) to one output's manifest."""
+        self.extra_manifest.setdefault(output, {}).update(values)
+
+
+def _has_content(path: Path) -> bool:
+    return path.is_dir() and any(path.iterdir()) or path.is_file()
+
+
+def load_raw_hyperparameters(layout: Layout, env: Mapping[str, str]) -> dict[str, Any]:
+    """hyperparameters.json, or SageMaker's SM_HPS when the file is absent."""
+    path = layout.hyperparameters_file
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except json.JSONDecodeError as error:
+            raise ContractError(f"hyperparameters.json: not valid JSON ({error.msg} at line "
+                                f"{error.lineno} column {error.colno}) in {path}") from error
+        if not isinstance(raw, dict):
+            raise ContractError(f"hyperparameters.json: expected a JSON object in {path}")
+        return raw
+    if env.get("SM_HPS"):
+        try:
+            return json.loads(env["SM_HPS"])
+        except json.JSONDecodeError as error:
+            raise ContractError(f"SM_HPS: not valid JSON ({error.msg})") from error
+    return {}
+
+
+def resolve_hyperparameters(contract: StepContract, layout: Layout, cli_values: Mapping[str, Any],
+                            env: Mapping[str, str] | None = None) -> Hyperparameters:
+    """File (or SM_HPS) first, command-line flags override it, then validate the whole."""
+    env = os.environ if env is None else env
+    raw = load_raw_hyperparameters(layout, env)
+    raw.update(cli_values)
+    return contract.parse_hyperparameters(raw)
+
+
+def check_channels(contract: StepContract, layout: Layout, hp: Hyperparameters) -> None:
+    optional_when = getattr(importlib.import_module(contract.module), "channels_optional", None)
+    skip = set(optional_when(hp)) if optional_when else set()
+    for channel in contract.channels:
+        path = layout.channel(channel.name)
+        if channel.required and channel.name not in skip and not _has_content(path):
+            raise ContractError(f"channel '{channel.name}': missing or empty folder {path} "
+                                f"({channel.doc})")
+
+
+class StepLock:
+    """One run per root at a time: a second run refuses instead of corrupting the first."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.handle = None
+
+    def __enter__(self) -> "StepLock":
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.handle = open(self.path, "a+")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError as error:
+            self.handle.close()
+            raise StepError(f"root {self.path.parent.parent} is in use by another running step "
+                            f"(lock {self.path}); wait for it or use another root") from error
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        fcntl.flock(self.handle, fcntl.LOCK_UN)
+        self.handle.close()
+
+
+def write_failure(layout: Layout, reason: str, details: str = "") -> Path:
+    """First line: the reason (SageMaker shows the first 1,024 characters); then details."""
+    first = redact(reason.strip().splitlines()[0] if reason.strip() else "step failed")
+    rest = redact("\n".join(reason.strip().splitlines()[1:]) + ("\n" + details if details else ""))
+    layout.failure_file.parent.mkdir(parents=True, exist_ok=True)
+    temp = layout.failure_file.with_name(".failure.tmp")
+    temp.write_text(first + "\n" + rest.strip() + "\n", encoding="utf-8")
+    os.replace(temp, layout.failure_file)
+    return layout.failure_file
+
+
+def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict[str, Any]:
+    """Run the step module with staged outputs; commit them only when it succeeds."""
+    module = importlib.import_module(contract.module)
+    io = StepIO(contract=contract, layout=layout)
+    io.outputs = {o.name: StagedOutput(o.name, layout.output(o.name, o.path)) for o in contract.outputs}
+    if hasattr(module, "check_inputs"):
+        module.check_inputs(hp, io)
+    started = time.time()
+    try:
+        for staged in io.outputs.values():
+            staged.open()
+        summary = module.run(hp, io) or {}
+        base = {"step": contract.name, "hyperparameters": hp.model_dump(mode="json"),
+                "summary": summary, "seconds": round(time.time() - started, 3)}
+        manifests = {name: staged.commit(redact_obj({**base, **io.extra_manifest.get(name, {})}))
+                     for name, staged in io.outputs.items()}
+    finally:
+        for staged in io.outputs.values():
+            staged.discard()
+    run_manifest = {**base, "outputs": {name: {"path": str(io.outputs[name].final),
+                                               "files": len(m["files"])} for name, m in manifests.items()}}
+    write_json_atomic(layout.run_manifest_file, redact_obj(run_manifest))
+    return run_manifest
+
+
+def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = None) -> int:
+    """The whole step lifecycle; returns the process exit code."""
+    configure_logging()
+    try:
+        contract = get_contract(name)
+        with StepLock(layout.lock_file):
+            layout.failure_file.unlink(missing_ok=True)
+            hp = resolve_hyperparameters(contract, layout, cli_values or {})
+            check_channels(contract, layout, hp)
+            log.info("step %s: root %s", name, layout.root)
+            manifest = execute(contract, layout, hp)
+        log.info("step %s: done in %.1fs; manifest %s", name, manifest["seconds"], layout.run_manifest_file)
+        return 0
+    except (ContractError, StepError) as error:
+        write_failure(layout, str(error))
+        log.error("step %s failed: %s", name, redact(str(error)).splitlines()[0])
+        return 2
+    except KeyboardInterrupt:
+        write_failure(layout, "interrupted", traceback.format_exc())
+        return 130
+    except Exception as error:  # noqa: BLE001 - every failure must reach the failure file
+        write_failure(layout, f"{type(error).__name__}: {error}", traceback.format_exc())
+        log.error("step %s failed: %s: %s", name, type(error).__name__, redact(str(error)).splitlines()[0]
+                  if str(error) else "")
+        return 1
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    root = logging.getLogger()
+    if any(isinstance(f, RedactingFilter) for h in root.handlers for f in h.filters):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    handler.addFilter(RedactingFilter())
+    root.addHandler(handler)
+    root.setLevel(level)

@@ -1,0 +1,58 @@
+"""Keep secrets out of logs, failure files, manifests and tracking.
+
+Secrets reach a step only through the environment or mounted files; anything the step writes
+passes through `redact`, and the logging filter applies it to every record.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+KNOWN_SECRET_VARIABLES = (
+    "KAGGLE_KEY", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN", "WANDB_API_KEY", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "KFP_TOKEN",
+)
+_SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|_KEY$)", re.IGNORECASE)
+MASK = "***"
+
+
+def secret_values(env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> list[str]:
+    """Values that must never be written: known secret variables and any *TOKEN*/*SECRET*-named one."""
+    env = os.environ if env is None else env
+    values = {value for name, value in env.items()
+              if (name in KNOWN_SECRET_VARIABLES or _SECRET_NAME.search(name)) and len(value) >= 6}
+    values.update(v for v in extra if v and len(v) >= 6)
+    return sorted(values, key=len, reverse=True)
+
+
+def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    for value in secret_values(env):
+        text = text.replace(value, MASK)
+    return text
+
+
+def redact_obj(obj: Any, env: Mapping[str, str] | None = None) -> Any:
+    """Redact every string inside a JSON-like structure."""
+    if isinstance(obj, str):
+        return redact(obj, env)
+    if isinstance(obj, Mapping):
+        return {key: redact_obj(value, env) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [redact_obj(value, env) for value in obj]
+    return obj
+
+
+class RedactingFilter(logging.Filter):
+    """Replaces secret values in every log record before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        cleaned = redact(message)
+        if cleaned != message:
+            record.msg, record.args = cleaned, None
+        return True

@@ -1,0 +1,45 @@
+import json
+import os
+
+from steps.outputs import MANIFEST_NAME, StagedOutput, read_manifest, sha256_file
+
+
+def test_commit_swaps_in_with_manifest(tmp_path):
+    final = tmp_path / "out" / "model"
+    staged = StagedOutput("model", final)
+    folder = staged.open()
+    (folder / "a.bin").write_bytes(b"abc")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "b.txt").write_text("x")
+    assert not final.exists(), "nothing appears at the final path before commit"
+    staged.commit({"step": "t", "rows": 3})
+    manifest = read_manifest(final)
+    assert manifest["rows"] == 3 and manifest["output"] == "model"
+    assert [f["path"] for f in manifest["files"]] == ["a.bin", "sub/b.txt"]
+    assert manifest["files"][0]["sha256"] == sha256_file(final / "a.bin")
+    assert not any(p.name.startswith(".model.") for p in final.parent.iterdir())
+
+
+def test_discard_keeps_previous_output(tmp_path):
+    final = tmp_path / "model"
+    first = StagedOutput("model", final)
+    (first.open() / "old.txt").write_text("old")
+    first.commit({})
+    second = StagedOutput("model", final)
+    (second.open() / "half.txt").write_text("half")
+    second.discard()
+    assert (final / "old.txt").read_text() == "old"
+    assert not (final / "half.txt").exists()
+    assert read_manifest(final) is not None
+
+
+def test_move_contents_fallback_writes_manifest_last(tmp_path):
+    final = tmp_path / "model"
+    final.mkdir()
+    (final / "stale.txt").write_text("stale")
+    staged = StagedOutput("model", final)
+    (staged.open() / "new.txt").write_text("new")
+    staged._swap = lambda: (_ for _ in ()).throw(OSError("EBUSY"))  # a mount point cannot be renamed
+    staged.commit({})
+    assert sorted(os.listdir(final)) == [MANIFEST_NAME, "new.txt"]
+    assert json.loads((final / MANIFEST_NAME).read_text())["files"][0]["path"] == "new.txt"

@@ -1,0 +1,1 @@
+"""OpenEDS data: layouts, the frame generator, the spec transforms, augmentations, loading."""

@@ -1,0 +1,24 @@
+"""Shared test fixtures. Area-specific fixtures live in the conftest.py of each test folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURES = REPO.parent / "shared" / "fixtures" / "openeds-sample"
+
+# Tests never wait minutes on a network that is not there.
+os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+
+@pytest.fixture(scope="session")
+def real_frames_dir() -> Path:
+    """The five real OpenEDS frames from ../shared; skipped in a user's fresh clone without it."""
+    if not (FIXTURES / "images").is_dir():
+        pytest.skip(f"real OpenEDS sample frames not found at {FIXTURES} (only in the project checkout)")
+    return FIXTURES

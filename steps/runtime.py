@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import create_model
+from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
+
 from contracts import ContractError, Hyperparameters, Layout, StepContract, get_contract
 from steps.outputs import StagedOutput, write_json_atomic
 from steps.secrets import RedactingFilter, redact, redact_obj
@@ -90,11 +93,32 @@ def load_raw_hyperparameters(layout: Layout, env: Mapping[str, str]) -> dict[str
     return {}
 
 
+ENV_PREFIX = "OPENEDS_"
+
+
+def settings_from_environment(contract: StepContract, env: Mapping[str, str]) -> dict[str, Any]:
+    """Hyperparameters given as OPENEDS_<NAME> variables or in a .env file (pydantic-settings).
+
+    The .env file is `OPENEDS_ENV_FILE` or `./.env`; the environment wins over the file. Values
+    stay strings here and are decoded like SageMaker's, so every source validates the same way.
+    """
+    fields = {name: (str | None, None) for name in contract.hyperparameters.model_fields}
+    settings_cls = create_model("EnvironmentSettings", __base__=BaseSettings, **fields)
+    settings_cls.model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
+    env_file = Path(env.get("OPENEDS_ENV_FILE", ".env"))
+    from_file = DotEnvSettingsSource(settings_cls, env_file=env_file, env_prefix=ENV_PREFIX)() \
+        if env_file.is_file() else {}
+    from_env = {name: env[ENV_PREFIX + name.upper()] for name in fields if ENV_PREFIX + name.upper() in env}
+    return {**from_file, **from_env}
+
+
 def resolve_hyperparameters(contract: StepContract, layout: Layout, cli_values: Mapping[str, Any],
                             env: Mapping[str, str] | None = None) -> Hyperparameters:
-    """File (or SM_HPS) first, command-line flags override it, then validate the whole."""
+    """Precedence, lowest first: contract defaults < hyperparameters.json (or SM_HPS) < .env file <
+    OPENEDS_<NAME> environment variables < command-line flags. Then validate the whole."""
     env = os.environ if env is None else env
     raw = load_raw_hyperparameters(layout, env)
+    raw.update(settings_from_environment(contract, env))
     raw.update(cli_values)
     return contract.parse_hyperparameters(raw)
 

@@ -1,0 +1,62 @@
+"""The step runtime on a real step's contract: hyperparameter sources, failure files, locking."""
+
+import json
+
+import pytest
+
+from contracts import ContractError, Layout, get_contract
+from steps.runtime import StepError, StepLock, resolve_hyperparameters, write_failure
+
+
+def _root(tmp_path, hyperparameters):
+    config = tmp_path / "input" / "config"
+    config.mkdir(parents=True)
+    (config / "hyperparameters.json").write_text(json.dumps(hyperparameters))
+    return Layout.resolve(tmp_path, env={})
+
+
+def test_precedence_file_dotenv_env_cli(tmp_path):
+    layout = _root(tmp_path, {"epochs": "5", "lr": "0.1", "batch_size": "4", "seed": "1"})
+    dotenv = tmp_path / "settings.env"
+    dotenv.write_text("OPENEDS_LR=0.2\nOPENEDS_BATCH_SIZE=6\n")
+    env = {"OPENEDS_ENV_FILE": str(dotenv), "OPENEDS_BATCH_SIZE": "7", "OPENEDS_SEED": "3"}
+    hp = resolve_hyperparameters(get_contract("train-seg"), layout, {"seed": 9}, env=env)
+    assert (hp.epochs, hp.lr, hp.batch_size, hp.seed) == (5, 0.2, 7, 9)
+
+
+def test_environment_value_is_validated_and_named(tmp_path):
+    layout = _root(tmp_path, {})
+    with pytest.raises(ContractError, match="^hyperparameter 'epochs'"):
+        resolve_hyperparameters(get_contract("train-seg"), layout, {}, env={"OPENEDS_EPOCHS": "two"})
+
+
+def test_malformed_hyperparameters_json_names_the_file(tmp_path):
+    layout = _root(tmp_path, {})
+    layout.hyperparameters_file.write_text("{not json")
+    with pytest.raises(ContractError, match="^hyperparameters.json: not valid JSON"):
+        resolve_hyperparameters(get_contract("train-seg"), layout, {}, env={})
+
+
+def test_sm_hps_used_when_file_absent(tmp_path):
+    layout = Layout.resolve(tmp_path, env={})
+    hp = resolve_hyperparameters(get_contract("train-seg"), layout, {}, env={"SM_HPS": '{"epochs": "4"}'})
+    assert hp.epochs == 4
+
+
+def test_failure_file_first_line_and_secret_redaction(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_canary_secret_123")
+    layout = Layout.resolve(tmp_path, env={})
+    path = write_failure(layout, "push failed with token hf_canary_secret_123\nmore", "trace hf_canary_secret_123")
+    text = path.read_text()
+    assert text.splitlines()[0] == "push failed with token ***"
+    assert "hf_canary_secret_123" not in text
+
+
+def test_second_run_on_the_same_root_refuses(tmp_path):
+    lock = tmp_path / "output" / ".step.lock"
+    with StepLock(lock):
+        with pytest.raises(StepError, match="in use by another running step"):
+            with StepLock(lock):
+                pass
+    with StepLock(lock):  # released after the first run
+        pass

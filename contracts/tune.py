@@ -4,14 +4,14 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from contracts.base import StepContract
-from contracts.training import TRAINING_CHANNELS, TrainingHyperparameters
-from contracts.base import Output
+from contracts.base import Output, StepContract
+from contracts.train_seg import TrainSegHyperparameters
+from contracts.training import TRAINING_CHANNELS
 
 
-class TuneHyperparameters(TrainingHyperparameters):
-    model: Literal["tiny_efficientvit", "tiny_efficientvit_micro"] = Field(
-        "tiny_efficientvit", description="architecture variant searched")
+class TuneHyperparameters(TrainSegHyperparameters):
+    """train-seg's settings (the fixed part of every trial) plus the search itself."""
+
     n_trials: int = Field(8, ge=1, le=10_000, description="trials run by this worker")
     search_space: dict[str, dict[str, Any]] = Field(
         default_factory=lambda: {
@@ -28,8 +28,6 @@ class TuneHyperparameters(TrainingHyperparameters):
     timeout_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
     epochs: int = Field(4, ge=1, le=10_000, description="epochs per trial")
     register_model: bool = Field(False, description="register trial models in the registry")
-    surface_loss_max: float = Field(1.0, ge=0, le=10, description="final weight of the surface loss")
-    dice_weight: float = Field(1.0, ge=0, le=10, description="weight of the generalized Dice loss")
 
 
 CONTRACT = StepContract(

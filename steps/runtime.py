@@ -34,6 +34,15 @@ class StepError(RuntimeError):
     """A failure with a message meant for people; its first line names the field, file or gate."""
 
 
+class FailAfterCommit(StepError):
+    """A failure whose outputs are complete and worth keeping (a validation report with a missed
+    gate): the runtime commits them, with `failure` in their manifest, then fails the step."""
+
+    def __init__(self, message: str, summary: dict[str, Any] | None = None):
+        super().__init__(message)
+        self.summary = summary or {}
+
+
 @dataclass
 class StepIO:
     """What a step's `run` sees: its input channels, staging folders for its outputs, checkpoints."""
@@ -178,7 +187,12 @@ def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict
     try:
         for staged in io.outputs.values():
             staged.open()
-        summary = module.run(hp, io) or {}
+        kept_failure = None
+        try:
+            summary = module.run(hp, io) or {}
+        except FailAfterCommit as error:
+            kept_failure = error
+            summary = {**error.summary, "failure": str(error).strip().splitlines()[0]}
         base = {"step": contract.name, "hyperparameters": hp.model_dump(mode="json"),
                 "summary": summary, "seconds": round(time.time() - started, 3)}
         manifests = {name: staged.commit(redact_obj({**base, **io.extra_manifest.get(name, {})}))
@@ -189,6 +203,8 @@ def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict
     run_manifest = {**base, "outputs": {name: {"path": str(io.outputs[name].final),
                                                "files": len(m["files"])} for name, m in manifests.items()}}
     write_json_atomic(layout.run_manifest_file, redact_obj(run_manifest))
+    if kept_failure is not None:
+        raise kept_failure
     return run_manifest
 
 

@@ -1,0 +1,218 @@
+"""The Optuna study behind the tune step: sampler, pruner, storage, trial objective and results.
+
+A trial is a train-seg run with the study's fixed settings plus the sampled ones. It reports the
+validation mIoU after every epoch (`trial.report`), and the pruner stops it early when it trails
+the other trials at the same epoch. Studies live in an RDB storage (sqlite locally, any SQLAlchemy
+URL in a cluster): workers that share the URL and study name add their trials to one study.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from contracts.train_seg import TrainSegHyperparameters
+from contracts.tune import SearchParam, TuneHyperparameters
+
+log = logging.getLogger(__name__)
+
+OBJECTIVE = "valid_iou"  # validation mIoU over both classes, maximized
+STORAGE_FILE = "optuna.db"
+TRIALS_DIR = "trials"
+BEST_PARAMS = "best_params.json"
+BEST_HYPERPARAMETERS = "best_hyperparameters.json"
+BEST_ARGS = "best_params.args"
+TRIALS_CSV = "trials.csv"
+STUDY_JSON = "study.json"
+# A trial failing on its own (NaN loss, out of memory, a bad combination of settings) is recorded as
+# FAIL and the study goes on; anything else stops the study.
+TRIAL_ERRORS = (RuntimeError, ValueError, FloatingPointError, ArithmeticError)
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+# settings of one trial, its checkpoint folder, the per-epoch callback -> the trial's final metrics
+TrialTrainer = Callable[[TrainSegHyperparameters, Path, EpochCallback], dict[str, Any]]
+
+
+def default_storage(checkpoints: Path) -> str:
+    """sqlite beside the checkpoints: that folder outlives the run (outputs are staged and swapped)."""
+    return f"sqlite:///{(Path(checkpoints) / STORAGE_FILE).absolute()}"
+
+
+def make_sampler(hp: TuneHyperparameters) -> optuna.samplers.BaseSampler:
+    if hp.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=hp.sampler_seed)
+    # constant_liar: workers sharing the study do not all sample next to the same running trial.
+    return optuna.samplers.TPESampler(seed=hp.sampler_seed, constant_liar=True)
+
+
+def make_pruner(hp: TuneHyperparameters) -> optuna.pruners.BasePruner:
+    if hp.pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=hp.pruner_startup_trials,
+                                           n_warmup_steps=hp.pruner_warmup_epochs)
+    if hp.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=hp.epochs)
+    return optuna.pruners.NopPruner()
+
+
+def open_study(hp: TuneHyperparameters, storage: str) -> optuna.Study:
+    """Create the study, or join it when another run or worker already made it."""
+    study = optuna.create_study(storage=storage, study_name=hp.study_name, direction="maximize",
+                                sampler=make_sampler(hp), pruner=make_pruner(hp), load_if_exists=True)
+    for params in hp.enqueue_trials:
+        study.enqueue_trial(params, skip_if_exists=True)
+    return study
+
+
+def suggest(trial: Trial, space: dict[str, SearchParam]) -> dict[str, Any]:
+    """One value per searched hyperparameter, from its distribution."""
+    params = {}
+    for name, param in space.items():
+        if param.type == "categorical":
+            params[name] = trial.suggest_categorical(name, param.choices)
+        elif param.type == "int":
+            params[name] = trial.suggest_int(name, int(param.low), int(param.high),
+                                             step=int(param.step or 1), log=param.log)
+        else:
+            params[name] = trial.suggest_float(name, param.low, param.high, step=param.step, log=param.log)
+    return params
+
+
+def trial_settings(hp: TuneHyperparameters, params: dict[str, Any]) -> TrainSegHyperparameters:
+    """train-seg settings of one trial: the study's fixed settings with the sampled values."""
+    fixed = hp.model_dump(include=set(TrainSegHyperparameters.model_fields))
+    return TrainSegHyperparameters.model_validate({**fixed, **params})
+
+
+class PruningReporter:
+    """The per-epoch callback of a trial: report validation mIoU, stop the trial when pruned."""
+
+    def __init__(self, trial: Trial):
+        self.trial = trial
+        self.values: list[float] = []
+
+    def __call__(self, epoch: int, metrics: dict[str, Any]) -> None:
+        value = float(metrics[OBJECTIVE])
+        if not math.isfinite(value):
+            raise FloatingPointError(f"trial {self.trial.number}: {OBJECTIVE} is {value} at epoch {epoch}")
+        self.trial.report(value, step=epoch)
+        self.values.append(value)
+        if self.trial.should_prune():
+            log.info("trial %d pruned at epoch %d (%s %.4f)", self.trial.number, epoch, OBJECTIVE, value)
+            raise optuna.TrialPruned(f"{OBJECTIVE} {value:.4f} at epoch {epoch}")
+
+
+def make_objective(hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path) -> Callable[[Trial], float]:
+    """The study's objective: train one trial into its own checkpoint folder, return its best mIoU."""
+
+    def objective(trial: Trial) -> float:
+        params = suggest(trial, hp.search_space)
+        settings = trial_settings(hp, params)
+        checkpoint_dir = Path(trials_dir) / f"trial_{trial.number:04d}"
+        trial.set_user_attr("checkpoint_dir", str(checkpoint_dir))
+        log.info("trial %d: %s", trial.number, json.dumps(params))
+        reporter, started = PruningReporter(trial), time.perf_counter()
+        try:
+            metrics = train(settings, checkpoint_dir, reporter)
+        finally:
+            trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
+            trial.set_user_attr("epochs_run", len(reporter.values))
+        value = best_reported(trial.number, reporter.values, metrics)
+        log.info("trial %d: %s %.4f in %.1fs", trial.number, OBJECTIVE, value, time.perf_counter() - started)
+        return value
+
+    return objective
+
+
+def best_reported(number: int, reported: list[float], metrics: dict[str, Any]) -> float:
+    """The trial's score: its best validation mIoU over epochs (what its best checkpoint holds)."""
+    values = list(reported)
+    if metrics.get(f"best_{OBJECTIVE}") is not None:
+        values.append(float(metrics[f"best_{OBJECTIVE}"]))
+    if not values:
+        raise ValueError(f"trial {number}: training reported no {OBJECTIVE}")
+    return max(values)
+
+
+def run_study(study: optuna.Study, hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path,
+              callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None) -> list[FrozenTrial]:
+    """Run this worker's trials; returns them (the study may also hold other workers' trials)."""
+    known = {t.number for t in study.get_trials(deepcopy=False)}
+    study.optimize(make_objective(hp, train, trials_dir), n_trials=hp.n_trials, timeout=hp.timeout_s,
+                   catch=TRIAL_ERRORS, callbacks=callbacks, gc_after_trial=True)
+    return [t for t in study.get_trials() if t.number not in known]
+
+
+def count_states(trials: list[FrozenTrial]) -> dict[str, int]:
+    return {state.name.lower(): sum(t.state == state for t in trials)
+            for state in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)}
+
+
+def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
+    """One row per trial: number, state, value, pruned, params (JSON), time, epochs, error."""
+    return [{"number": t.number, "state": t.state.name, "value": t.value,
+             "pruned": t.state == TrialState.PRUNED, "params": json.dumps(t.params, sort_keys=True),
+             "seconds": t.user_attrs.get("seconds"), "epochs_run": t.user_attrs.get("epochs_run"),
+             "last_reported": t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None,
+             "error": t.system_attrs.get("fail_reason", "")}
+            for t in trials]
+
+
+def write_trials_csv(path: Path, trials: list[FrozenTrial]) -> None:
+    rows = trial_rows(trials)
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["number"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def study_summary(study: optuna.Study, worker_trials: list[FrozenTrial], storage: str) -> dict[str, Any]:
+    """Best trial over the whole study; counts for the whole study and for this worker."""
+    everything = study.get_trials(deepcopy=False)
+    completed = [t for t in everything if t.state == TrialState.COMPLETE]
+    best = max(completed, key=lambda t: t.value) if completed else None
+    return {"study_name": study.study_name, "storage": storage, "objective": OBJECTIVE, "direction": "maximize",
+            "best_value": best.value if best else None, "best_trial": best.number if best else None,
+            "best_params": best.params if best else {}, "counts": count_states(everything),
+            "this_run": {"trials": [t.number for t in worker_trials], "counts": count_states(worker_trials)}}
+
+
+def best_args(params: dict[str, Any]) -> str:
+    """train-seg command-line flags for the best parameters (`$(cat best_params.args)`)."""
+    return " ".join(f"--{name.replace('_', '-')} {json.dumps(value) if not isinstance(value, str) else value}"
+                    for name, value in params.items())
+
+
+def write_study_outputs(folder: Path, study: optuna.Study, hp: TuneHyperparameters,
+                        worker_trials: list[FrozenTrial], storage: str) -> dict[str, Any]:
+    """best_params.json, best_hyperparameters.json, best_params.args, trials.csv, study.json."""
+    summary = study_summary(study, worker_trials, storage)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_trials_csv(folder / TRIALS_CSV, study.get_trials())
+    (folder / STUDY_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")
+    best = summary["best_params"]
+    (folder / BEST_PARAMS).write_text(json.dumps(best, indent=2) + "\n", encoding="utf-8")
+    (folder / BEST_ARGS).write_text(best_args(best) + "\n", encoding="utf-8")
+    full = trial_settings(hp, best).model_dump(mode="json")
+    (folder / BEST_HYPERPARAMETERS).write_text(json.dumps(full, indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+@contextmanager
+def study_logging() -> Iterator[None]:
+    """Optuna's own per-trial INFO lines duplicate ours: keep its warnings only while we run."""
+    previous = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(previous)

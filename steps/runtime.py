@@ -7,6 +7,7 @@ Step modules define `run(hp, io) -> dict` (a summary: metrics, row counts) and m
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib
 import json
@@ -193,6 +194,8 @@ def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict
         except FailAfterCommit as error:
             kept_failure = error
             summary = {**error.summary, "failure": str(error).strip().splitlines()[0]}
+        if not is_primary_rank():  # torchrun: rank 0 alone commits outputs and manifests
+            return {"step": contract.name, "summary": summary, "seconds": round(time.time() - started, 3)}
         base = {"step": contract.name, "hyperparameters": hp.model_dump(mode="json"),
                 "summary": summary, "seconds": round(time.time() - started, 3)}
         manifests = {name: staged.commit(redact_obj({**base, **io.extra_manifest.get(name, {})}))
@@ -208,13 +211,20 @@ def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict
     return run_manifest
 
 
+def is_primary_rank(env: Mapping[str, str] | None = None) -> bool:
+    """False on the non-zero ranks of a torchrun job: those run the step but write no outputs."""
+    return (os.environ if env is None else env).get("RANK", "0") in ("", "0")
+
+
 def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = None) -> int:
     """The whole step lifecycle; returns the process exit code."""
     configure_logging()
     try:
         contract = get_contract(name)
-        with StepLock(layout.lock_file):
-            layout.failure_file.unlink(missing_ok=True)
+        primary = is_primary_rank()
+        with StepLock(layout.lock_file) if primary else contextlib.nullcontext():
+            if primary:
+                layout.failure_file.unlink(missing_ok=True)
             hp = resolve_hyperparameters(contract, layout, cli_values or {})
             check_channels(contract, layout, hp)
             log.info("step %s: root %s", name, layout.root)
@@ -224,7 +234,7 @@ def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = N
     except (ContractError, StepError) as error:
         write_failure(layout, str(error))
         log.error("step %s failed: %s", name, redact(str(error)).splitlines()[0])
-        return 2
+        return getattr(error, "exit_code", 2)
     except KeyboardInterrupt:
         write_failure(layout, "interrupted", traceback.format_exc())
         return 130

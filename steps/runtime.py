@@ -52,6 +52,7 @@ class StepIO:
     layout: Layout
     outputs: dict[str, StagedOutput] = field(default_factory=dict)
     extra_manifest: dict[str, dict[str, Any]] = field(default_factory=dict)
+    unchanged: set[str] = field(default_factory=set)
 
     def channel(self, name: str) -> Path | None:
         """The channel's folder, or None for an optional channel that was not given."""
@@ -77,6 +78,11 @@ class StepIO:
     def annotate(self, output: str, **values: Any) -> None:
         """Add facts (row counts, metrics) to one output's manifest."""
         self.extra_manifest.setdefault(output, {}).update(values)
+
+    def leave_unchanged(self, output: str) -> None:
+        """This run does not produce `output` (a check-only mode): its folder is left as it was."""
+        self.contract.output(output)
+        self.unchanged.add(output)
 
 
 def _has_content(path: Path) -> bool:
@@ -199,7 +205,7 @@ def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict
         base = {"step": contract.name, "hyperparameters": hp.model_dump(mode="json"),
                 "summary": summary, "seconds": round(time.time() - started, 3)}
         manifests = {name: staged.commit(redact_obj({**base, **io.extra_manifest.get(name, {})}))
-                     for name, staged in io.outputs.items()}
+                     for name, staged in io.outputs.items() if name not in io.unchanged}
     finally:
         for staged in io.outputs.values():
             staged.discard()

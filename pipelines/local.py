@@ -1,0 +1,270 @@
+"""Run the pipeline's DAG on this machine: each step as a process or as a `docker run`.
+
+Every task gets its own /opt/ml-style root, `<work-dir>/<task>/`, with its hyperparameters in
+`input/config/hyperparameters.json`. Artifacts are wired exactly as the KFP pipeline wires them
+(`pipelines.dag`): in process mode an upstream output folder is passed as a `--channel NAME=PATH`
+override; in docker mode it is bind-mounted read-only at `/opt/ml/input/data/<channel>` with the
+task root at `/opt/ml`, the SageMaker layout. A failed step stops the tasks that depend on it;
+independent tasks still run. Without MLFLOW_TRACKING_URI, runs are tracked in
+`<work-dir>/mlflow/mlflow.db` (sqlite).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TextIO
+
+from contracts import get_contract
+from pipelines.dag import Dag, build_dag, load_profile, parse_assignments, resolve_hyperparameters
+
+DEFAULT_WORK_DIR = Path("runs/default")
+DEFAULT_LOCAL_IMAGE = os.environ.get("OPENEDS_IMAGE", "openeds-steps:latest")
+CONTAINER_ROOT = "/opt/ml"
+# Passed into containers by name only (`-e NAME`): values never appear on a command line.
+PASSED_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_ENVIRONMENT", "HF_TOKEN", "HF_HUB_OFFLINE",
+              "HF_ENDPOINT", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
+              "MLFLOW_TRACKING_TOKEN", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "WANDB_API_KEY", "WANDB_MODE")
+# Variables that would move a step's outputs away from the wiring (SageMaker's own).
+SCRUBBED_ENV_PREFIXES = ("SM_", "SAGEMAKER_")
+
+
+@dataclass
+class TaskResult:
+    task: str
+    status: str  # ok | failed | skipped | reused
+    seconds: float = 0.0
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """Everything a runner needs to start one task."""
+
+    dag: Dag
+    work_dir: Path
+    hyperparameters: Mapping[str, Mapping[str, Any]]
+    env: Mapping[str, str]
+
+    def root(self, task: str) -> Path:
+        return self.work_dir / task
+
+    def output_dir(self, task: str, output: str) -> Path:
+        return self.root(task) / get_contract(task).output(output).path
+
+    def channels(self, task: str) -> dict[str, Path]:
+        """Channel name -> the upstream output folder that feeds it."""
+        return {channel: self.output_dir(edge.source_task, edge.source_output)
+                for channel, edge in self.dag.inputs_of(task).items()}
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.work_dir / "mlflow"
+
+    def log_file(self, task: str) -> Path:
+        return self.work_dir / "logs" / f"{task}.log"
+
+
+class ProcessRunner:
+    """`python -m steps TASK --root <work-dir>/TASK --channel ... --output ...` in this venv."""
+
+    mode = "process"
+
+    def command(self, plan: RunPlan, task: str) -> list[str]:
+        command = [sys.executable, "-m", "steps", task, "--root", str(plan.root(task))]
+        for channel, path in plan.channels(task).items():
+            command += ["--channel", f"{channel}={path}"]
+        for output in get_contract(task).outputs:
+            command += ["--output", f"{output.name}={plan.output_dir(task, output.name)}"]
+        return command
+
+    def environment(self, plan: RunPlan) -> dict[str, str]:
+        return {k: v for k, v in plan.env.items() if not k.startswith(SCRUBBED_ENV_PREFIXES)}
+
+    def prepare(self, plan: RunPlan, task: str) -> None:
+        return None
+
+
+class DockerRunner(ProcessRunner):
+    """`docker run IMAGE TASK` with the task root at /opt/ml and upstream outputs mounted in."""
+
+    mode = "docker"
+
+    def __init__(self, image: str, docker: str = "docker"):
+        self.image = image
+        self.docker = docker
+
+    def user_args(self) -> list[str]:
+        # A non-root host user keeps owning what the step writes; as root, the image's own
+        # non-root user runs the step in folders made writable for it (prepare()).
+        return [] if os.getuid() == 0 else ["--user", f"{os.getuid()}:{os.getgid()}", "-e", "HOME=/tmp"]
+
+    def command(self, plan: RunPlan, task: str) -> list[str]:
+        mlflow_dir = str(plan.mlflow_dir.resolve())
+        command = [self.docker, "run", "--rm", "--init=false", "--name", f"openeds-{task}-{os.getpid()}",
+                   *self.user_args(), "-v", f"{plan.root(task).resolve()}:{CONTAINER_ROOT}",
+                   "-v", f"{mlflow_dir}:{mlflow_dir}", "-w", mlflow_dir, "--shm-size", "1g"]
+        for channel, path in plan.channels(task).items():
+            command += ["-v", f"{path.resolve()}:{CONTAINER_ROOT}/input/data/{channel}:ro"]
+        for name in sorted(self.passed_env(plan)):
+            command += ["-e", name]
+        return [*command, self.image, task]
+
+    def passed_env(self, plan: RunPlan) -> set[str]:
+        names = {name for name in PASSED_ENV if name in plan.env}
+        names |= {name for name in plan.env if name.startswith("OPENEDS_")}
+        return names | ({"MLFLOW_TRACKING_URI"} if "MLFLOW_TRACKING_URI" in plan.env else set())
+
+    def prepare(self, plan: RunPlan, task: str) -> None:
+        if os.getuid() == 0:
+            for folder in (plan.root(task), plan.mlflow_dir):
+                folder.chmod(0o777)
+
+
+def write_task_config(plan: RunPlan, task: str) -> Path:
+    path = plan.root(task) / "input" / "config" / "hyperparameters.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(plan.hyperparameters[task], indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return path
+
+
+def completed_with(plan: RunPlan, task: str) -> bool:
+    """A previous run of `task` finished with the same hyperparameters (for --resume)."""
+    root = plan.root(task)
+    config = root / "input" / "config" / "hyperparameters.json"
+    if not (root / "output" / "manifest.json").is_file() or (root / "output" / "failure").exists():
+        return False
+    if not config.is_file() or json.loads(config.read_text()) != dict(plan.hyperparameters[task]):
+        return False
+    return all((plan.output_dir(task, o.name) / "_manifest.json").is_file() for o in get_contract(task).outputs)
+
+
+def stream(process: subprocess.Popen, task: str, log: TextIO, out: TextIO) -> None:
+    for line in process.stdout:  # type: ignore[union-attr]
+        log.write(line)
+        out.write(f"[{task}] {line}")
+        out.flush()
+
+
+def run_task(plan: RunPlan, runner: ProcessRunner, task: str, out: TextIO) -> TaskResult:
+    root = plan.root(task)
+    root.mkdir(parents=True, exist_ok=True)
+    write_task_config(plan, task)
+    runner.prepare(plan, task)
+    plan.log_file(task).parent.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with open(plan.log_file(task), "w", encoding="utf-8") as log:
+        process = subprocess.Popen(runner.command(plan, task), env=runner.environment(plan),
+                                   cwd=plan.mlflow_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                   text=True, errors="replace")
+        try:
+            stream(process, task, log, out)
+            code = process.wait()
+        except KeyboardInterrupt:
+            process.terminate()
+            process.wait(timeout=30)
+            raise
+    seconds = time.monotonic() - started
+    if code == 0:
+        return TaskResult(task, "ok", seconds)
+    return TaskResult(task, "failed", seconds, failure_reason(plan, task, code))
+
+
+def failure_reason(plan: RunPlan, task: str, code: int) -> str:
+    failure = plan.root(task) / "output" / "failure"
+    if failure.is_file():
+        return failure.read_text(encoding="utf-8", errors="replace").strip()
+    tail = plan.log_file(task).read_text(encoding="utf-8", errors="replace").strip().splitlines()[-15:]
+    return f"exit code {code} and no failure file; last log lines:\n" + "\n".join(tail)
+
+
+def run_dag(plan: RunPlan, runner: ProcessRunner, resume: bool = False,
+            out: TextIO = sys.stdout) -> list[TaskResult]:
+    """Run every task in order; dependents of a failed task are skipped, the rest still run."""
+    results: dict[str, TaskResult] = {}
+    plan.mlflow_dir.mkdir(parents=True, exist_ok=True)
+    for task in plan.dag.order():
+        upstream = plan.dag.upstream(task)
+        blocked = [name for name in upstream if results[name].status in ("failed", "skipped")]
+        if blocked:
+            results[task] = TaskResult(task, "skipped", reason=f"upstream {', '.join(blocked)} did not finish")
+            print(f"== {task}: skipped (upstream {', '.join(blocked)} did not finish)", file=out)
+            continue
+        if resume and all(results[n].status == "reused" for n in upstream) and completed_with(plan, task):
+            results[task] = TaskResult(task, "reused", reason="completed earlier with the same settings")
+            print(f"== {task}: reused (completed earlier with the same settings)", file=out)
+            continue
+        if not resume and plan.root(task).exists():
+            shutil.rmtree(plan.root(task))
+        print(f"== {task}: running ({runner.mode}, root {plan.root(task)})", file=out, flush=True)
+        results[task] = run_task(plan, runner, task, out)
+        if results[task].status == "failed":
+            print(f"== {task}: FAILED\n{indent(results[task].reason)}", file=out, flush=True)
+    return [results[task] for task in plan.dag.order()]
+
+
+def indent(text: str) -> str:
+    return "\n".join("   " + line for line in text.splitlines())
+
+
+def format_table(results: Sequence[TaskResult], plan: RunPlan) -> str:
+    lines = [f"{'task':16s} {'status':8s} {'seconds':>8s}  root / reason", "-" * 72]
+    for result in results:
+        detail = result.reason.splitlines()[0] if result.status != "ok" and result.reason else str(plan.root(result.task))
+        lines.append(f"{result.task:16s} {result.status:8s} {result.seconds:8.1f}  {detail}")
+    lines.append(f"{'total':16s} {'':8s} {sum(r.seconds for r in results):8.1f}")
+    return "\n".join(lines)
+
+
+def report_location(plan: RunPlan) -> Path:
+    folder = plan.output_dir("validate", "report")
+    for name in ("report.md", "report.json"):
+        if (folder / name).is_file():
+            return folder / name
+    return folder
+
+
+def base_environment(work_dir: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    if not env.get("MLFLOW_TRACKING_URI"):
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{(work_dir / 'mlflow' / 'mlflow.db').resolve()}"
+    return env
+
+
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mode", choices=("process", "docker"), default="process",
+                        help="each step as a process in this venv (default) or a `docker run` of the image")
+    parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
+                        help=f"one /opt/ml-style root per task under it (default: {DEFAULT_WORK_DIR})")
+    parser.add_argument("--resume", action="store_true",
+                        help="keep task roots: reuse tasks finished with the same settings, resume training "
+                             "from checkpoints")
+
+
+def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+    hyperparameters = resolve_hyperparameters(load_profile(args.profile), parse_assignments(args.assignments))
+    work_dir = args.work_dir.absolute()
+    plan = RunPlan(dag=build_dag(args.evaluate_split), work_dir=work_dir, hyperparameters=hyperparameters,
+                   env=base_environment(work_dir))
+    runner = DockerRunner(args.image or DEFAULT_LOCAL_IMAGE) if args.mode == "docker" else ProcessRunner()
+    print(f"pipeline: {len(plan.dag.tasks)} tasks, mode {runner.mode}, work dir {work_dir}, "
+          f"MLflow {plan.env['MLFLOW_TRACKING_URI'].split('@')[-1]}", file=out, flush=True)
+    results = run_dag(plan, runner, resume=args.resume, out=out)
+    print("\n" + format_table(results, plan), file=out)
+    failed = [r for r in results if r.status in ("failed", "skipped")]
+    if failed:
+        for result in (r for r in results if r.status == "failed"):
+            print(f"\n{result.task} failed; failure file {plan.root(result.task) / 'output' / 'failure'}:\n"
+                  f"{indent(result.reason)}", file=out)
+        return 1
+    print(f"\nvalidation report: {report_location(plan)}", file=out)
+    return 0

@@ -39,6 +39,7 @@ class TrainingHyperparameters(Hyperparameters):
     warmup_epochs: int = Field(1, ge=0, description="warmup epochs (cosine_warmup, linear_warmup)")
     step_size: int = Field(10, ge=1, description="epochs between decays (step)")
     step_gamma: float = Field(0.5, gt=0, le=1, description="decay factor (step, plateau)")
+    plateau_patience: int = Field(2, ge=0, description="epochs without improvement before plateau decays the lr")
     accumulation_steps: int = Field(1, ge=1, le=1024, description="batches per optimizer step")
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm (None: off)")
     early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")

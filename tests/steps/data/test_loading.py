@@ -1,0 +1,269 @@
+"""The training loader: batch layout, stored vs runtime preprocessing, raw mode, determinism."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+
+from steps.data import transforms
+from steps.data.augment import params_for
+from steps.data.frames import normalize_image
+from steps.data.hf_cache import MARKER, snapshot_folder
+from steps.data.loading import build_loaders, load_split, set_loader_epoch
+from steps.runtime import StepError
+from tests.steps.data.tiny_dataset import make_rows, make_split, raw_features, write_split
+
+SEG_KEYS = {"image", "label", "spatial_weights", "dist_map", "ellipse", "filename", "index"}
+
+
+@pytest.fixture(scope="module")
+def splits(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("splits")
+    return {"train": write_split(root / "train", 11, seed=1, raw_image=True),
+            "validation": write_split(root / "validation", 5, seed=2),
+            "camera": write_split(root / "camera", 4, seed=3, preprocessed=False)}
+
+
+def loaders(train, valid, **overrides):
+    options = dict(task="segmentation", batch_size=4, num_workers=0, augment=True, input_mode="preprocessed",
+                   seed=3, distributed=False, pin_memory=False)
+    return build_loaders(train, valid, **{**options, **overrides})
+
+
+def epoch_batches(loader, epoch: int) -> list[dict]:
+    set_loader_epoch(loader, epoch)
+    return list(loader)
+
+
+def assert_same_batches(first: list[dict], second: list[dict]) -> None:
+    assert len(first) == len(second)
+    for a, b in zip(first, second):
+        assert a["filename"] == b["filename"]
+        for key in a.keys() - {"filename"}:
+            assert torch.equal(a[key], b[key]), key
+
+
+def test_load_split_from_save_to_disk_folder_and_dataset_dict(splits, tmp_path):
+    train = load_split(splits["train"], hf_repo=None, split="train", data_dir=str(tmp_path))
+    assert len(train) == 11 and "dist_map" in train.column_names
+    datasets.DatasetDict({"validation": make_split(2, 9)}).save_to_disk(str(tmp_path / "dict"))
+    assert len(load_split(tmp_path / "dict", hf_repo=None, split="validation", data_dir=str(tmp_path))) == 2
+    with pytest.raises(StepError, match="^train: .* is not a saved dataset"):
+        load_split(tmp_path, hf_repo=None, split="train", data_dir=str(tmp_path))
+    with pytest.raises(StepError, match="^validation: no dataset given"):
+        load_split(None, hf_repo=None, split="validation", data_dir=str(tmp_path))
+
+
+def test_batches_hold_the_stored_rows_unchanged_without_augmentation(splits):
+    train, valid = datasets.load_from_disk(str(splits["train"])), datasets.load_from_disk(str(splits["validation"]))
+    train_loader, valid_loader = loaders(train, valid, augment=False)
+    batch = next(iter(valid_loader))
+    assert set(batch) == SEG_KEYS
+    assert batch["image"].shape == (4, 1, 400, 640) and batch["image"].dtype == torch.float32
+    assert batch["label"].shape == (4, 400, 640) and batch["label"].dtype == torch.int64
+    assert batch["spatial_weights"].dtype == torch.float32 and batch["dist_map"].shape == (4, 2, 400, 640)
+    assert batch["ellipse"].shape == (4, 4) and batch["ellipse"].dtype == torch.float32
+    stored = valid.with_format("numpy", dtype=None)[:4]
+    assert batch["filename"] == list(stored["filename"]) and batch["index"].tolist() == [0, 1, 2, 3]
+    np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(stored["image"]))
+    np.testing.assert_array_equal(batch["label"].numpy(), stored["label"])
+    assert set(np.unique(batch["label"].numpy())) == {0, 1}
+    np.testing.assert_array_equal(batch["spatial_weights"].numpy(), stored["spatial_weights"])
+    np.testing.assert_array_equal(batch["dist_map"].numpy(), stored["dist_map"])
+    np.testing.assert_array_equal(batch["ellipse"].numpy(),
+                                  np.stack([stored[c] for c in ("cx", "cy", "rx", "ry")], axis=1))
+    # validation: every row once, stored order, last partial batch kept; training drops it
+    assert [len(b["filename"]) for b in valid_loader] == [4, 1]
+    assert [len(b["filename"]) for b in epoch_batches(train_loader, 1)] == [4, 4]
+
+
+def test_training_rows_are_augmented_consistently(splits):
+    train = datasets.load_from_disk(str(splits["train"]))
+    train_loader, _ = loaders(train, train)
+    stored = train.with_format("numpy", dtype=None)
+    flipped = 0
+    for batch in epoch_batches(train_loader, 2):
+        for k, index in enumerate(batch["index"].tolist()):
+            row, params = stored[index], params_for(3, 2, index)
+            mirror = (lambda a: a[..., ::-1]) if params.flip else (lambda a: a)
+            np.testing.assert_array_equal(batch["label"][k].numpy(), mirror(row["label"]))
+            np.testing.assert_array_equal(batch["spatial_weights"][k].numpy(), mirror(row["spatial_weights"]))
+            np.testing.assert_array_equal(batch["dist_map"][k].numpy(), mirror(row["dist_map"]))
+            expected_cx = (639 - 640 * float(row["cx"])) / 640 if params.flip else row["cx"]
+            assert batch["ellipse"][k, 0].item() == pytest.approx(expected_cx, abs=1e-6)
+            if not params.lines and params.blur_sigma is None:
+                np.testing.assert_array_equal(batch["image"][k, 0].numpy(), normalize_image(mirror(row["image"])))
+            flipped += params.flip
+    assert 0 < flipped < 8
+
+
+def test_order_and_augmentation_depend_only_on_seed_and_epoch(splits):
+    train, valid = datasets.load_from_disk(str(splits["train"])), datasets.load_from_disk(str(splits["validation"]))
+    first, _ = loaders(train, valid)
+    walked = [epoch_batches(first, epoch) for epoch in range(4)]  # epochs 0..3 in one process
+    torch.manual_seed(999)
+    np.random.seed(999)
+    rng_before = torch.get_rng_state()
+    resumed, _ = loaders(train, valid)  # a fresh process that resumes at epoch 3
+    assert_same_batches(epoch_batches(resumed, 3), walked[3])
+    assert torch.equal(torch.get_rng_state(), rng_before), "the loader must not consume the global torch RNG"
+    orders = [[b["index"].tolist() for b in batches] for batches in walked]
+    assert len({str(o) for o in orders}) > 1
+    other_seed, _ = loaders(train, valid, seed=4)
+    assert [b["index"].tolist() for b in epoch_batches(other_seed, 3)] != orders[3]
+
+
+def test_start_batch_skips_without_loading(splits):
+    train = datasets.load_from_disk(str(splits["train"]))
+    loader, _ = loaders(train, train, batch_size=2)
+    full = epoch_batches(loader, 5)
+    set_loader_epoch(loader, 5, start_batch=3)
+    assert len(loader) == len(full) - 3
+    assert_same_batches(list(loader), full[3:])
+    assert_same_batches(epoch_batches(loader, 5), full)  # the next set_loader_epoch starts at 0 again
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_batches(splits):
+    train, valid = datasets.load_from_disk(str(splits["train"])), datasets.load_from_disk(str(splits["validation"]))
+    single, _ = loaders(train, valid, batch_size=2)
+    workers, _ = loaders(train, valid, batch_size=2, num_workers=2)
+    for epoch in (0, 1):
+        assert_same_batches(epoch_batches(workers, epoch), epoch_batches(single, epoch))
+
+
+def test_ellipse_task_reads_only_image_and_ellipse(splits):
+    train = datasets.load_from_disk(str(splits["train"]))
+    _, valid_loader = loaders(train, train, task="ellipse", max_valid_rows=3)
+    batch = next(iter(valid_loader))
+    assert set(batch) == {"image", "ellipse", "filename", "index"}
+    assert batch["image"].shape == (3, 1, 400, 640) and batch["ellipse"].shape == (3, 4)
+
+
+def test_max_rows_takes_a_fixed_subset(splits):
+    train = datasets.load_from_disk(str(splits["train"]))
+    first, valid = loaders(train, train, max_train_rows=8, max_valid_rows=2, batch_size=2)
+    again, _ = loaders(train, train, max_train_rows=8, max_valid_rows=2, batch_size=2)
+    rows = sorted(i for b in epoch_batches(first, 0) for i in b["index"].tolist())
+    assert len(rows) == 8 and rows == sorted(i for b in epoch_batches(again, 0) for i in b["index"].tolist())
+    assert sum(len(b["filename"]) for b in valid) == 2
+
+
+def test_unpreprocessed_rows_get_the_spec_preprocessing_at_load_time(splits):
+    camera = datasets.load_from_disk(str(splits["camera"]))
+    _, valid_loader = loaders(camera, camera, augment=False)
+    batch = next(iter(valid_loader))
+    raw = camera.with_format("numpy", dtype=None)[:4]
+    for k in range(4):
+        expected = transforms.preprocess_frame(raw["image"][k], raw["label"][k])
+        np.testing.assert_array_equal(batch["image"][k, 0].numpy(), normalize_image(expected["image"]))
+        np.testing.assert_array_equal(batch["label"][k].numpy(), expected["label"])
+        np.testing.assert_array_equal(batch["spatial_weights"][k].numpy(), expected["spatial_weights"])
+        np.testing.assert_array_equal(batch["dist_map"][k].numpy(), expected["dist_map"])
+        np.testing.assert_allclose(batch["ellipse"][k].numpy(),
+                                   [expected[c] for c in ("cx", "cy", "rx", "ry")], atol=1e-7)
+
+
+def test_unpreprocessed_rows_without_pupil_are_skipped_and_logged(caplog):
+    rows = make_rows(3, seed=4, preprocessed=False)
+    rows["label"][1] = np.zeros_like(rows["label"][1])
+    split = datasets.Dataset.from_dict(rows, features=raw_features())
+    with caplog.at_level(logging.WARNING):
+        _, valid_loader = loaders(split, split, augment=False)
+    assert [f for b in valid_loader for f in b["filename"]] == [rows["filename"][0], rows["filename"][2]]
+    assert f"skipping {rows['filename'][1]}: no pupil pixels" in caplog.text
+
+
+def test_raw_mode_trains_on_camera_frames(splits):
+    train, camera = datasets.load_from_disk(str(splits["train"])), datasets.load_from_disk(str(splits["camera"]))
+    # preprocessed rows with a `raw_image` column: the camera frame, everything else as stored
+    _, valid_loader = loaders(train, train, input_mode="raw", augment=False)
+    batch, stored = next(iter(valid_loader)), train.with_format("numpy", dtype=None)[:4]
+    np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(stored["raw_image"]))
+    np.testing.assert_array_equal(batch["dist_map"].numpy(), stored["dist_map"])
+    # preprocessed=False rows: the stored camera frame, no gamma or CLAHE; label etc. derived
+    _, camera_loader = loaders(camera, camera, input_mode="raw", augment=False)
+    batch, raw = next(iter(camera_loader)), camera.with_format("numpy", dtype=None)[:4]
+    np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(raw["image"]))
+    np.testing.assert_array_equal(batch["label"].numpy(), (raw["label"] == 3).astype(np.int64))
+
+
+def test_raw_mode_refuses_enhanced_images(splits):
+    train, valid = datasets.load_from_disk(str(splits["train"])), datasets.load_from_disk(str(splits["validation"]))
+    with pytest.raises(StepError, match="^validation: input_mode=raw needs camera frames"):
+        loaders(train, valid, input_mode="raw")
+
+
+def test_distributed_sampler_shards_and_follows_the_epoch(splits, tmp_path):
+    train = datasets.load_from_disk(str(splits["train"]))
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        train_loader, valid_loader = loaders(train, train, distributed=True, batch_size=2)
+        epoch3 = [b["index"].tolist() for b in epoch_batches(train_loader, 3)]
+        sampler = torch.utils.data.DistributedSampler(range(11), shuffle=True, seed=3)
+        sampler.set_epoch(3)
+        assert [i for b in epoch3 for i in b] == list(sampler)[:10]
+        assert [i for b in valid_loader for i in b["index"].tolist()] == list(range(11))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def _fill_hf_cache(data_dir: Path, repo_id: str) -> Path:
+    """A cache as a previous download left it: push_to_hub's parquet shards and our marker."""
+    folder = snapshot_folder(data_dir, repo_id)
+    (folder / "data").mkdir(parents=True)
+    make_split(3, seed=6).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    make_split(2, seed=7).to_parquet(str(folder / "data" / "validation-00000-of-00001.parquet"))
+    (folder / MARKER).write_text('{"repo_id": "%s", "downloaded_at": "2026-01-01T00:00:00Z"}' % repo_id)
+    return folder
+
+
+def test_hf_repo_loads_from_the_cache_without_downloading(tmp_path, caplog, monkeypatch):
+    import huggingface_hub
+
+    def no_network(*args, **kwargs):
+        raise AssertionError("a cached dataset must not be downloaded again")
+
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", no_network)
+    _fill_hf_cache(tmp_path, "someone/openeds-tiny")
+    with caplog.at_level(logging.INFO):
+        first = load_split(None, hf_repo="someone/openeds-tiny", split="train", data_dir=str(tmp_path))
+        second = load_split(None, hf_repo="someone/openeds-tiny", split="validation", data_dir=str(tmp_path))
+    assert (len(first), len(second)) == (3, 2)
+    assert caplog.text.count("using the cached HF dataset someone/openeds-tiny") == 2
+    assert "is not cached" not in caplog.text
+    batch = next(iter(loaders(first, second, augment=False)[1]))
+    np.testing.assert_array_equal(batch["dist_map"][0].numpy(), second.with_format("numpy", dtype=None)[0]["dist_map"])
+
+
+def test_hf_repo_without_cache_fails_fast_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    started = time.monotonic()
+    with pytest.raises(StepError, match="^hf_repo: cannot download dataset 'someone/missing'"):
+        load_split(None, hf_repo="someone/missing", split="train", data_dir=str(tmp_path))
+    assert time.monotonic() - started < 5
+    assert not snapshot_folder(tmp_path, "someone/missing").exists()
+
+
+def test_hf_repo_with_unreachable_hub_fails_fast(tmp_path, monkeypatch):
+    import socket
+
+    import huggingface_hub.constants
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    with pytest.raises(StepError, match="^hf_repo: cannot download dataset 'someone/unreachable'"):
+        load_split(None, hf_repo="someone/unreachable", split="train", data_dir=str(tmp_path))
+    assert time.monotonic() - started < 10
+    assert not any(snapshot_folder(tmp_path, "someone/unreachable").parent.iterdir())

@@ -17,9 +17,12 @@ import inspect
 import json
 import os
 import socket
+import ssl
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -165,21 +168,40 @@ class EndpointError(RuntimeError):
     """The KFP endpoint cannot be reached or refused the request."""
 
 
-def probe_endpoint(host: str, timeout_s: float = 3.0) -> None:
-    """Fail in seconds, with the reason, when nothing answers at `host` (kfp.Client would retry)."""
+HEALTH_PATH = "/apis/v2beta1/healthz"
+
+
+def probe_endpoint(host: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, naming the reason, when no KFP API answers at `host`.
+
+    kfp.Client retries a dead endpoint for minutes; a TCP connect then one GET of the health
+    endpoint, each with a short timeout, tell a wrong host, a closed port, a silent server and a
+    server that is not KFP apart. Redirects and 401/403 (an auth proxy) count as reachable.
+    """
     parsed = urlparse(host if "://" in host else f"http://{host}")
     if parsed.scheme not in ("http", "https") or not parsed.hostname:
         raise EndpointError(f"--host {host!r}: expected http(s)://HOST[:PORT][/path]")
     port = parsed.port or (443 if parsed.scheme == "https" else 80)
     started = time.monotonic()
     try:
-        with socket.create_connection((parsed.hostname, port), timeout=timeout_s):
-            return
+        socket.create_connection((parsed.hostname, port), timeout=timeout_s).close()
     except OSError as error:
-        waited = time.monotonic() - started
         raise EndpointError(f"KFP endpoint {host} is unreachable ({parsed.hostname}:{port}: "
-                            f"{error.strerror or error} after {waited:.1f}s); check --host, the "
-                            "port-forward or the VPN") from error
+                            f"{error.strerror or error} after {time.monotonic() - started:.1f}s); "
+                            "check --host, the port-forward or the VPN") from error
+    url = host.rstrip("/") + HEALTH_PATH if "://" in host else f"http://{host.rstrip('/')}{HEALTH_PATH}"
+    try:
+        urllib.request.urlopen(url, timeout=timeout_s).close()
+    except urllib.error.HTTPError as error:
+        if error.code == 404:
+            raise EndpointError(f"{host} answers but is not a KFP API endpoint (HTTP 404 at {HEALTH_PATH}); "
+                                "use the KFP API/UI address, e.g. http://localhost:8080") from error
+    except (OSError, ValueError) as error:
+        if isinstance(getattr(error, "reason", None), ssl.SSLError):
+            return  # TLS settings are the client's business (KF_PIPELINES_SSL_SA_CERTS)
+        raise EndpointError(f"KFP endpoint {host} did not answer {HEALTH_PATH} within {timeout_s:.0f}s "
+                            f"({getattr(error, 'reason', error)}); check --host and that the API server "
+                            "is up") from error
 
 
 def submit(package: Path, host: str, namespace: str | None, experiment: str | None,

@@ -1,0 +1,289 @@
+"""The compiled KFP pipeline agrees with the DAG, the contracts and the step CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from kfp import components
+
+from contracts import get_contract
+from pipelines import launch
+from pipelines.dag import TASKS, build_dag, load_profile
+from pipelines.full import hyperparameter_parameter, main, probe_endpoint, EndpointError
+from pipelines.kfp_components import ImageReferenceError, check_image_reference
+from steps.__main__ import build_parser, parse_pairs
+from tests.pipelines import kfp_emulation as kfp_emu
+
+REPO = Path(__file__).resolve().parents[2]
+DIGEST = "sha256:" + "ab" * 32
+TRAINING = {"train-seg", "train-ellipse"}
+TINY = {
+    "download_kaggle_hyperparameters": json.dumps({
+        "source": "synthetic", "synthetic_train_frames": 6, "synthetic_validation_frames": 3,
+        "synthetic_test_frames": 0}),
+    "preprocess_hyperparameters": json.dumps({"workers": 1}),
+}
+
+
+def compile_to(path: Path, *extra: str) -> Path:
+    assert main(["compile", "--output", str(path), *extra]) == 0
+    return path
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory) -> Path:
+    return compile_to(tmp_path_factory.mktemp("kfp") / "pipeline.yaml")
+
+
+@pytest.fixture(scope="module")
+def documents(compiled):
+    return kfp_emu.load(compiled)
+
+
+def test_compile_is_identical_to_kfp_dsl_compile(compiled, tmp_path):
+    kfp_cli = Path(sys.executable).with_name("kfp")
+    out = tmp_path / "by-kfp.yaml"
+    subprocess.run([str(kfp_cli), "dsl", "compile", "--py", "pipelines/full.py", "--output", str(out)],
+                   cwd=REPO, check=True, capture_output=True, timeout=300)
+    assert out.read_bytes() == compiled.read_bytes()
+
+
+def test_the_yaml_loads_back_with_one_task_per_step(compiled, documents):
+    loaded = components.load_component_from_file(str(compiled))
+    assert loaded.name == "openeds-pipeline"
+    spec, _ = documents
+    assert set(spec["root"]["dag"]["tasks"]) == set(TASKS)
+
+
+def test_compiled_dag_equals_the_local_dag(documents):
+    spec, _ = documents
+    dag = build_dag()
+    for task in TASKS:
+        compiled_task = spec["root"]["dag"]["tasks"][task]
+        assert set(compiled_task.get("dependentTasks", [])) == set(dag.upstream(task)), task
+        wired = {channel: (source["taskOutputArtifact"]["producerTask"],
+                           source["taskOutputArtifact"]["outputArtifactKey"])
+                 for channel, source in compiled_task.get("inputs", {}).get("artifacts", {}).items()}
+        assert wired == {ch: (e.source_task, e.source_output) for ch, e in dag.inputs_of(task).items()}, task
+        hp_source = compiled_task["inputs"]["parameters"]["hyperparameters"]["componentInputParameter"]
+        assert hp_source == hyperparameter_parameter(task)
+
+
+def test_every_component_matches_its_contract(documents):
+    spec, _ = documents
+    for task in TASKS:
+        contract = get_contract(task)
+        component = spec["components"][spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]]
+        inputs = component["inputDefinitions"]
+        assert {name: bool(d.get("isOptional")) for name, d in inputs["artifacts"].items()} == \
+            {c.name: not c.required for c in contract.channels}, task
+        assert set(inputs["parameters"]) == {"hyperparameters"}
+        contract.parse_hyperparameters(json.loads(inputs["parameters"]["hyperparameters"]["defaultValue"]))
+        assert set(component["outputDefinitions"]["artifacts"]) == {o.name for o in contract.outputs}, task
+
+
+def test_pipeline_parameters_hold_valid_hyperparameters_and_the_image(documents):
+    spec, _ = documents
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["image"]["defaultValue"] == "openeds-steps:0.1.0"
+    assert parameters["accelerator_type"]["defaultValue"] == "nvidia.com/gpu"
+    for task in TASKS:
+        values = json.loads(parameters[hyperparameter_parameter(task)]["defaultValue"])
+        assert values == load_profile("kfp")[task]
+        get_contract(task).parse_hyperparameters(values)
+
+
+def test_gpu_requests_only_on_training_and_resources_everywhere(documents):
+    spec, _ = documents
+    for task in TASKS:
+        container = kfp_emu.executor_of(spec, task)
+        resources = container["resources"]
+        assert resources["cpuRequest"] > 0 and resources["memoryRequest"] > 0, task
+        assert ("accelerator" in resources) == (task in TRAINING), task
+        assert "pipelinechannel--image" in container["image"]
+    accelerator = kfp_emu.executor_of(spec, "train-seg")["resources"]["accelerator"]
+    assert "accelerator_type" in accelerator["resourceType"]
+    assert "accelerator_limit" in accelerator["resourceCount"]
+
+
+def test_kubernetes_settings(documents):
+    spec, platform = documents
+    executors = platform["deploymentSpec"]["executors"]
+    for task in TASKS:
+        label = spec["components"][spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]]["executorLabel"]
+        config = executors.get(label, {})
+        if task in TRAINING:
+            assert config["nodeSelector"]["labels"] == {"nvidia.com/gpu.present": "true"}
+            assert config["tolerations"][0]["key"] == "nvidia.com/gpu"
+            assert config["emptyDirMounts"][0]["mountPath"] == "/dev/shm"
+            assert config["emptyDirMounts"][0]["medium"] == "Memory"
+        else:
+            assert "nodeSelector" not in config and "tolerations" not in config
+        for secret in config.get("secretAsEnv", []):
+            assert secret["optional"] is True
+    secrets = {s["secretName"]: [k["envVar"] for k in s["keyToEnv"]]
+               for s in executors["exec-download-kaggle"]["secretAsEnv"]}
+    assert secrets == {"kaggle-credentials": ["KAGGLE_USERNAME", "KAGGLE_KEY"]}
+
+
+def test_retries_and_caching(documents, tmp_path):
+    spec, _ = documents
+    tasks = spec["root"]["dag"]["tasks"]
+    for task in TASKS:
+        assert tasks[task]["retryPolicy"]["maxRetryCount"] == 2
+        assert tasks[task]["cachingOptions"].get("enableCache", False) == (task != "push-hf")
+    uncached, _ = kfp_emu.load(compile_to(tmp_path / "nocache.yaml", "--no-cache"))
+    assert not any(t["cachingOptions"].get("enableCache") for t in uncached["root"]["dag"]["tasks"].values())
+
+
+@pytest.mark.parametrize("reference", [
+    "openeds-steps:0.1.0", "registry.example.com:5000/team/openeds-steps:v1",
+    f"ghcr.io/team/openeds-steps@{DIGEST}", f"localhost/openeds-steps:cuda@{DIGEST}"])
+def test_valid_image_references(reference):
+    assert check_image_reference(reference) == reference
+
+
+@pytest.mark.parametrize("reference", [
+    "", "Openeds:latest", "openeds steps", "openeds:", "openeds@sha256:1234", f"openeds@{DIGEST.upper()}",
+    "openeds:tag:extra"])
+def test_invalid_image_references(reference):
+    with pytest.raises(ImageReferenceError):
+        check_image_reference(reference)
+
+
+def test_digest_pinning_can_be_required():
+    with pytest.raises(ImageReferenceError, match="not pinned by digest"):
+        check_image_reference("openeds-steps:0.1.0", require_digest=True)
+
+
+def test_image_and_settings_reach_the_compiled_yaml(tmp_path, capsys):
+    image = f"registry.example.com/team/openeds-steps@{DIGEST}"
+    spec, _ = kfp_emu.load(compile_to(tmp_path / "p.yaml", "--image", image, "--set", "train-seg.epochs=30"))
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    assert parameters["image"]["defaultValue"] == image
+    assert json.loads(parameters["train_seg_hyperparameters"]["defaultValue"])["epochs"] == 30
+    assert main(["compile", "--output", str(tmp_path / "bad.yaml"), "--image", "Bad Image"]) == 2
+    assert "not a valid image reference" in capsys.readouterr().err
+    assert main(["compile", "--output", str(tmp_path / "bad.yaml"), "--set", "train-seg.epochs=-1"]) == 2
+    assert "train-seg" in capsys.readouterr().err and not (tmp_path / "bad.yaml").exists()
+
+
+def test_container_arguments_are_what_the_step_cli_accepts(documents, tmp_path):
+    """Resolve every executor's arguments as KFP would and parse them with the step's own CLI."""
+    spec, _ = documents
+    for task in TASKS:
+        contract = get_contract(task)
+        container = kfp_emu.executor_of(spec, task)
+        assert container["command"] == ["python", "-m", "pipelines.launch"]
+        fed = {ch.name: f"/kfp/in/{ch.name}" for ch in contract.channels if ch.name in build_dag().inputs_of(task)}
+        outs = {o.name: f"/kfp/out/{o.name}" for o in contract.outputs}
+        args = kfp_emu.resolve_args(container["args"], fed, outs, {"hyperparameters": "{}"})
+        step_args = args[args.index("--") + 1:]
+        assert args[0] == task
+        command, redirected = launch.build_step_args(step_args, task, workspace=None)
+        parsed = vars(build_parser(contract).parse_args(command))
+        assert parsed["root"] == "/opt/ml" and not redirected
+        assert parse_pairs(parsed["channel"], "channel") == fed
+        assert parse_pairs(parsed["output"], "output") == outs
+
+
+def test_workspace_variant_mounts_a_pvc_in_every_task(tmp_path):
+    spec, platform = kfp_emu.load(compile_to(tmp_path / "pvc.yaml", "--pvc-size", "200Gi",
+                                             "--pvc-storage-class", "standard-rwx"))
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == set(TASKS) | {"createpvc", "deletepvc"}
+    assert set(tasks["deletepvc"]["dependentTasks"]) >= set(TASKS)
+    for task in TASKS:
+        label = spec["components"][tasks[task]["componentRef"]["name"]]["executorLabel"]
+        mounts = platform["deploymentSpec"]["executors"][label]["pvcMount"]
+        assert mounts[0]["mountPath"] == "/workspace"
+        assert "--workspace" in kfp_emu.executor_of(spec, task)["args"]
+    pvc_inputs = tasks["createpvc"]["inputs"]["parameters"]
+    assert pvc_inputs["size"]["runtimeValue"]["constant"] == "200Gi"
+    assert pvc_inputs["storage_class_name"]["runtimeValue"]["constant"] == "standard-rwx"
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_submit_to_an_unreachable_host_fails_in_seconds():
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "pipelines.full", "submit", "--host",
+                             f"http://127.0.0.1:{closed_port()}"], cwd=REPO, capture_output=True,
+                            text=True, timeout=120)
+    elapsed = time.monotonic() - started
+    assert result.returncode == 2
+    assert "is unreachable" in result.stderr and "check --host" in result.stderr
+    assert elapsed < 30, f"took {elapsed:.1f}s"
+
+
+def test_probe_gives_up_on_a_silent_host_after_its_timeout():
+    with socket.socket() as silent:  # accepts connections (backlog) but never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        with pytest.raises(EndpointError, match="did not answer"):
+            probe_endpoint(f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_s=1.0)
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("host, message", [
+    ("http://kfp.invalid:8888", "unreachable"),
+    ("ftp://example.com", "expected http"),
+])
+def test_probe_names_the_problem(host, message):
+    with pytest.raises(EndpointError, match=message):
+        probe_endpoint(host, timeout_s=2.0)
+
+
+def test_probe_refuses_a_server_that_is_not_kfp(tmp_path):
+    import http.server
+    import threading
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(EndpointError, match="not a KFP API endpoint"):
+            probe_endpoint(f"http://127.0.0.1:{server.server_address[1]}")
+    finally:
+        server.shutdown()
+
+
+@pytest.mark.slow
+def test_compiled_yaml_drives_the_real_steps(compiled, tmp_path):
+    """download-kaggle then preprocess, run from the compiled YAML's own command lines."""
+    spec, _ = kfp_emu.load(compiled)
+    for task in ("download-kaggle", "preprocess"):
+        result = kfp_emu.run_task(spec, task, tmp_path / "artifacts", {"/opt/ml": tmp_path / task}, TINY)
+        assert result.returncode == 0, result.stderr[-3000:]
+    written = json.loads((tmp_path / "preprocess" / "input" / "config" / "hyperparameters.json").read_text())
+    assert written == {"workers": 1}
+    for split in ("train", "validation"):
+        manifest = json.loads((tmp_path / "artifacts" / "preprocess" / split / "_manifest.json").read_text())
+        assert manifest["step"] == "preprocess"
+
+
+@pytest.mark.slow
+def test_workspace_variant_keeps_data_on_the_volume(tmp_path):
+    spec, _ = kfp_emu.load(compile_to(tmp_path / "pvc.yaml", "--pvc-size", "10Gi"))
+    workspace = tmp_path / "pvc"
+    for task in ("download-kaggle", "preprocess"):
+        paths = {"/opt/ml": tmp_path / task, "/workspace": workspace}
+        result = kfp_emu.run_task(spec, task, tmp_path / "artifacts", paths, TINY)
+        assert result.returncode == 0, result.stderr[-3000:]
+    artifact = tmp_path / "artifacts" / "preprocess" / "train"
+    assert sorted(p.name for p in artifact.iterdir()) == ["_manifest.json", "_workspace.json"]
+    pointed = Path(json.loads((artifact / "_workspace.json").read_text())["path"])
+    assert pointed == workspace / "preprocess" / "train" and (pointed / "_manifest.json").is_file()
+    raw = tmp_path / "artifacts" / "download-kaggle" / "raw"
+    assert not (raw / "openEDS").exists() and (workspace / "download-kaggle" / "raw" / "openEDS").is_dir()

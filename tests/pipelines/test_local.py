@@ -1,0 +1,115 @@
+"""pipelines.local: the DAG run as processes (docker mode: tests/docker)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+from pipelines import local
+from pipelines.dag import build_dag, load_profile, resolve_hyperparameters
+
+
+def make_plan(tmp_path: Path, profile: str = "smoke", env: dict | None = None) -> local.RunPlan:
+    return local.RunPlan(dag=build_dag(), work_dir=tmp_path, hyperparameters=resolve_hyperparameters(
+        load_profile(profile)), env=env if env is not None else local.base_environment(tmp_path))
+
+
+def run_args(work_dir: Path, *assignments: str, profile: str = "smoke", resume: bool = False) -> Namespace:
+    return Namespace(profile=profile, assignments=list(assignments), work_dir=work_dir, mode="process",
+                     image=None, evaluate_split="validation", resume=resume)
+
+
+def test_channels_are_the_upstream_output_folders(tmp_path):
+    plan = make_plan(tmp_path)
+    assert plan.channels("validate") == {
+        "onnx": tmp_path / "export-onnx" / "model",
+        "seg_model": tmp_path / "train-seg" / "model",
+        "ellipse_model": tmp_path / "train-ellipse" / "model",
+        "test": tmp_path / "preprocess" / "output" / "data" / "validation",
+        "seg_metrics": tmp_path / "train-seg" / "output" / "data" / "metrics",
+    }
+    assert plan.channels("download-kaggle") == {}
+
+
+def test_process_command_passes_channels_and_outputs_as_overrides(tmp_path):
+    command = local.ProcessRunner().command(make_plan(tmp_path), "export-onnx")
+    assert command[1:5] == ["-m", "steps", "export-onnx", "--root"]
+    assert f"seg_model={tmp_path / 'train-seg' / 'model'}" in command
+    assert f"ellipse_model={tmp_path / 'train-ellipse' / 'model'}" in command
+    assert f"onnx={tmp_path / 'export-onnx' / 'model'}" in command
+
+
+def test_process_environment_drops_sagemaker_variables(tmp_path):
+    plan = make_plan(tmp_path, env={"SM_MODEL_DIR": "/elsewhere", "SAGEMAKER_BASE_DIR": "/x", "PATH": "/bin"})
+    assert local.ProcessRunner().environment(plan) == {"PATH": "/bin"}
+
+
+def test_docker_command_mounts_the_sagemaker_layout_and_passes_secrets_by_name(tmp_path):
+    env = {**local.base_environment(tmp_path), "KAGGLE_KEY": "canary-7f3a", "OPENEDS_EPOCHS": "2"}
+    plan = make_plan(tmp_path, env=env)
+    command = local.DockerRunner("openeds-steps:test").command(plan, "train-seg")
+    joined = " ".join(command)
+    assert f"{tmp_path / 'train-seg'}:/opt/ml" in joined
+    assert f"{tmp_path / 'preprocess' / 'output' / 'data' / 'train'}:/opt/ml/input/data/train:ro" in joined
+    assert command[-2:] == ["openeds-steps:test", "train-seg"]
+    assert "canary-7f3a" not in joined
+    for name in ("KAGGLE_KEY", "OPENEDS_EPOCHS", "MLFLOW_TRACKING_URI"):
+        assert command[command.index(name) - 1] == "-e"
+    mlflow_dir = str(tmp_path / "mlflow")
+    assert f"{mlflow_dir}:{mlflow_dir}" in command
+
+
+def test_mlflow_defaults_to_a_sqlite_store_in_the_work_dir(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert local.base_environment(tmp_path)["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path}/mlflow/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.example:5000")
+    assert local.base_environment(tmp_path)["MLFLOW_TRACKING_URI"] == "http://mlflow.example:5000"
+
+
+def test_a_failed_step_stops_its_dependents_and_its_failure_is_shown(tmp_path):
+    """download-kaggle with source=local and no source folder fails for real; nothing else can run."""
+    out = io.StringIO()
+    code = local.run_from_args(run_args(tmp_path, "download-kaggle.source=local"), out=out)
+    text = out.getvalue()
+    assert code == 1
+    assert "download-kaggle: FAILED" in text
+    failure = (tmp_path / "download-kaggle" / "output" / "failure").read_text()
+    assert failure.splitlines()[0] in text
+    for task in ("preprocess", "push-hf", "train-seg", "train-ellipse", "export-onnx", "validate"):
+        assert f"== {task}: skipped" in text
+        assert not (tmp_path / task).exists()
+    assert "validation report" not in text
+
+
+def test_invalid_settings_stop_before_any_step(tmp_path):
+    from pipelines.dag import DagError
+
+    with pytest.raises(DagError, match="epochs"):
+        local.run_from_args(run_args(tmp_path, "train-seg.epochs=0"), out=io.StringIO())
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.slow
+def test_the_whole_pipeline_runs_as_processes_and_resumes(tmp_path):
+    out = io.StringIO()
+    assert local.run_from_args(run_args(tmp_path), out=out) == 0, out.getvalue()[-5000:]
+    text = out.getvalue()
+    report = local.report_location(make_plan(tmp_path))
+    assert f"validation report: {report}" in text and report.exists()
+    for task in build_dag().tasks:
+        assert json.loads((tmp_path / task / "output" / "manifest.json").read_text())["step"] == task
+        assert f"{task:16s} ok" in text
+    written = json.loads((tmp_path / "train-seg" / "input" / "config" / "hyperparameters.json").read_text())
+    assert written == load_profile("smoke")["train-seg"]
+    assert (tmp_path / "mlflow" / "mlflow.db").is_file()
+    # Same settings: everything is reused; a changed gate reruns validate alone.
+    out = io.StringIO()
+    assert local.run_from_args(run_args(tmp_path, "validate.overlays=0", resume=True), out=out) == 0
+    text = out.getvalue()
+    assert "== validate: running" in text
+    assert all(f"== {task}: reused" in text for task in build_dag().tasks if task != "validate")

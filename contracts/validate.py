@@ -15,6 +15,12 @@ class ValidateHyperparameters(Hyperparameters):
     max_rows: int | None = Field(None, ge=1, description="evaluate at most this many rows")
     fixtures_dir: str | None = Field(None, description="real OpenEDS frames to report separately (if present)")
     overlays: int = Field(6, ge=0, le=64, description="sample overlay images in the report")
+    batch_size: int = Field(8, ge=1, le=512, description="frames per onnxruntime call while evaluating")
+    parity_rows: int = Field(16, ge=1, description="rows also run through the PyTorch checkpoint (parity)")
+    latency_runs: int = Field(30, ge=3, le=10_000, description="timed onnxruntime calls (median reported)")
+    latency_warmup: int = Field(5, ge=0, le=1000, description="untimed calls before timing")
+    mlflow_experiment: str = Field("openeds", description="experiment of a new validation run "
+                                   "(when the models' source run is unknown; MLFLOW_TRACKING_URI set)")
 
 
 CONTRACT = StepContract(

@@ -1,0 +1,54 @@
+"""Per-frame CPU latency of each exported model: onnxruntime (the project's path) against PyTorch
+eager (the reference), batch 1 at 400x640, one thread each, measured in the same run.
+
+    python -m steps.bench.onnx [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from pathlib import Path
+
+import torch
+
+from steps.bench import BenchRow, format_table
+from steps.export.onnx_export import export_to_onnx, onnx_file_name
+from steps.models import MODEL_SPECS, count_parameters, create_model
+from steps.models.layers import fuse_conv_bn
+from steps.report.latency import onnx_latency, torch_latency
+
+MODELS = tuple(MODEL_SPECS)  # tiny_efficientvit, tiny_efficientvit_micro, ellipse_regression
+THREADS = 1
+
+
+def measure_model(name: str, folder: Path, runs: int, warmup: int) -> BenchRow:
+    torch.manual_seed(0)
+    model = create_model(name).eval()
+    path = folder / onnx_file_name(name)
+    export_to_onnx(fuse_conv_bn(model), path, MODEL_SPECS[name].task)
+    project = onnx_latency(path, runs=runs, warmup=warmup, threads=THREADS)
+    reference = torch_latency(model, runs=runs, warmup=warmup, threads=THREADS)
+    return BenchRow(area="onnx", metric=f"ms/frame ({MODEL_SPECS[name].model_type}, batch 1, {THREADS} thread)",
+                    project=project.median_ms, reference=reference.median_ms,
+                    reference_name="PyTorch eager CPU", higher_is_better=False,
+                    note=f"{count_parameters(model)} params, {path.stat().st_size / 1024:.0f} KB ONNX")
+
+
+def measure(quick: bool = False) -> list[BenchRow]:
+    """One row per registry model (quick: the default segmentation model, fewer calls)."""
+    names = MODELS[:1] if quick else MODELS
+    runs, warmup = (5, 1) if quick else (30, 5)
+    with tempfile.TemporaryDirectory(prefix="bench-onnx-") as folder:
+        return [measure_model(name, Path(folder), runs, warmup) for name in names]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steps.bench.onnx", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="default segmentation model only, fewer calls")
+    print(format_table(measure(parser.parse_args(argv).quick)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

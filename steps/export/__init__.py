@@ -1,0 +1,1 @@
+"""ONNX export of trained models, with metadata and checks against PyTorch."""

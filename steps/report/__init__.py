@@ -1,0 +1,1 @@
+"""Validation: evaluate exported models, measure latency, plot and render the report."""

@@ -1,0 +1,363 @@
+"""Run exported models (onnxruntime) over frames, with their checkpoints (PyTorch) for parity.
+
+The ONNX file is what ships, so every figure comes from onnxruntime's outputs; PyTorch runs only on
+the first `parity_rows` rows to measure how far the two disagree. Frames come from a preprocessed
+split or from raw camera frames, through the training loader's row reader (steps.data.loading), so
+a model sees the same input here as in training: its `input_mode` picks gamma+CLAHE or the raw frame.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import datasets
+import numpy as np
+import onnxruntime as ort
+import torch
+from torch import nn
+
+from steps.data import transforms
+from steps.data.frames import SEG_CLASSES, normalize_image
+from steps.data.loading import SplitRows
+from steps.export.onnx_export import INPUT_NAME, cpu_session, read_metadata
+from steps.runtime import StepError
+from steps.train.metrics import ConfusionMatrix, ellipse_errors
+
+log = logging.getLogger(__name__)
+PR_BINS = 1000  # pupil-probability histogram bins for the precision-recall curve
+PUPIL = SEG_CLASSES.index("pupil")
+
+
+@dataclass
+class ExportedModel:
+    """One ONNX file, its session and metadata, and its PyTorch checkpoint for parity (if any)."""
+
+    path: Path
+    session: ort.InferenceSession
+    metadata: dict[str, str]
+    torch_model: nn.Module | None = None
+
+    @property
+    def task(self) -> str:
+        return self.metadata["task"]
+
+    @property
+    def input_mode(self) -> str:
+        return self.metadata.get("input_mode", "preprocessed")
+
+    def run(self, inputs: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {INPUT_NAME: inputs})[0]
+
+
+def open_exported(path: Path) -> ExportedModel:
+    """Load an ONNX file into onnxruntime; StepError naming the file when it does not load."""
+    try:
+        session = cpu_session(path)
+        metadata = read_metadata(path)
+    except Exception as error:  # noqa: BLE001 - onnx and onnxruntime raise many types
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise StepError(f"onnx file {path.name}: cannot be loaded by onnxruntime ({first})") from error
+    if metadata.get("task") not in ("segmentation", "ellipse"):
+        raise StepError(f"onnx file {path.name}: no 'task' in its metadata (not written by export-onnx)")
+    return ExportedModel(path=path, session=session, metadata=metadata)
+
+
+# ---------------------------------------------------------------- frames
+
+@dataclass
+class FrameBatch:
+    images: np.ndarray      # uint8 (B, H, W): the model's input before normalization
+    labels: np.ndarray      # uint8 (B, H, W) 0/1 pupil mask
+    ellipses: np.ndarray    # float32 (B, 4) normalized (cx, cy, rx, ry)
+    filenames: list[str]
+
+    @property
+    def inputs(self) -> np.ndarray:
+        return normalize_image(self.images)[:, None]
+
+
+def split_rows(dataset: datasets.Dataset, name: str, input_mode: str, max_rows: int | None) -> SplitRows:
+    return SplitRows(dataset, name=name, input_mode=input_mode, max_rows=max_rows, seed=0)
+
+
+def frame_batches(rows: SplitRows, batch_size: int) -> Iterator[FrameBatch]:
+    wanted = ("image", "label", "ellipse")
+    for start in range(0, len(rows), batch_size):
+        fields = [rows.fields(p, wanted) for p in range(start, min(start + batch_size, len(rows)))]
+        yield FrameBatch(images=np.stack([f["image"] for f in fields]).astype(np.uint8),
+                         labels=np.stack([f["label"] for f in fields]).astype(np.uint8),
+                         ellipses=np.stack([f["ellipse"] for f in fields]).astype(np.float32),
+                         filenames=[rows.filenames[rows.row_id(p)]
+                                    for p in range(start, start + len(fields))])
+
+
+def raw_frames_dataset(folder: Path) -> datasets.Dataset | None:
+    """Raw OpenEDS frames (images/<stem>.png + labels/<stem>.npy, 4-class) as unprocessed rows;
+    None when the folder has no labelled frame."""
+    stems = sorted(p.stem for p in (folder / "images").glob("*.png") if (folder / "labels" / f"{p.stem}.npy").is_file())
+    if not stems:
+        return None
+    images, labels, names = [], [], []
+    for stem in stems:
+        image = cv2.imread(str(folder / "images" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+        try:
+            label = np.load(folder / "labels" / f"{stem}.npy")
+            transforms.check_frame(image if image is not None else np.zeros(0, np.uint8), label)
+        except (ValueError, OSError) as error:
+            log.warning("%s: skipping frame %s: %s", folder, stem, error)
+            continue
+        images.append(image)
+        labels.append(label)
+        names.append(f"{stem}.png")
+    if not names:
+        return None
+    return datasets.Dataset.from_dict({"image": images, "label": labels, "filename": names,
+                                       "preprocessed": [False] * len(names)})
+
+
+# ---------------------------------------------------------------- accumulators
+
+class PixelPR:
+    """Precision-recall of pupil pixels from histograms of the predicted pupil probability."""
+
+    def __init__(self, bins: int = PR_BINS):
+        self.bins = bins
+        self.positive = np.zeros(bins, np.int64)
+        self.negative = np.zeros(bins, np.int64)
+
+    def add(self, probability: np.ndarray, label: np.ndarray) -> None:
+        index = np.minimum((probability.reshape(-1) * self.bins).astype(np.int64), self.bins - 1)
+        is_pupil = label.reshape(-1).astype(bool)
+        self.positive += np.bincount(index[is_pupil], minlength=self.bins)
+        self.negative += np.bincount(index[~is_pupil], minlength=self.bins)
+
+    def curve(self) -> dict[str, Any]:
+        """Thresholds k/bins (predict pupil when p >= t): precision, recall, average precision."""
+        true_pos = np.cumsum(self.positive[::-1])[::-1].astype(np.float64)
+        false_pos = np.cumsum(self.negative[::-1])[::-1].astype(np.float64)
+        total = true_pos[0]
+        recall = true_pos / total if total else np.zeros_like(true_pos)
+        predicted = true_pos + false_pos
+        precision = np.divide(true_pos, predicted, out=np.ones_like(true_pos), where=predicted > 0)
+        # AP: precision summed over recall steps, from the highest threshold down
+        steps = -np.diff(np.append(recall, 0.0))
+        return {"thresholds": np.arange(self.bins) / self.bins, "precision": precision, "recall": recall,
+                "average_precision": float((steps * precision).sum())}
+
+
+@dataclass
+class OverlaySample:
+    filename: str
+    image: np.ndarray           # uint8 (H, W), as the model saw it
+    label: np.ndarray           # 0/1 true pupil
+    prediction: np.ndarray      # 0/1 predicted pupil
+    target_ellipse: np.ndarray  # normalized (4,)
+    fitted_ellipse: np.ndarray  # normalized (4,), fitted to the predicted mask (NaN when empty)
+    pupil_iou: float
+
+
+@dataclass
+class Parity:
+    """Max abs difference between onnxruntime and PyTorch over the first `limit` rows."""
+
+    limit: int
+    rows: int = 0
+    max_abs_diff: float = 0.0
+
+    def check(self, model: ExportedModel, inputs: np.ndarray, outputs: np.ndarray) -> None:
+        take = min(self.limit - self.rows, len(inputs))
+        if model.torch_model is None or take <= 0:
+            return
+        with torch.no_grad():
+            expected = model.torch_model(torch.from_numpy(inputs[:take])).numpy()
+        self.max_abs_diff = max(self.max_abs_diff, float(np.abs(outputs[:take] - expected).max()))
+        self.rows += take
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.rows, "max_abs_diff": self.max_abs_diff if self.rows else None}
+
+
+def fitted_ellipses(masks: np.ndarray) -> np.ndarray:
+    """(B, 4) normalized ellipses fitted to predicted masks; NaN rows where nothing was predicted."""
+    fits = np.full((len(masks), 4), np.nan, np.float32)
+    for k, mask in enumerate(masks):
+        if mask.any():
+            fits[k] = transforms.fit_pupil_ellipse(np.ascontiguousarray(mask, dtype=np.uint8)).normalized()
+    return fits
+
+
+def per_sample_errors(pred: np.ndarray, target: np.ndarray) -> dict[str, np.ndarray]:
+    """ellipse_errors per row; NaN where the prediction is NaN (no pupil predicted)."""
+    out = {name: np.full(len(pred), np.nan) for name in ("center_error_px", "radius_error_px", "ellipse_iou")}
+    valid = ~np.isnan(pred).any(axis=1)
+    if valid.any():
+        for name, values in ellipse_errors(torch.from_numpy(pred[valid]), torch.from_numpy(target[valid])).items():
+            out[name][valid] = values.numpy()
+    return out
+
+
+def nan_stats(values: list[float]) -> dict[str, float | None]:
+    array = np.asarray(values, np.float64)
+    array = array[~np.isnan(array)]
+    if not len(array):
+        return {"mean": None, "median": None, "p90": None}
+    return {"mean": float(array.mean()), "median": float(np.median(array)), "p90": float(np.percentile(array, 90))}
+
+
+def pupil_probability(logits: np.ndarray) -> np.ndarray:
+    """Softmax probability of the pupil class, (B, H, W)."""
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return shifted[:, PUPIL] / shifted.sum(axis=1)
+
+
+def pupil_ious(prediction: np.ndarray, label: np.ndarray) -> np.ndarray:
+    """Per-frame IoU of the pupil class (1.0 when neither has a pupil pixel)."""
+    pred, true = prediction == PUPIL, label == PUPIL
+    inter = (pred & true).sum(axis=(1, 2))
+    union = (pred | true).sum(axis=(1, 2))
+    return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
+
+
+# ---------------------------------------------------------------- segmentation
+
+@dataclass
+class SegEvaluation:
+    confusion: ConfusionMatrix
+    pr: PixelPR
+    parity: Parity
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    overlays: list[OverlaySample] = field(default_factory=list)
+
+    def add(self, batch: FrameBatch, logits: np.ndarray, max_overlays: int) -> None:
+        prediction = logits.argmax(axis=1).astype(np.uint8)
+        self.confusion.update(torch.from_numpy(prediction), torch.from_numpy(batch.labels))
+        self.pr.add(pupil_probability(logits), batch.labels)
+        fits = fitted_ellipses(prediction == PUPIL)
+        errors = per_sample_errors(fits, batch.ellipses)
+        ious = pupil_ious(prediction, batch.labels)
+        for k, name in enumerate(batch.filenames):
+            self.rows.append({"filename": name, "pupil_iou": float(ious[k]),
+                              **{f"fit_{key}": float(values[k]) for key, values in errors.items()}})
+            if len(self.overlays) < max_overlays:
+                self.overlays.append(OverlaySample(name, batch.images[k], batch.labels[k], prediction[k],
+                                                   batch.ellipses[k], fits[k], float(ious[k])))
+
+    def summary(self) -> dict[str, Any]:
+        scores = self.confusion.compute()
+        column = lambda key: [row[key] for row in self.rows]  # noqa: E731
+        return {
+            "frames": len(self.rows),
+            "miou": scores["miou"],
+            "iou_per_class": dict(zip(SEG_CLASSES, scores["iou_per_class"])),
+            "pixel_acc": scores["pixel_acc"],
+            "pupil_iou_per_frame": nan_stats(column("pupil_iou")),
+            "pupil_average_precision": self.pr.curve()["average_precision"],
+            "fitted_ellipse": {"center_error_px": nan_stats(column("fit_center_error_px")),
+                               "radius_error_px": nan_stats(column("fit_radius_error_px")),
+                               "ellipse_iou": nan_stats(column("fit_ellipse_iou")),
+                               "frames_without_pupil": int(np.isnan(column("fit_center_error_px")).sum())},
+            "parity": self.parity.summary(),
+        }
+
+
+def evaluate_segmentation(model: ExportedModel, batches: Iterator[FrameBatch], parity_rows: int,
+                          max_overlays: int = 0) -> SegEvaluation:
+    """mIoU over the whole split (one confusion matrix), per-frame pupil IoU, the ellipse fitted to
+    the predicted mask, the pixel PR histogram and the first frames for overlays."""
+    result = SegEvaluation(ConfusionMatrix(len(SEG_CLASSES)), PixelPR(), Parity(parity_rows))
+    for batch in batches:
+        inputs = batch.inputs
+        logits = model.run(inputs)
+        result.parity.check(model, inputs, logits)
+        result.add(batch, logits, max_overlays)
+    return result
+
+
+# ---------------------------------------------------------------- ellipse regression
+
+@dataclass
+class EllipseEvaluation:
+    parity: Parity
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    predictions: dict[str, np.ndarray] = field(default_factory=dict)  # filename -> normalized (4,)
+
+    def add(self, batch: FrameBatch, predicted: np.ndarray) -> None:
+        errors = per_sample_errors(predicted.astype(np.float32), batch.ellipses)
+        for k, name in enumerate(batch.filenames):
+            self.rows.append({"filename": name, **{f"ellipse_{key}" if key != "ellipse_iou" else key:
+                                                   float(values[k]) for key, values in errors.items()}})
+            self.predictions[name] = predicted[k]
+
+    def summary(self) -> dict[str, Any]:
+        column = lambda key: [row[key] for row in self.rows]  # noqa: E731
+        return {"frames": len(self.rows),
+                "center_error_px": nan_stats(column("ellipse_center_error_px")),
+                "radius_error_px": nan_stats(column("ellipse_radius_error_px")),
+                "ellipse_iou": nan_stats(column("ellipse_iou")),
+                "parity": self.parity.summary()}
+
+
+def evaluate_ellipse(model: ExportedModel, batches: Iterator[FrameBatch], parity_rows: int) -> EllipseEvaluation:
+    result = EllipseEvaluation(Parity(parity_rows))
+    for batch in batches:
+        inputs = batch.inputs
+        predicted = model.run(inputs)
+        result.parity.check(model, inputs, predicted)
+        result.add(batch, predicted)
+    return result
+
+
+def merge_rows(split: str, *tables: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per-sample rows of several evaluations joined by filename (first table's order)."""
+    merged: dict[str, dict[str, Any]] = {}
+    for table in tables:
+        for row in table:
+            merged.setdefault(row["filename"], {"split": split, "filename": row["filename"]}).update(row)
+    return list(merged.values())
+
+
+# ---------------------------------------------------------------- one split, every model
+
+@dataclass
+class SplitEvaluation:
+    """Every model's results on one split; `skipped` says why a model was not evaluated there."""
+
+    name: str
+    segmentation: SegEvaluation | None = None
+    ellipse: EllipseEvaluation | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {"segmentation": self.segmentation.summary() if self.segmentation else None,
+                "ellipse": self.ellipse.summary() if self.ellipse else None,
+                "skipped": dict(self.skipped)}
+
+    def rows(self) -> list[dict[str, Any]]:
+        return merge_rows(self.name, *(e.rows for e in (self.segmentation, self.ellipse) if e is not None))
+
+
+def evaluate_split(name: str, dataset: datasets.Dataset, models: list[ExportedModel], *, batch_size: int,
+                   max_rows: int | None, parity_rows: int, overlays: int) -> SplitEvaluation:
+    """Each model reads the split in its own input mode; a model that cannot (a raw-frame model on a
+    split holding only gamma+CLAHE images) is skipped with the reason, never fed the wrong input."""
+    result = SplitEvaluation(name)
+    for model in models:
+        try:
+            rows = split_rows(dataset, name, model.input_mode, max_rows)
+        except StepError as error:
+            result.skipped[model.task] = str(error).strip().splitlines()[0]
+            log.warning("%s: %s not evaluated: %s", name, model.path.name, result.skipped[model.task])
+            continue
+        batches = frame_batches(rows, batch_size)
+        if model.task == "segmentation":
+            result.segmentation = evaluate_segmentation(model, batches, parity_rows, overlays)
+        else:
+            result.ellipse = evaluate_ellipse(model, batches, parity_rows)
+        log.info("%s: %s evaluated on %d frames", name, model.path.name, len(rows))
+    return result

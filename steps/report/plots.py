@@ -1,0 +1,111 @@
+"""The validation report's PNGs: loss curves, sample overlays, pupil-pixel PR curve, IoU histogram.
+
+Figures are built as `matplotlib.figure.Figure` objects (Agg canvas, no pyplot state), so they
+draw the same with or without a display and never leak between calls.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Ellipse as EllipsePatch
+
+from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
+from steps.report.evaluate import OverlaySample
+from steps.train.plots import overlay, save_curves
+
+DPI = 90
+TRUE_COLOUR, FIT_COLOUR, MODEL_COLOUR = "lime", "orange", "cyan"
+
+
+def read_training_history(folder: Path) -> list[dict[str, Any]]:
+    """train-seg's per-epoch rows from its `metrics` output (metrics.json, else metrics.csv)."""
+    if (folder / "metrics.json").is_file():
+        rows = json.loads((folder / "metrics.json").read_text(encoding="utf-8"))
+        return [row for row in rows if isinstance(row, dict) and "epoch" in row] if isinstance(rows, list) else []
+    if (folder / "metrics.csv").is_file():
+        with (folder / "metrics.csv").open(newline="", encoding="utf-8") as handle:
+            return [{k: _number(v) for k, v in row.items() if v not in ("", None)} for row in csv.DictReader(handle)]
+    return []
+
+
+def _number(value: str) -> float | str:
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def loss_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
+    """Training curves (the training step's own drawing); None without history."""
+    return save_curves(history, path)
+
+
+def pixel_ellipse(normalized: np.ndarray, colour: str, style: str) -> EllipsePatch:
+    cx, cy, rx, ry = (float(v) for v in normalized)
+    return EllipsePatch((cx * IMAGE_WIDTH, cy * IMAGE_HEIGHT), 2 * rx * MAX_RADIUS, 2 * ry * MAX_RADIUS,
+                        fill=False, edgecolor=colour, linestyle=style, linewidth=1.2)
+
+
+def overlays(samples: Sequence[OverlaySample], path: Path,
+             ellipse_predictions: dict[str, np.ndarray] | None = None, columns: int = 3) -> Path | None:
+    """Frames with the true pupil (green), predicted pupil (red; overlap yellow), the true ellipse
+    (green dashed), the ellipse fitted to the predicted mask (orange) and the ellipse model's (cyan)."""
+    if not samples:
+        return None
+    ellipse_predictions = ellipse_predictions or {}
+    rows = math.ceil(len(samples) / columns)
+    figure = Figure(figsize=(4.2 * min(columns, len(samples)), 3.0 * rows))
+    axes = figure.subplots(rows, min(columns, len(samples)), squeeze=False).reshape(-1)
+    for axis, sample in zip(axes, samples):
+        axis.imshow(overlay(sample.image, sample.label, sample.prediction))
+        axis.add_patch(pixel_ellipse(sample.target_ellipse, TRUE_COLOUR, "--"))
+        if not np.isnan(sample.fitted_ellipse).any():
+            axis.add_patch(pixel_ellipse(sample.fitted_ellipse, FIT_COLOUR, "-"))
+        if sample.filename in ellipse_predictions:
+            axis.add_patch(pixel_ellipse(ellipse_predictions[sample.filename], MODEL_COLOUR, "-"))
+        axis.set_title(f"{sample.filename}  IoU {sample.pupil_iou:.3f}", fontsize=8)
+        axis.set_axis_off()
+    for axis in axes[len(samples):]:
+        axis.set_axis_off()
+    figure.suptitle("true pupil green, predicted red; ellipses: true (dashed green), "
+                    "fitted to prediction (orange), ellipse model (cyan)", fontsize=8)
+    return _save(figure, path)
+
+
+def pr_curve(curve: dict[str, Any], path: Path, title: str = "pupil pixels") -> Path:
+    figure = Figure(figsize=(4.5, 4.0))
+    axis = figure.subplots()
+    axis.plot(curve["recall"], curve["precision"], linewidth=1.5)
+    axis.set_xlim(0, 1.01)
+    axis.set_ylim(0, 1.01)
+    axis.set_xlabel("recall")
+    axis.set_ylabel("precision")
+    axis.set_title(f"precision-recall, {title} (AP {curve['average_precision']:.4f})", fontsize=9)
+    axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def iou_histogram(ious: Sequence[float], path: Path, title: str = "per-frame pupil IoU") -> Path:
+    figure = Figure(figsize=(4.5, 3.4))
+    axis = figure.subplots()
+    values = np.asarray([v for v in ious if not math.isnan(v)])
+    axis.hist(values, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
+    axis.set_xlabel("pupil IoU")
+    axis.set_ylabel("frames")
+    axis.set_title(f"{title} (n={len(values)})", fontsize=9)
+    return _save(figure, path)
+
+
+def _save(figure: Figure, path: Path) -> Path:
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=DPI)
+    return path

@@ -1,0 +1,136 @@
+"""The validation report's files: report.json (machine), per_sample.csv, report.md (people).
+
+report.md is rendered from the same dict that becomes report.json, so the two never disagree.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from steps.outputs import write_json_atomic
+
+REPORT_JSON, PER_SAMPLE_CSV, REPORT_MD = "report.json", "per_sample.csv", "report.md"
+SAMPLE_COLUMNS = ("split", "filename", "pupil_iou", "fit_center_error_px", "fit_radius_error_px",
+                  "fit_ellipse_iou", "ellipse_center_error_px", "ellipse_radius_error_px", "ellipse_iou")
+SPLIT_TITLES = {"test": "Test split", "fixtures": "Real OpenEDS frames (fixtures)"}
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "nan"
+        return f"{value:.0f}" if value.is_integer() and abs(value) >= 1000 else f"{value:.{digits}g}"
+    return str(value)
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
+    lines += ["| " + " | ".join(fmt(cell) for cell in row) + " |" for row in rows]
+    return lines + [""]
+
+
+def write_per_sample(rows: list[dict[str, Any]], path: Path) -> Path:
+    """One row per evaluated frame and split; empty cells where a model did not run."""
+    extra = sorted({key for row in rows for key in row} - set(SAMPLE_COLUMNS))
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*SAMPLE_COLUMNS, *extra], restval="")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: ("" if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()})
+    return path
+
+
+def gate_lines(report: dict[str, Any]) -> list[str]:
+    verdict = "PASSED" if report["passed"] else "FAILED"
+    rows = [(g["name"], g["model"], g["label"], g["value"], ("< " if g.get("strict") else "") + fmt(g["limit"]),
+             "pass" if g["passed"] else f"**FAIL** {g.get('reason', '')}".strip()) for g in report["gates"]]
+    return [f"**Gates: {verdict}**", "", *table(("gate", "model", "figure", "value", "limit", "result"), rows)]
+
+
+def model_lines(report: dict[str, Any]) -> list[str]:
+    rows = []
+    for file, model in report["models"].items():
+        latency = model.get("latency", {})
+        rows.append((file, model["model_type"], model["parameters"], f"{model['size_kb']:.1f}", model["input_mode"],
+                     latency.get("onnxruntime", {}).get("median_ms"), latency.get("pytorch", {}).get("median_ms"),
+                     model.get("source_run_id") or "-"))
+    return ["## Models", "", *table(("file", "model", "parameters", "size (KB)", "input", "onnxruntime ms",
+                                     "PyTorch eager ms", "source run"), rows),
+            "Latency: CPU, batch 1 (1x1x400x640), 1 thread, median after warmup.", ""]
+
+
+def seg_lines(seg: dict[str, Any]) -> list[str]:
+    fitted = seg["fitted_ellipse"]
+    rows = [("mIoU", seg["miou"]), ("pixel accuracy", seg["pixel_acc"]),
+            *((f"IoU {name}", value) for name, value in seg["iou_per_class"].items()),
+            ("pupil IoU per frame (mean / median)", f"{fmt(seg['pupil_iou_per_frame']['mean'])} / "
+                                                    f"{fmt(seg['pupil_iou_per_frame']['median'])}"),
+            ("pupil pixel average precision", seg["pupil_average_precision"]),
+            ("fitted ellipse center error px (mean / p90)", f"{fmt(fitted['center_error_px']['mean'])} / "
+                                                            f"{fmt(fitted['center_error_px']['p90'])}"),
+            ("fitted ellipse IoU (mean)", fitted["ellipse_iou"]["mean"]),
+            ("frames without a predicted pupil", fitted["frames_without_pupil"]),
+            ("ONNX vs PyTorch max abs diff (rows)", f"{fmt(seg['parity']['max_abs_diff'])} ({seg['parity']['rows']})")]
+    return [f"Segmentation, {seg['frames']} frames:", "", *table(("figure", "value"), rows)]
+
+
+def ellipse_lines(ellipse: dict[str, Any]) -> list[str]:
+    rows = [(name, ellipse[key]["mean"], ellipse[key]["median"], ellipse[key]["p90"])
+            for name, key in (("center error (px)", "center_error_px"), ("radius error (px)", "radius_error_px"),
+                              ("ellipse IoU", "ellipse_iou"))]
+    parity = ellipse["parity"]
+    return [f"Ellipse model, {ellipse['frames']} frames (ONNX vs PyTorch max abs diff "
+            f"{fmt(parity['max_abs_diff'])} over {parity['rows']} rows):", "",
+            *table(("figure", "mean", "median", "p90"), rows)]
+
+
+def split_lines(name: str, evaluation: dict[str, Any] | None, note: str = "") -> list[str]:
+    lines = [f"## {SPLIT_TITLES.get(name, name)}", ""]
+    if evaluation is None:
+        return lines + [note or "not evaluated", ""]
+    lines += [note, ""] if note else []
+    if evaluation.get("segmentation"):
+        lines += seg_lines(evaluation["segmentation"])
+    if evaluation.get("ellipse"):
+        lines += ellipse_lines(evaluation["ellipse"])
+    lines += [f"- {task} model not evaluated: {reason}" for task, reason in evaluation.get("skipped", {}).items()]
+    return lines + [""]
+
+
+def render_markdown(report: dict[str, Any]) -> str:
+    lines = ["# Validation report", "", *gate_lines(report), *model_lines(report)]
+    fixtures = report.get("fixtures", {})
+    for name, evaluation in report["evaluations"].items():
+        note = f"Frames from `{fixtures.get('path')}`; never used for training." if name == "fixtures" else ""
+        lines += split_lines(name, evaluation, note)
+    if "fixtures" not in report["evaluations"]:
+        lines += split_lines("fixtures", None, fixtures.get("note", "not found"))
+    if report.get("plots"):
+        lines += ["## Plots", ""] + [f"![{title}]({file})\n" for title, file in report["plots"].items()]
+    if report.get("warnings"):
+        lines += ["## Warnings", ""] + [f"- {warning}" for warning in report["warnings"]] + [""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def json_safe(value: Any) -> Any:
+    """NaN and infinities become null: report.json stays strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    return value
+
+
+def write_report(folder: Path, report: dict[str, Any], rows: list[dict[str, Any]]) -> list[Path]:
+    write_json_atomic(folder / REPORT_JSON, json_safe(report))
+    write_per_sample(rows, folder / PER_SAMPLE_CSV)
+    (folder / REPORT_MD).write_text(render_markdown(report), encoding="utf-8")
+    return [folder / REPORT_JSON, folder / PER_SAMPLE_CSV, folder / REPORT_MD]

@@ -1,0 +1,73 @@
+"""The export-onnx step end to end: model folders in, checked ONNX files, report and manifest out."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from contracts import Layout
+from steps.export.onnx_export import INPUT_NAME, cpu_session, read_metadata
+from steps.outputs import read_manifest
+from steps.runtime import run_step
+from tests.steps.export.model_folders import write_model_folder
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """One export-onnx run over the default segmentation model and the ellipse model."""
+    root = tmp_path_factory.mktemp("export")
+    seg = write_model_folder(root / "in" / "seg", "tiny_efficientvit", run_id="abc")
+    ellipse = write_model_folder(root / "in" / "ellipse", "ellipse_regression", input_mode="raw")
+    layout = Layout.resolve(root / "ml", channels={"seg_model": seg, "ellipse_model": ellipse})
+    code = run_step("export-onnx", layout, {})
+    return layout, code
+
+
+def test_step_writes_both_models_runnable_at_batch_1_and_3(exported):
+    layout, code = exported
+    assert code == 0, layout.failure_file.read_text() if layout.failure_file.exists() else ""
+    out = layout.root / "model"
+    expected_shapes = {"best_efficientvit_model.onnx": (2, 400, 640), "best_ellipse_model.onnx": (4,)}
+    for name, tail in expected_shapes.items():
+        session = cpu_session(out / name)
+        for batch in (1, 3):
+            inputs = np.zeros((batch, 1, 400, 640), np.float32)
+            assert session.run(None, {INPUT_NAME: inputs})[0].shape == (batch, *tail)
+    assert read_metadata(out / "best_ellipse_model.onnx")["input_mode"] == "raw"
+    assert read_metadata(out / "best_efficientvit_model.onnx")["source_run_id"] == "abc"
+
+
+def test_step_reports_sizes_and_differences(exported):
+    layout, _ = exported
+    out = layout.root / "model"
+    report = json.loads((out / "export_report.json").read_text())
+    rows = {row["file"]: row for row in report["models"]}
+    assert set(rows) == {"best_efficientvit_model.onnx", "best_ellipse_model.onnx"}
+    for name, row in rows.items():
+        assert row["size_bytes"] == (out / name).stat().st_size
+        assert 0 <= row["max_abs_diff"] < 1e-4 and row["nodes"] > 0
+    assert rows["best_efficientvit_model.onnx"]["size_kb"] < 300
+    manifest = read_manifest(out)
+    assert manifest["models"]["best_efficientvit_model.onnx"]["size_bytes"] == rows["best_efficientvit_model.onnx"]["size_bytes"]
+    assert {f["path"] for f in manifest["files"]} == {*rows, "export_report.json"}
+
+
+def test_step_refuses_a_model_in_the_wrong_channel(tmp_path):
+    ellipse = write_model_folder(tmp_path / "in" / "ellipse", "ellipse_regression")
+    layout = Layout.resolve(tmp_path / "ml", channels={"seg_model": ellipse})
+    assert run_step("export-onnx", layout, {}) == 2
+    first = layout.failure_file.read_text().splitlines()[0]
+    assert "best_ellipse_model.pt: holds ellipse_regression (task ellipse), expected a model with task segmentation" in first
+    assert not (layout.root / "model").exists()
+
+
+def test_step_fails_when_the_segmentation_file_is_over_the_size_limit(tmp_path):
+    seg = write_model_folder(tmp_path / "in" / "seg", "tiny_efficientvit_micro")
+    layout = Layout.resolve(tmp_path / "ml", channels={"seg_model": seg})
+    assert run_step("export-onnx", layout, {"max_seg_size_kb": 20, "exporter": "legacy"}) == 2
+    first = layout.failure_file.read_text().splitlines()[0]
+    assert first.startswith("onnx size failed for tiny_efficientvit_micro: best_efficientvit_tiny_model.onnx is ")
+    assert first.endswith(">= max_seg_size_kb 20")
+    assert not (layout.root / "model").exists()

@@ -5,6 +5,7 @@ train-seg hyperparameter, its distribution must suit that field's type, and ever
 can produce (both ends of a range, every choice) must pass the field's own validation.
 """
 
+import re
 import typing
 from typing import Any, Literal
 
@@ -116,12 +117,23 @@ class TuneHyperparameters(TrainSegHyperparameters):
     sampler_seed: int | None = Field(
         None, ge=0, description="sampler seed (None: random; give each worker sharing a study its own)")
     storage: str | None = Field(
-        None, description="Optuna RDB storage URL shared by workers, e.g. postgresql://... "
-                          "(default: sqlite:///<checkpoints>/optuna.db, which outlives the run)")
+        None, description="Optuna RDB storage URL shared by workers, e.g. postgresql://user@host/db "
+                          "(default: $OPTUNA_STORAGE, else sqlite:///<checkpoints>/optuna.db, which outlives "
+                          "the run); a URL with a password belongs in OPTUNA_STORAGE (a secret), not here")
     study_name: str = Field("openeds-train-seg", min_length=1, description="study name in the storage")
     timeout_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
     epochs: int = Field(4, ge=1, le=10_000, description="epochs per trial")
     register_model: bool = Field(False, description="register trial models in the registry")
+
+    @field_validator("storage")
+    @classmethod
+    def _no_password_in_settings(cls, url: str | None) -> str | None:
+        if url is not None and re.search(r"://[^/@]*:[^/@]*@", url):
+            raise ValueError("storage URL holds a password: settings reach manifests and tracking; "
+                             "put the URL in the OPTUNA_STORAGE environment variable (a secret) instead")
+        if url is not None and "://" not in url:
+            raise ValueError(f"storage {url!r} is not a database URL (e.g. sqlite:///path/optuna.db)")
+        return url
 
     @field_validator("search_space")
     @classmethod

@@ -12,17 +12,22 @@ import csv
 import json
 import logging
 import math
+import os
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
+from sqlalchemy.engine import make_url
 
 from contracts.train_seg import TrainSegHyperparameters
 from contracts.tune import SearchParam, TuneHyperparameters
+from steps.train.signals import TrainingInterrupted
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +39,16 @@ BEST_HYPERPARAMETERS = "best_hyperparameters.json"
 BEST_ARGS = "best_params.args"
 TRIALS_CSV = "trials.csv"
 STUDY_JSON = "study.json"
+STORAGE_ENV = "OPTUNA_STORAGE"
+HEARTBEAT_S, HEARTBEAT_GRACE_S = 60, 180
 # A trial failing on its own (NaN loss, out of memory, a bad combination of settings) is recorded as
 # FAIL and the study goes on; anything else stops the study.
 TRIAL_ERRORS = (RuntimeError, ValueError, FloatingPointError, ArithmeticError)
+RESUME_OF = "resume_of"  # user attribute: the trial whose checkpoints this trial continues
+
+
+class TrialFailed(Exception):
+    """One trial failed on its own; the study records it as FAIL and goes on."""
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 # settings of one trial, its checkpoint folder, the per-epoch callback -> the trial's final metrics
@@ -46,6 +58,28 @@ TrialTrainer = Callable[[TrainSegHyperparameters, Path, EpochCallback], dict[str
 def default_storage(checkpoints: Path) -> str:
     """sqlite beside the checkpoints: that folder outlives the run (outputs are staged and swapped)."""
     return f"sqlite:///{(Path(checkpoints) / STORAGE_FILE).absolute()}"
+
+
+def resolve_storage_url(hp: TuneHyperparameters, checkpoints: Path, env: Mapping[str, str] | None = None) -> str:
+    """The `storage` setting, else $OPTUNA_STORAGE (may hold a password: a secret), else local sqlite."""
+    env = os.environ if env is None else env
+    return hp.storage or env.get(STORAGE_ENV) or default_storage(checkpoints)
+
+
+def shown_url(url: str) -> str:
+    """The URL with any password masked: what logs, outputs and tracking may show."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """RDB storage with heartbeats: a worker killed mid-trial (SIGKILL, a lost pod) leaves a trial
+    that the next worker marks failed and retries, resuming from the failed trial's checkpoints."""
+    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in practice
+        retry = RetryHeartbeatStaleTrialCallback(max_retry=2, inherit_intermediate_values=True)
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
+                                          grace_period=HEARTBEAT_GRACE_S, heartbeat_stale_trial_callback=retry)
 
 
 def make_sampler(hp: TuneHyperparameters) -> optuna.samplers.BaseSampler:
@@ -64,8 +98,9 @@ def make_pruner(hp: TuneHyperparameters) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(hp: TuneHyperparameters, storage: str) -> optuna.Study:
+def open_study(hp: TuneHyperparameters, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study, or join it when another run or worker already made it."""
+    storage = open_storage(storage) if isinstance(storage, str) else storage
     study = optuna.create_study(storage=storage, study_name=hp.study_name, direction="maximize",
                                 sampler=make_sampler(hp), pruner=make_pruner(hp), load_if_exists=True)
     for params in hp.enqueue_trials:
@@ -111,18 +146,37 @@ class PruningReporter:
             raise optuna.TrialPruned(f"{OBJECTIVE} {value:.4f} at epoch {epoch}")
 
 
-def make_objective(hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path) -> Callable[[Trial], float]:
+def checkpoint_key(trial: Trial) -> int:
+    """The trial whose checkpoint folder this trial trains in: its own, or the one it continues."""
+    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
+    return int(trial.user_attrs.get(RESUME_OF, retried if retried is not None else trial.number))
+
+
+def make_objective(hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path,
+                   tracking: "StudyTracking | None" = None) -> Callable[[Trial], float]:
     """The study's objective: train one trial into its own checkpoint folder, return its best mIoU."""
 
     def objective(trial: Trial) -> float:
         params = suggest(trial, hp.search_space)
         settings = trial_settings(hp, params)
-        checkpoint_dir = Path(trials_dir) / f"trial_{trial.number:04d}"
+        checkpoint_dir = Path(trials_dir) / f"trial_{checkpoint_key(trial):04d}"
         trial.set_user_attr("checkpoint_dir", str(checkpoint_dir))
         log.info("trial %d: %s", trial.number, json.dumps(params))
         reporter, started = PruningReporter(trial), time.perf_counter()
+
+        def on_epoch_end(epoch: int, metrics: dict[str, Any]) -> None:
+            if tracking is not None:
+                tracking.remember_trial_run(trial.number)
+            reporter(epoch, metrics)
+
         try:
-            metrics = train(settings, checkpoint_dir, reporter)
+            metrics = train(settings, checkpoint_dir, on_epoch_end)
+        except TrainingInterrupted:
+            # SIGTERM stops the whole step; the next run continues this trial from its checkpoints.
+            trial.study.enqueue_trial(params, user_attrs={RESUME_OF: checkpoint_key(trial)})
+            raise
+        except TRIAL_ERRORS as error:
+            raise TrialFailed(f"trial {trial.number}: {type(error).__name__}: {error}") from error
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             trial.set_user_attr("epochs_run", len(reporter.values))
@@ -144,11 +198,12 @@ def best_reported(number: int, reported: list[float], metrics: dict[str, Any]) -
 
 
 def run_study(study: optuna.Study, hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path,
-              callbacks: list[Callable[[optuna.Study, FrozenTrial], None]] | None = None) -> list[FrozenTrial]:
+              tracking: "StudyTracking | None" = None) -> list[FrozenTrial]:
     """Run this worker's trials; returns them (the study may also hold other workers' trials)."""
     known = {t.number for t in study.get_trials(deepcopy=False)}
-    study.optimize(make_objective(hp, train, trials_dir), n_trials=hp.n_trials, timeout=hp.timeout_s,
-                   catch=TRIAL_ERRORS, callbacks=callbacks, gc_after_trial=True)
+    callbacks = [tracking.after_trial] if tracking is not None else None
+    study.optimize(make_objective(hp, train, trials_dir, tracking), n_trials=hp.n_trials, timeout=hp.timeout_s,
+                   catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
     return [t for t in study.get_trials() if t.number not in known]
 
 
@@ -216,3 +271,68 @@ def study_logging() -> Iterator[None]:
         yield
     finally:
         optuna.logging.set_verbosity(previous)
+
+
+def engine_trainer(train_split: Any, valid_split: Any, study_dir: Path, study_name: str) -> TrialTrainer:
+    """Trials through the training engine: checkpoints per trial, model and metrics under the study."""
+    from steps.train.fit import TrainingPaths, train
+
+    def train_trial(settings: TrainSegHyperparameters, checkpoint_dir: Path, on_epoch_end: EpochCallback) -> dict:
+        trial_dir = Path(study_dir) / TRIALS_DIR / checkpoint_dir.name
+        paths = TrainingPaths(model_dir=trial_dir / "model", metrics_dir=trial_dir / "metrics",
+                              checkpoint_dir=checkpoint_dir)
+        for folder in (paths.model_dir, paths.metrics_dir, paths.checkpoint_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+        return train(settings, train_split=train_split, valid_split=valid_split, paths=paths,
+                     on_epoch_end=on_epoch_end, run_name=f"{study_name}-{checkpoint_dir.name}")
+
+    return train_trial
+
+
+class StudyTracking:
+    """The study's MLflow side: a parent run per worker, each trial a nested run tagged with its state.
+
+    The trials' runs are started by the engine's tracker while the parent run is active, which
+    nests them; pruned trials' runs end KILLED (the engine ends them FAILED on the exception).
+    """
+
+    def __init__(self, tracker: Any):
+        self.tracker = tracker
+        self.trial_runs: dict[int, str] = {}
+
+    def remember_trial_run(self, trial_number: int) -> None:
+        """Called inside a trial (its run is the active one): note the run to tag it later."""
+        if self.tracker.run_id is None:
+            return
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id != self.tracker.run_id:
+            self.trial_runs[trial_number] = active.info.run_id
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Optuna callback: the trial's value on the parent, its state on its own run."""
+        if trial.value is not None:
+            self.tracker.log_metrics({f"trial_{OBJECTIVE}": trial.value}, step=trial.number)
+        run_id = self.trial_runs.get(trial.number)
+        if run_id is None:
+            return
+        import mlflow
+
+        client = mlflow.MlflowClient()
+        try:
+            for key, value in {"optuna_study": study.study_name, "optuna_trial": str(trial.number),
+                               "optuna_state": trial.state.name}.items():
+                client.set_tag(run_id, key, value)
+            if trial.state == TrialState.PRUNED:
+                client.set_terminated(run_id, "KILLED")
+        except Exception as error:  # noqa: BLE001 - tracking never ends a study
+            log.warning("MLflow: tagging trial %d's run failed (%s)", trial.number, type(error).__name__)
+
+    def log_best(self, summary: dict[str, Any]) -> None:
+        self.tracker.set_tags({"optuna_study": summary["study_name"], "optuna_storage": summary["storage"],
+                               "best_trial": str(summary["best_trial"])})
+        self.tracker.log_params({f"best_{name}": value for name, value in summary["best_params"].items()})
+        counts = {f"trials_{state}": n for state, n in summary["counts"].items()}
+        best = {f"best_{OBJECTIVE}": summary["best_value"]} if summary["best_value"] is not None else {}
+        self.tracker.log_metrics({**best, **counts}, step=0)

@@ -59,3 +59,11 @@ def test_enqueued_trials_must_fit_the_space(trials, message):
     with pytest.raises(ContractError) as error:
         parse(enqueue_trials=trials)
     assert message in str(error.value).splitlines()[0]
+
+
+def test_storage_url_never_carries_a_password():
+    assert parse(storage="postgresql://optuna@db:5432/studies").storage == "postgresql://optuna@db:5432/studies"
+    with pytest.raises(ContractError, match="'storage'.*holds a password.*OPTUNA_STORAGE"):
+        parse(storage="postgresql://optuna:hunter22@db:5432/studies")
+    with pytest.raises(ContractError, match="'storage'.*not a database URL"):
+        parse(storage="optuna.db")

@@ -1,0 +1,68 @@
+"""tune: an Optuna search over train-seg hyperparameters (library: steps.train.search).
+
+Outputs (`study`): best_params.json (the best sampled values: a train-seg hyperparameters.json),
+best_hyperparameters.json (the best trial's full train-seg settings), best_params.args (the same
+as train-seg flags), trials.csv, study.json, and trials/trial_NNNN/{model,metrics} per trial.
+Checkpoints of each trial: <checkpoints>/trials/trial_NNNN/. The study itself lives in the storage
+(default sqlite:///<checkpoints>/optuna.db), so a second run, or another worker given the same
+storage and study_name, adds its trials to the same study.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from steps.models import get_spec
+from steps.runtime import StepError
+from steps.train import search
+from steps.train.device import check_device_available
+
+log = logging.getLogger(__name__)
+
+
+def channels_optional(hp: Any) -> list[str]:
+    """With `hf_repo` the splits come from the Hub (cached), not from channels."""
+    return ["train", "validation"] if hp.hf_repo else []
+
+
+def check_inputs(hp: Any, io: Any) -> None:
+    check_device_available(hp.device)
+
+
+def run(hp: Any, io: Any) -> dict[str, Any]:
+    from steps.data.loading import load_split
+    from steps.tracking import open_tracker
+
+    train_split = load_split(io.channel("train"), hf_repo=hp.hf_repo, split="train", data_dir=hp.data_dir)
+    valid_split = load_split(io.channel("validation"), hf_repo=hp.hf_repo, split="validation", data_dir=hp.data_dir)
+    url = search.resolve_storage_url(hp, io.checkpoints)
+    study_dir = io.output("study")
+    trainer = search.engine_trainer(train_split, valid_split, study_dir, hp.study_name)
+    log.info("study %s in %s: %d trial(s) of %d epoch(s), pruner %s, sampler %s", hp.study_name,
+             search.shown_url(url), hp.n_trials, hp.epochs, hp.pruner, hp.sampler)
+    parent_hp = hp.model_copy(update={"wandb": False, "tensorboard": False})  # extras follow the trials
+    with search.study_logging(), open_tracker(parent_hp, run_name=hp.study_name, model_type=get_spec(hp.model).model_type,
+                                              architecture=hp.model, output_dir=study_dir) as tracker:
+        tracker.log_params({**hp.model_dump(mode="json"), "storage": search.shown_url(url)})
+        tracking = search.StudyTracking(tracker)
+        study = search.open_study(hp, url)
+        trials = search.run_study(study, hp, trainer, io.checkpoints / search.TRIALS_DIR, tracking)
+        summary = search.write_study_outputs(study_dir, study, hp, trials, search.shown_url(url))
+        tracking.log_best(summary)
+    check_outcome(summary, trials)
+    log.info("study %s: best %s %.4f (trial %d) with %s; this run: %s", hp.study_name, search.OBJECTIVE,
+             summary["best_value"], summary["best_trial"], summary["best_params"], summary["this_run"]["counts"])
+    io.annotate("study", rows=len(study.trials), best_params=summary["best_params"],
+                best_value=summary["best_value"], best_trial=summary["best_trial"], counts=summary["counts"],
+                parent_run_id=tracker.run_id)
+    return {key: summary[key] for key in ("best_value", "best_trial", "best_params", "counts", "this_run")}
+
+
+def check_outcome(summary: dict[str, Any], trials: list[Any]) -> None:
+    """Fail when the study has no completed trial, or every trial of this run failed."""
+    failed = [t for t in trials if t.state.name == "FAIL"]
+    if summary["best_trial"] is None or (trials and len(failed) == len(trials)):
+        reasons = "\n".join(f"trial {t.number}: {t.system_attrs.get('fail_reason', 'see the log')}" for t in failed)
+        raise StepError(f"tune: {len(failed)} of {len(trials)} trial(s) failed and the study has "
+                        f"{'no' if summary['best_trial'] is None else 'only earlier'} completed trials\n{reasons}")

@@ -25,12 +25,17 @@ log = logging.getLogger(__name__)
 CUBLAS_DETERMINISTIC_WORKSPACE = ":4096:8"
 
 
-def select_device(requested: str, local_rank: int = 0) -> torch.device:
-    """`auto` takes CUDA when present (warning on the CPU fallback); `cuda` without a GPU is an error."""
-    has_cuda = torch.cuda.is_available()
-    if requested == "cuda" and not has_cuda:
+def check_device_available(requested: str) -> None:
+    """Fail before any heavy work when the requested device is not there."""
+    if requested == "cuda" and not torch.cuda.is_available():
         raise StepError("hyperparameter 'device': cuda requested but no CUDA device is available\n"
                         "use --device auto (falls back to CPU) or --device cpu")
+
+
+def select_device(requested: str, local_rank: int = 0) -> torch.device:
+    """`auto` takes CUDA when present (warning on the CPU fallback); `cuda` without a GPU is an error."""
+    check_device_available(requested)
+    has_cuda = torch.cuda.is_available()
     if requested == "cpu" or not has_cuda:
         if requested == "auto":
             log.warning("no CUDA device found: training on CPU, which is much slower")

@@ -1,0 +1,400 @@
+"""The training run: setup, the epoch loop, resume, checkpoints, early stopping, SIGTERM, tracking.
+
+`train(hp, train_split=..., valid_split=..., paths=...)` is what train-seg, train-ellipse and the
+tune step call. One run:
+
+1. picks the device, joins the torchrun process group (if any), seeds everything, sets CUDA
+   options and deterministic mode;
+2. builds loaders, model (channels_last / compile on CUDA, DDP when distributed), loss,
+   optimizer, schedule and GradScaler;
+3. resumes from the furthest valid checkpoint in `checkpoints/` (rank 0 reads it, every rank gets it);
+4. per epoch: train, evaluate, step the epoch-level schedule, then on rank 0 only: save best /
+   epoch / last checkpoints, write metrics.csv/json and curves, log to the tracker;
+5. stops early after `early_stopping_patience` epochs without improvement, or on SIGTERM (after
+   the current optimizer step, with a mid-epoch resume point saved, exit code 143);
+6. copies the best checkpoint into the model output with its model card and registers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from steps.models import get_spec, unwrap
+from steps.runtime import StepError
+from steps.train import checkpoints as ckpt
+from steps.train.device import (configure_backends, describe_device, prepare_model, resolve_precision, rng_state,
+                                seed_everything, select_device, set_rng_state)
+from steps.train.distributed import (DistInfo, any_rank, barrier, broadcast_object, dist_info_from_env,
+                                     process_group, wrap_ddp)
+from steps.train.engine import EpochProgress, StepConfig, evaluate, new_progress, summarize_epoch, train_one_epoch
+from steps.train.optim import LRSchedule, build_optimizer, build_scheduler, current_lr, optimizer_steps_per_epoch
+from steps.train.profiling import ResourceMonitor, TrainingProfiler
+from steps.train.records import MetricsLog, package_versions, write_resolved_config
+from steps.train.signals import StopRequest, TrainingInterrupted
+from steps.train.tasks import PRIMARY_METRIC, Task, task_for
+
+log = logging.getLogger(__name__)
+
+EpochCallback = Callable[[int, dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class TrainingPaths:
+    model_dir: Path       # the `model` output (staging): best checkpoint + model card at the end
+    metrics_dir: Path     # the `metrics` output (staging): metrics.csv/json, curves, resolved config
+    checkpoint_dir: Path  # persistent across runs: resume points, epoch checkpoints, best so far
+
+
+@dataclass
+class TrainingRun:
+    """Everything one run trains with."""
+
+    hp: Any
+    model_name: str
+    model_config: dict[str, Any]
+    task: Task
+    dist: DistInfo
+    model: nn.Module          # the plain module (what checkpoints save)
+    train_model: nn.Module    # compiled and/or DDP-wrapped: what trains
+    eval_model: nn.Module     # compiled, not DDP: ranks evaluate different numbers of batches
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LRSchedule
+    config: StepConfig
+    train_loader: Any
+    valid_loader: Any
+
+
+@dataclass
+class LoopState:
+    """What the epoch loop carries across epochs (and across a resume)."""
+
+    epoch: int = 0                      # completed epochs
+    best_metric: float = -math.inf
+    best_epoch: int = 0
+    epochs_without_improvement: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    partial: EpochProgress | None = None  # a resumed epoch in progress
+    rng: dict[str, Any] | None = None     # RNG state to start the next epoch from (resume)
+    resumed_from: str | None = None
+
+
+def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device, dist: DistInfo) -> TrainingRun:
+    from steps.data.loading import build_loaders
+    from steps.models import create_model
+
+    spec = get_spec(hp.model)
+    task = task_for(spec.task)
+    train_loader, valid_loader = build_loaders(
+        train_split, valid_split, task=task.name, batch_size=hp.batch_size, num_workers=hp.num_workers,
+        augment=hp.augment, input_mode=hp.input_mode, seed=hp.seed, distributed=dist.enabled,
+        pin_memory=device.type == "cuda", max_train_rows=hp.max_train_rows, max_valid_rows=hp.max_valid_rows)
+    if len(train_loader) == 0 or len(valid_loader) == 0:
+        raise StepError(f"{'train' if len(train_loader) == 0 else 'validation'}: no batches to run "
+                        f"(rows per process < 1); use more rows or fewer processes")
+    model_config: dict[str, Any] = {}
+    model = create_model(hp.model, **model_config)
+    compiled = prepare_model(model, device, channels_last=hp.channels_last, compile_model=hp.compile)
+    optimizer = build_optimizer(model, hp)
+    precision = resolve_precision(hp.amp, device)
+    config = StepConfig(device=device, precision=precision, scaler=precision.grad_scaler(device),
+                        accumulation_steps=hp.accumulation_steps, clip_grad_norm=hp.clip_grad_norm,
+                        channels_last=hp.channels_last, check_finite_every=1 if device.type == "cpu" else 25)
+    schedule = build_scheduler(optimizer, hp, optimizer_steps_per_epoch(len(train_loader), hp.accumulation_steps))
+    return TrainingRun(hp=hp, model_name=hp.model, model_config=model_config, task=task, dist=dist, model=model,
+                       train_model=wrap_ddp(compiled, dist, device), eval_model=compiled,
+                       loss_fn=task.build_loss(hp).to(device), optimizer=optimizer, schedule=schedule,
+                       config=config, train_loader=train_loader, valid_loader=valid_loader)
+
+
+# -- resume -------------------------------------------------------------------------------------------
+
+def find_resume_state(run: TrainingRun, checkpoint_dir: Path) -> dict[str, Any] | None:
+    """Rank 0 picks the furthest valid resume point; every rank receives the same state."""
+    state = None
+    if run.dist.is_primary:
+        state = ckpt.load_resume_state(checkpoint_dir, run.model_name, run.model_config)
+        if state is None:
+            (checkpoint_dir / ckpt.best_checkpoint_name(run.model_name)).unlink(missing_ok=True)  # stale
+    return broadcast_object(state, run.config.device)
+
+
+def apply_resume(run: TrainingRun, state: dict[str, Any] | None) -> LoopState:
+    """Load model, optimizer, schedule, scaler and loop state; restore the RNGs (exact resume)."""
+    if state is None:
+        return LoopState()
+    unwrap(run.model).load_state_dict(state["state_dict"], strict=True)
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.schedule.load_state_dict(state["scheduler"])
+    if run.config.scaler is not None and state.get("scaler"):
+        run.config.scaler.load_state_dict(state["scaler"])
+    loop = LoopState(epoch=state["epoch"], best_metric=state["best_metric"], best_epoch=state["best_epoch"],
+                     epochs_without_improvement=state["epochs_without_improvement"],
+                     history=list(state["history"]), resumed_from=state.get("_path"))
+    if state.get("partial"):
+        loop.partial = new_progress(run.task, run.config.device)
+        loop.partial.load_state_dict(state["partial"])  # its RNG state is restored after skipping
+    else:
+        loop.rng = state["rng"]  # restored right before the next epoch starts
+    where = (f"epoch {loop.epoch + 1} batch {loop.partial.batches_done + 1}" if loop.partial
+             else f"epoch {loop.epoch + 1}")
+    log.info("resuming from %s: continuing at %s (best %s %.4f at epoch %d)", loop.resumed_from, where,
+             PRIMARY_METRIC, loop.best_metric, loop.best_epoch)
+    return loop
+
+
+def training_state(run: TrainingRun, loop: LoopState, metrics: dict[str, Any], run_id: str | None,
+                   partial: EpochProgress | None = None) -> dict[str, Any]:
+    """The full resume state: a model checkpoint plus optimizer, schedule, scaler, RNGs, loop state."""
+    payload = ckpt.model_payload(run.model, model_name=run.model_name, model_config=run.model_config,
+                                 epoch=loop.epoch, metrics=metrics, input_mode=run.hp.input_mode,
+                                 hyperparameters=run.hp.model_dump(mode="json"), run_id=run_id)
+    payload.update(
+        optimizer=run.optimizer.state_dict(), scheduler=run.schedule.state_dict(),
+        scaler=run.config.scaler.state_dict() if run.config.scaler is not None else None,
+        rng=rng_state(), best_metric=loop.best_metric, best_epoch=loop.best_epoch,
+        epochs_without_improvement=loop.epochs_without_improvement, history=list(loop.history),
+        partial=partial.state_dict() if partial is not None else None, world_size=run.dist.world_size)
+    return payload
+
+
+# -- the epoch loop -------------------------------------------------------------------------------
+
+def run_epoch(run: TrainingRun, loop: LoopState, epoch: int, stop: StopRequest, profiler: TrainingProfiler,
+              monitor: ResourceMonitor) -> tuple[dict[str, Any] | None, EpochProgress]:
+    """Train one epoch and evaluate; (None, progress) when SIGTERM stopped it mid-epoch."""
+    from steps.data.loading import set_loader_epoch
+
+    set_loader_epoch(run.train_loader, epoch)
+    if hasattr(run.loss_fn, "set_epoch"):
+        run.loss_fn.set_epoch(epoch - 1, run.hp.epochs)  # RITnet: Dice/surface balance by epoch
+    monitor.start_epoch()
+    started = time.perf_counter()
+    progress, loop.partial = loop.partial, None
+    images_before = progress.images if progress is not None else 0
+    progress = train_one_epoch(
+        run.train_model, run.task, run.loss_fn, run.train_loader, run.optimizer, run.schedule, run.config,
+        epoch, progress=progress, should_stop=lambda: any_rank(stop.requested, run.config.device),
+        on_step=profiler.step)
+    if progress.stopped:
+        return None, progress
+    train_values = summarize_epoch(run.task, progress, "train")
+    train_seconds = time.perf_counter() - started
+    barrier()
+    valid_values = evaluate(run.eval_model, run.task, run.loss_fn, run.valid_loader, run.config)
+    row = {"epoch": epoch, **train_values, **valid_values, "lr": current_lr(run.optimizer),
+           "epoch_seconds": time.perf_counter() - started,
+           "images_per_second": (progress.images - images_before) * run.dist.world_size / max(train_seconds, 1e-9),
+           **monitor.end_epoch()}
+    return row, progress
+
+
+def record_epoch(run: TrainingRun, loop: LoopState, row: dict[str, Any]) -> bool:
+    """Update best / early-stopping state and the epoch-level schedule; True when this epoch is best."""
+    value = row[PRIMARY_METRIC]
+    improved = math.isfinite(value) and value > loop.best_metric
+    loop.epoch = row["epoch"]
+    if improved:
+        loop.best_metric, loop.best_epoch, loop.epochs_without_improvement = value, loop.epoch, 0
+    else:
+        loop.epochs_without_improvement += 1
+    row["best_valid_iou"] = loop.best_metric
+    loop.history.append(row)
+    run.schedule.after_epoch(value if math.isfinite(value) else -math.inf)
+    return improved
+
+
+def early_stop_due(hp: Any, loop: LoopState) -> bool:
+    patience = hp.early_stopping_patience
+    return bool(patience) and loop.epochs_without_improvement >= patience
+
+
+def save_epoch(run: TrainingRun, loop: LoopState, row: dict[str, Any], improved: bool, paths: TrainingPaths,
+               tracker: Any, last_epoch: bool) -> None:
+    """Rank 0: best model, the epoch checkpoint (or the `last` resume point), top-k pruning."""
+    hp, run_id = run.hp, tracker.run_id
+    if improved:
+        ckpt.save_best(run.model, paths.checkpoint_dir, model_name=run.model_name, model_config=run.model_config,
+                       epoch=loop.epoch, metrics=row, input_mode=hp.input_mode,
+                       hyperparameters=hp.model_dump(mode="json"), run_id=run_id)
+    epoch_file = loop.epoch % hp.checkpoint_every == 0 or last_epoch
+    path = ckpt.save_training_state(paths.checkpoint_dir, run.model_name, training_state(run, loop, row, run_id),
+                                    epoch_file=epoch_file)
+    if epoch_file:
+        ckpt.prune_epoch_checkpoints(paths.checkpoint_dir, run.model_name, hp.keep_top_k, PRIMARY_METRIC)
+        tracker.log_artifact(path, artifact_path="checkpoints")
+
+
+def log_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
+    extra = (f"iou_pupil {row['iou_pupil']:.4f}" if "iou_pupil" in row
+             else f"center {row.get('center_error_px', math.nan):.2f}px")
+    log.info("epoch %d/%d  train_loss %.4f  valid_loss %.4f  train_iou %.4f  valid_iou %.4f  %s  lr %.2e  "
+             "%.1f img/s  %.1fs%s", row["epoch"], run.hp.epochs, row["train_loss"], row["valid_loss"],
+             row["train_iou"], row["valid_iou"], extra, row["lr"], row["images_per_second"],
+             row["epoch_seconds"], "  (best)" if improved else "")
+
+
+def stop_for_sigterm(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any,
+                     partial: EpochProgress) -> None:
+    """Save the mid-epoch resume point (rank 0) and leave with TrainingInterrupted (exit code 143).
+
+    The flag is read after optimizer steps only: a SIGTERM during evaluation or bookkeeping stops
+    after the next epoch's first step, so the stop is bounded and always leaves a mid-epoch point.
+    """
+    if run.dist.is_primary:
+        metrics = loop.history[-1] if loop.history else {}
+        ckpt.save_training_state(paths.checkpoint_dir, run.model_name,
+                                 training_state(run, loop, metrics, tracker.run_id, partial), epoch_file=False)
+    barrier()
+    raise TrainingInterrupted(
+        f"training stopped by SIGTERM at epoch {loop.epoch + 1} after batch {partial.batches_done}; resume "
+        f"point saved in {paths.checkpoint_dir}\nrun the step again with the same checkpoints folder to continue")
+
+
+def fit(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any, stop: StopRequest,
+        on_epoch_end: EpochCallback | None = None) -> LoopState:
+    """The epoch loop from `loop.epoch + 1` to `hp.epochs`; returns the final loop state."""
+    hp, device = run.hp, run.config.device
+    metrics_log = MetricsLog(paths.metrics_dir, enabled=run.dist.is_primary)
+    monitor = ResourceMonitor(device)
+    profiler = TrainingProfiler(paths.metrics_dir, hp.profile_steps, device, enabled=hp.profile and run.dist.is_primary)
+    if loop.partial is not None or loop.epoch:
+        metrics_log.write(loop.history)
+    if loop.rng is not None:
+        set_rng_state(loop.rng)
+    try:
+        with profiler:
+            for epoch in range(loop.epoch + 1, hp.epochs + 1):
+                if early_stop_due(hp, loop):
+                    break
+                row, progress = run_epoch(run, loop, epoch, stop, profiler, monitor)
+                if row is None:
+                    stop_for_sigterm(run, loop, paths, tracker, progress)
+                epoch_rng = rng_state()  # the state the next epoch starts from, resumed or not
+                improved = record_epoch(run, loop, row)
+                if run.dist.is_primary:
+                    save_epoch(run, loop, row, improved, paths, tracker, epoch == hp.epochs or early_stop_due(hp, loop))
+                    metrics_log.write(loop.history)
+                    tracker.log_metrics(numeric(row), step=epoch)
+                    log_epoch(run, row, improved)
+                barrier()
+                if on_epoch_end is not None:
+                    on_epoch_end(epoch, row)
+                set_rng_state(epoch_rng)  # logging and tracking never shift the next epoch's randomness
+    finally:
+        monitor.close()
+    if early_stop_due(hp, loop) and loop.epoch < hp.epochs:
+        log.info("early stopping: %d epochs without improvement of %s (best %.4f at epoch %d)",
+                 loop.epochs_without_improvement, PRIMARY_METRIC, loop.best_metric, loop.best_epoch)
+    return loop
+
+
+def numeric(row: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in row.items() if isinstance(v, (int, float)) and math.isfinite(v) and k != "epoch"}
+
+
+# -- the whole run ---------------------------------------------------------------------------------
+
+def resolved_config(run: TrainingRun, loop: LoopState) -> dict[str, Any]:
+    """Everything that decided this run: hyperparameters, model, device, precision, data, versions."""
+    from steps.models import count_parameters
+
+    return {"hyperparameters": run.hp.model_dump(mode="json"), "model_name": run.model_name,
+            "model_type": get_spec(run.model_name).model_type, "model_config": run.model_config,
+            "parameters": count_parameters(run.model), "device": describe_device(run.config.device),
+            "precision": run.config.precision.name, "world_size": run.dist.world_size,
+            "train_batches_per_epoch": len(run.train_loader), "valid_batches": len(run.valid_loader),
+            "train_rows": len(run.train_loader.dataset), "valid_rows": len(run.valid_loader.dataset),
+            "schedule": run.schedule.name, "resumed_from": loop.resumed_from, "versions": package_versions()}
+
+
+def finish_outputs(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any,
+                   config: dict[str, Any]) -> dict[str, Any]:
+    """Rank 0: best model + card into the model output, config beside it, artifacts, registry."""
+    card = ckpt.write_model_output(paths.checkpoint_dir, paths.model_dir, run.model_name)
+    write_resolved_config(config, paths.model_dir, paths.metrics_dir)
+    best_path = paths.model_dir / card["checkpoint"]
+    tracker.log_artifact(best_path, artifact_path="model")
+    for name in sorted(p.name for p in paths.metrics_dir.iterdir() if p.is_file()):
+        tracker.log_artifact(paths.metrics_dir / name, artifact_path="metrics")
+    registered = None
+    if run.hp.register_model:
+        from steps.models import load_checkpoint
+
+        model, _ = load_checkpoint(best_path)
+        name = run.hp.registered_model_name or f"openeds-{run.model_name.replace('_', '-')}"
+        registered = tracker.register_model(
+            model, best_path, name=name, input_example=torch.zeros(2, 1, 400, 640).numpy(),
+            tags={"model_type": card["model_type"], "architecture": run.model_name, "best_epoch": str(loop.best_epoch),
+                  PRIMARY_METRIC: f"{loop.best_metric:.4f}", "input_mode": run.hp.input_mode})
+    return {"model_card": card, "registered": registered}
+
+
+def summarize_run(run: TrainingRun, loop: LoopState, seconds: float, config: dict[str, Any]) -> dict[str, Any]:
+    best_row = next((row for row in loop.history if row["epoch"] == loop.best_epoch), {})
+    speeds = [row["images_per_second"] for row in loop.history if "images_per_second" in row]
+    return {"model_name": run.model_name, "model_type": config["model_type"], "parameters": config["parameters"],
+            "best_valid_iou": loop.best_metric, "best_epoch": loop.best_epoch, "epochs_trained": loop.epoch,
+            "epochs": run.hp.epochs, "stopped_early": loop.epoch < run.hp.epochs, "seconds": round(seconds, 3),
+            "images_per_second": sum(speeds) / len(speeds) if speeds else None, "device": config["device"],
+            "world_size": run.dist.world_size, "resumed_from": loop.resumed_from,
+            "best_metrics": numeric(best_row)}
+
+
+def train(hp: Any, *, train_split: Any, valid_split: Any, paths: TrainingPaths,
+          on_epoch_end: EpochCallback | None = None, run_name: str | None = None) -> dict[str, Any]:
+    """Train `hp.model` on the two splits; outputs under `paths`; returns the run summary."""
+    from steps.tracking import open_tracker
+
+    started = time.perf_counter()
+    dist = dist_info_from_env()
+    device = select_device(hp.device, dist.local_rank)
+    with process_group(dist, device), StopRequest() as stop:
+        seed_everything(hp.seed)
+        configure_backends(device, hp.deterministic)
+        run = build_run(hp, train_split, valid_split, device, dist)
+        loop = apply_resume(run, find_resume_state(run, paths.checkpoint_dir))
+        config = resolved_config(run, loop)
+        if dist.is_primary:
+            log.info("training %s (%s, %d parameters) on %s, %s, world size %d: %d train / %d validation rows",
+                     run.model_name, config["model_type"], config["parameters"], config["device"],
+                     config["precision"], dist.world_size, config["train_rows"], config["valid_rows"])
+            write_resolved_config(config, paths.metrics_dir)
+        spec = get_spec(run.model_name)
+        with open_tracker(hp, run_name=run_name or f"{hp.model}-seed{hp.seed}", model_type=spec.model_type,
+                          architecture=run.model_name, output_dir=paths.metrics_dir,
+                          enabled=dist.is_primary) as tracker:
+            tracker.log_params({**hp.model_dump(mode="json"), "parameters": config["parameters"],
+                                "device": config["device"], "precision": config["precision"],
+                                "world_size": dist.world_size})
+            loop = fit(run, loop, paths, tracker, stop, on_epoch_end)
+            barrier()
+            summary = summarize_run(run, loop, time.perf_counter() - started, config)
+            if dist.is_primary:
+                summary.update(finish_outputs(run, loop, paths, tracker, config), run_id=tracker.run_id)
+        barrier()
+    return summary
+
+
+def run_training_step(hp: Any, io: Any) -> dict[str, Any]:
+    """The body of train-seg and train-ellipse: splits from the channels (or hf_repo), train, annotate."""
+    from steps.data.loading import load_split
+
+    train_split = load_split(io.channel("train"), hf_repo=hp.hf_repo, split="train", data_dir=hp.data_dir)
+    valid_split = load_split(io.channel("validation"), hf_repo=hp.hf_repo, split="validation", data_dir=hp.data_dir)
+    paths = TrainingPaths(model_dir=io.output("model"), metrics_dir=io.output("metrics"),
+                          checkpoint_dir=io.checkpoints)
+    summary = train(hp, train_split=train_split, valid_split=valid_split, paths=paths)
+    if "model_card" in summary:
+        io.annotate("model", model_card=summary["model_card"], best_valid_iou=summary["best_valid_iou"])
+        io.annotate("metrics", rows=summary["epochs_trained"], best_metrics=summary["best_metrics"])
+    return summary

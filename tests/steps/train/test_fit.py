@@ -1,0 +1,95 @@
+"""The epoch loop's robustness: a killed run resumes to exactly the weights of an uninterrupted one.
+
+Each run is the real step in a subprocess (`python -m steps train-seg`) in deterministic mode on
+CPU: 8 train rows, batch 2 (4 optimizer steps per epoch), 3 epochs, a checkpoint every epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from steps.models import epoch_checkpoint_name
+from steps.train.checkpoints import last_checkpoint_name
+
+MODEL = "tiny_efficientvit_micro"
+EPOCHS = 3
+
+
+def step_command(root: Path, splits: dict[str, Path]) -> list[str]:
+    return [sys.executable, "-m", "steps", "train-seg", "--root", str(root),
+            "--channel", f"train={splits['train']}", "--channel", f"validation={splits['validation']}",
+            "--model", MODEL, "--epochs", str(EPOCHS), "--batch-size", "2", "--checkpoint-every", "1",
+            "--deterministic", "--device", "cpu", "--seed", "7", "--no-register-model"]
+
+
+def run_to_completion(root: Path, splits: dict[str, Path]) -> subprocess.CompletedProcess:
+    done = subprocess.run(step_command(root, splits), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def start_and_signal_after_epoch_1(root: Path, splits: dict[str, Path], sig: int) -> tuple[int, str]:
+    """Start a run, send `sig` as soon as the epoch-1 checkpoint exists (so during epoch 2)."""
+    process = subprocess.Popen(step_command(root, splits), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    marker = root / "checkpoints" / epoch_checkpoint_name(MODEL, 1)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no epoch-1 checkpoint within 300 s"
+        time.sleep(0.01)
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=300)
+    return process.returncode, output
+
+
+def final_weights(root: Path) -> dict[str, torch.Tensor]:
+    state = torch.load(root / "checkpoints" / epoch_checkpoint_name(MODEL, EPOCHS), map_location="cpu",
+                       weights_only=False)
+    return state["state_dict"]
+
+
+def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [name for name in a if not torch.equal(a[name], b[name])]
+    assert not different, f"tensors differ after resume: {different[:5]}"
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, tiny_splits) -> dict[str, torch.Tensor]:
+    root = tmp_path_factory.mktemp("uninterrupted")
+    run_to_completion(root, tiny_splits)
+    return final_weights(root)
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path, tiny_splits, uninterrupted):
+    code, _ = start_and_signal_after_epoch_1(tmp_path, tiny_splits, signal.SIGKILL)
+    assert code == -signal.SIGKILL
+    assert not (tmp_path / "checkpoints" / epoch_checkpoint_name(MODEL, 2)).exists(), "killed too late"
+    assert not (tmp_path / "model" / "_manifest.json").exists()  # nothing presented as finished
+    resumed = run_to_completion(tmp_path, tiny_splits)
+    assert "resuming from" in resumed.stderr and "continuing at epoch 2" in resumed.stderr
+    assert_identical(final_weights(tmp_path), uninterrupted)
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_resume_point_and_exits_143_then_resumes_exactly(tmp_path, tiny_splits, uninterrupted):
+    code, output = start_and_signal_after_epoch_1(tmp_path, tiny_splits, signal.SIGTERM)
+    assert code == 143, output[-3000:]
+    reason = (tmp_path / "output" / "failure").read_text().splitlines()[0]
+    assert reason.startswith("training stopped by SIGTERM at epoch 2 after batch"), reason
+    last = torch.load(tmp_path / "checkpoints" / last_checkpoint_name(MODEL), weights_only=False)
+    assert last["epoch"] == 1 and 1 <= last["partial"]["batches_done"] < 4
+    assert not (tmp_path / "model" / "_manifest.json").exists()
+    resumed = run_to_completion(tmp_path, tiny_splits)
+    assert f"continuing at epoch 2 batch {last['partial']['batches_done'] + 1}" in resumed.stderr
+    assert_identical(final_weights(tmp_path), uninterrupted)
+    assert not (tmp_path / "output" / "failure").exists()

@@ -3,8 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 RUNS ?= runs/default
+IMAGE ?= openeds-steps:latest
+MODE ?= process
 
-.PHONY: setup pipeline test bench clean
+.PHONY: setup pipeline test bench clean compile engine image pipeline-docker
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -20,13 +22,29 @@ setup: $(VENV)/.installed
 
 pipeline: setup
 	MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824 \
-	$(BIN)/python -m pipelines.full run --work-dir $(RUNS)
+	$(BIN)/python -m pipelines.full run --work-dir $(RUNS) --mode $(MODE)
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python -m steps.bench
+
+# KFP: the pipeline YAML (same as `kfp dsl compile --py pipelines/full.py`).
+compile: setup
+	$(BIN)/python -m pipelines.full compile --output pipeline.yaml
+
+# Docker: install and start an engine (Debian's docker.io) and build the local base image.
+engine:
+	docker/setup-engine.sh
+
+# The project image, offline from wheelhouse/ (no network during `docker build`).
+image: setup
+	OPENEDS_IMAGE=$(IMAGE) docker/build.sh --offline --tag $(IMAGE)
+
+# The pipeline with one `docker run` per step.
+pipeline-docker: setup
+	$(BIN)/python -m pipelines.full run --work-dir $(RUNS)-docker --mode docker --image $(IMAGE)
 
 clean:
 	rm -rf $(VENV) runs

@@ -1,0 +1,238 @@
+"""The project image: one step by `docker run`, SageMaker's `train`, signals, the pipeline in docker
+mode, and no secrets in its layers.
+
+Needs a Docker engine and the image (`docker/build.sh --offline --tag $OPENEDS_IMAGE`; default tag
+openeds-steps:test). Without them these tests skip with the reason, unless OPENEDS_REQUIRE_DOCKER=1
+(CI), where they fail. OPENEDS_DOCKER_BUILD=1 builds a missing image once for the session.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import uuid
+from argparse import Namespace
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+IMAGE = os.environ.get("OPENEDS_IMAGE", "openeds-steps:test")
+IMAGE_UID = 1000
+SECRET_NAMES = ("KAGGLE_KEY", "KAGGLE_USERNAME", "HF_TOKEN", "MLFLOW_TRACKING_PASSWORD", "WANDB_API_KEY")
+
+pytestmark = pytest.mark.docker
+
+
+def docker(*args: str, timeout: float = 600, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=check,
+                          **kwargs)
+
+
+def unavailable(reason: str) -> None:
+    if os.environ.get("OPENEDS_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"OPENEDS_REQUIRE_DOCKER=1 but {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def image() -> str:
+    if shutil.which("docker") is None:
+        unavailable("no docker client on PATH (install Docker; CI: docker/setup-engine.sh)")
+    try:
+        info = docker("info", timeout=30)
+    except subprocess.TimeoutExpired:
+        info = None
+    if info is None or info.returncode != 0:
+        unavailable("no Docker engine answers `docker info` (start dockerd; CI: docker/setup-engine.sh)")
+    if docker("image", "inspect", IMAGE, timeout=30).returncode != 0:
+        if os.environ.get("OPENEDS_DOCKER_BUILD") != "1":
+            unavailable(f"image {IMAGE} is not built (docker/build.sh --offline --tag {IMAGE}, "
+                        "or OPENEDS_DOCKER_BUILD=1 to build it in the test session)")
+        subprocess.run([str(REPO / "docker" / "build.sh"), "--offline", "--tag", IMAGE], check=True, timeout=3000)
+    return IMAGE
+
+
+def writable_root(path: Path) -> Path:
+    """A root the image's non-root user can write to, as a bind-mounted /opt/ml."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o777)
+    return path
+
+
+def write_hyperparameters(root: Path, values: dict) -> None:
+    config = root / "input" / "config"
+    config.mkdir(parents=True, exist_ok=True)
+    (config / "hyperparameters.json").write_text(json.dumps(values))
+
+
+def run_step_here(*args: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "steps", *args], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory) -> Path:
+    """A preprocessed dataset (train, validation) made by the real steps, as processes."""
+    base = tmp_path_factory.mktemp("dataset")
+    run_step_here("download-kaggle", "--root", str(base / "download"), "--source", "synthetic",
+                  "--synthetic-train-frames", "6", "--synthetic-validation-frames", "3",
+                  "--synthetic-test-frames", "0")
+    run_step_here("preprocess", "--root", str(base / "preprocess"), "--workers", "1",
+                  "--channel", f"raw={base / 'download' / 'output' / 'data' / 'raw'}")
+    return base / "preprocess" / "output" / "data"
+
+
+def test_image_runs_as_a_non_root_user_with_the_opt_ml_layout(image):
+    result = docker("run", "--rm", image, "sh", "-c", "id -u; stat -c %u /opt/ml /opt/ml/model /opt/ml/output",
+                    check=True)
+    assert result.stdout.split() == [str(IMAGE_UID)] * 4
+    config = json.loads(docker("image", "inspect", image, check=True).stdout)[0]["Config"]
+    assert config["WorkingDir"] == "/opt/ml" and config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
+    assert not [e for e in config["Env"] if e.split("=")[0] in SECRET_NAMES]
+
+
+def test_image_lists_every_step_and_answers_describe(image):
+    listed = docker("run", "--rm", image, "list", check=True).stdout
+    for step in ("download-kaggle", "preprocess", "push-hf", "train-seg", "train-ellipse", "export-onnx",
+                 "validate"):
+        assert step in listed
+    described = json.loads(docker("run", "--rm", image, "describe", "train-seg", check=True).stdout)
+    assert described["sagemaker_trainable"] is True
+
+
+def test_one_step_runs_with_docker_run_against_a_bind_mounted_opt_ml(image, tmp_path):
+    root = writable_root(tmp_path / "root")
+    write_hyperparameters(root, {"source": "synthetic", "synthetic_train_frames": 4,
+                                 "synthetic_validation_frames": 2, "synthetic_test_frames": 0})
+    result = docker("run", "--rm", "-v", f"{root}:/opt/ml", image, "download-kaggle")
+    assert result.returncode == 0, result.stderr[-3000:]
+    raw = root / "output" / "data" / "raw"
+    manifest = json.loads((raw / "_manifest.json").read_text())
+    assert manifest["step"] == "download-kaggle"
+    images = list((raw / "openEDS" / "openEDS" / "train" / "images").glob("*.png"))
+    assert len(images) == 4
+    assert (root / "output" / "manifest.json").stat().st_uid == IMAGE_UID  # written by the image's user
+
+
+def test_host_user_mapping_keeps_files_owned_by_the_caller(image, tmp_path):
+    root = writable_root(tmp_path / "root")
+    write_hyperparameters(root, {"source": "synthetic", "synthetic_train_frames": 2,
+                                 "synthetic_validation_frames": 1, "synthetic_test_frames": 0})
+    uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else (4321, 4321)
+    result = docker("run", "--rm", "--user", f"{uid}:{gid}", "-e", "HOME=/tmp", "-v", f"{root}:/opt/ml",
+                    image, "download-kaggle")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (root / "output" / "manifest.json").stat().st_uid == uid
+
+
+def sagemaker_root(base: Path, dataset: Path, hyperparameters: dict) -> Path:
+    """SageMaker's layout: string hyperparameters, channels under input/data, config files."""
+    root = writable_root(base / "ml")
+    write_hyperparameters(root, {key: value if isinstance(value, str) else json.dumps(value)
+                                 for key, value in hyperparameters.items()})
+    for channel in ("train", "validation"):
+        shutil.copytree(dataset / channel, root / "input" / "data" / channel)
+    config = root / "input" / "config"
+    (config / "resourceconfig.json").write_text(json.dumps({"current_host": "algo-1", "hosts": ["algo-1"]}))
+    (config / "inputdataconfig.json").write_text(json.dumps(
+        {"train": {"TrainingInputMode": "File"}, "validation": {"TrainingInputMode": "File"}}))
+    for folder in ("model", "output", "checkpoints"):
+        writable_root(root / folder)
+    return root
+
+
+def test_train_seg_runs_the_sagemaker_way(image, tiny_dataset, tmp_path):
+    root = sagemaker_root(tmp_path, tiny_dataset, {"step": "train-seg", "epochs": "1", "batch_size": "2",
+                                                   "device": "cpu", "augment": "false", "register_model": "false"})
+    assert all(isinstance(v, str) for v in json.loads((root / "input/config/hyperparameters.json").read_text()).values())
+    result = docker("run", "--rm", "-v", f"{root}:/opt/ml", image, "train")
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert (root / "model" / "best_efficientvit_model.pt").is_file()
+    card = json.loads((root / "model" / "model_card.json").read_text())
+    assert card["model_type"] == "TinyEfficientViT"
+    assert not (root / "output" / "failure").exists()
+
+
+def test_a_bad_sagemaker_hyperparameter_fails_with_a_failure_file(image, tiny_dataset, tmp_path):
+    root = sagemaker_root(tmp_path, tiny_dataset, {"step": "train-seg", "epochs": "two", "device": "cpu"})
+    result = docker("run", "--rm", "-v", f"{root}:/opt/ml", image, "train")
+    assert result.returncode != 0
+    failure = (root / "output" / "failure").read_text()
+    assert "epochs" in failure.splitlines()[0]
+    assert not any((root / "model").iterdir())
+
+
+def test_docker_stop_reaches_the_step_at_once(image):
+    name = f"openeds-sigterm-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, image, "python", "-c", "import time; time.sleep(300)", check=True)
+    try:
+        time.sleep(1)
+        started = time.monotonic()
+        docker("stop", "-t", "30", name, check=True)
+        assert time.monotonic() - started < 10  # forwarded SIGTERM, not the 30 s SIGKILL fallback
+        assert docker("inspect", "-f", "{{.State.ExitCode}}", name, check=True).stdout.strip() == "143"
+    finally:
+        docker("rm", "-f", name)
+
+
+@pytest.mark.slow
+def test_the_pipeline_runs_in_docker_mode(image, tmp_path):
+    from pipelines import local
+
+    args = Namespace(profile="smoke", assignments=[], work_dir=tmp_path / "run", mode="docker", image=image,
+                     evaluate_split="validation", resume=False)
+    out = io.StringIO()
+    code = local.run_from_args(args, out=out)
+    assert code == 0, out.getvalue()[-6000:]
+    assert "mode docker" in out.getvalue()
+    assert "validation report:" in out.getvalue()
+    for task in ("download-kaggle", "preprocess", "push-hf", "train-seg", "train-ellipse", "export-onnx",
+                 "validate"):
+        assert json.loads((tmp_path / "run" / task / "output" / "manifest.json").read_text())["step"] == task
+
+
+def context_copy(destination: Path) -> Path:
+    """The build context as a fresh clone would have it (tracked files) plus the wheelhouse."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in filter(None, files.decode().split("\0")):
+        source = REPO / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+    for name in ("contracts", "steps", "pipelines"):  # code of this checkout, tracked or not yet
+        shutil.copytree(REPO / name, destination / name, dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    if (REPO / "wheelhouse").is_dir():
+        shutil.copytree(REPO / "wheelhouse", destination / "wheelhouse", copy_function=os.link)
+    return destination
+
+
+@pytest.mark.slow
+def test_no_secret_reaches_the_image_layers(image, tmp_path):
+    """Secrets in the build environment and secret files in the context never reach a layer."""
+    canary = f"canary-{uuid.uuid4().hex}"
+    context = context_copy(tmp_path / "context")
+    (context / ".env").write_text(f"HF_TOKEN={canary}\n")
+    (context / "kaggle.json").write_text(json.dumps({"username": "u", "key": canary}))
+    (context / "steps" / ".env").write_text(f"KAGGLE_KEY={canary}\n")
+    tag = f"openeds-steps:secret-check-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, **{name: canary for name in SECRET_NAMES}, "OPENEDS_IMAGE": tag}
+    offline = ["--offline"] if (context / "wheelhouse").is_dir() else []
+    build = subprocess.run([str(context / "docker" / "build.sh"), *offline, "--tag", tag], cwd=context, env=env,
+                           capture_output=True, text=True, timeout=3000)
+    try:
+        assert build.returncode == 0, build.stderr[-3000:]
+        history = docker("history", "--no-trunc", tag, check=True).stdout
+        assert canary not in history
+        assert canary not in docker("image", "inspect", tag, check=True).stdout
+        saved = subprocess.run(f"docker save {tag} | grep -a -c -F {canary}", shell=True, capture_output=True,
+                               text=True, timeout=900)
+        assert saved.stdout.strip() == "0", "the canary secret is inside an image layer"
+    finally:
+        docker("rmi", "-f", tag)

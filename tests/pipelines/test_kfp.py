@@ -287,3 +287,74 @@ def test_workspace_variant_keeps_data_on_the_volume(tmp_path):
     assert pointed == workspace / "preprocess" / "train" and (pointed / "_manifest.json").is_file()
     raw = tmp_path / "artifacts" / "download-kaggle" / "raw"
     assert not (raw / "openEDS").exists() and (workspace / "download-kaggle" / "raw" / "openEDS").is_dir()
+
+
+class FakeKfpApi:
+    """A local stand-in for the KFP v2beta1 REST API: answers what kfp.Client calls and keeps the
+    requests, so a test sees exactly what `submit` sent."""
+
+    def __init__(self):
+        import http.server
+        import threading
+
+        requests = self.requests = []
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def reply(self, payload: dict) -> None:
+                body = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self):
+                requests.append(("GET", self.path, None, {k.lower(): v for k, v in self.headers.items()}))
+                if self.path.startswith("/apis/v2beta1/healthz"):
+                    return self.reply({"multi_user": False})
+                if self.path.startswith("/apis/v2beta1/experiments"):
+                    return self.reply({"experiments": [], "total_size": 0})
+                self.send_error(404)
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
+                requests.append(("POST", self.path, body, {k.lower(): v for k, v in self.headers.items()}))
+                if self.path.startswith("/apis/v2beta1/experiments"):
+                    return self.reply({**body, "experiment_id": "exp-1"})
+                if self.path.startswith("/apis/v2beta1/runs"):
+                    return self.reply({**body, "run_id": "run-1", "experiment_id": "exp-1"})
+                self.send_error(404)
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        self.host = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def close(self):
+        self.server.shutdown()
+
+
+def test_submit_sends_the_compiled_pipeline_to_the_endpoint(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))  # kfp.Client writes its context file there
+    monkeypatch.setenv("KFP_TOKEN", "token-for-test")
+    api = FakeKfpApi()
+    try:
+        code = main(["submit", "--host", api.host, "--experiment", "openeds-ci", "--run-name", "try-1",
+                     "--set", "train-seg.epochs=7"])
+    finally:
+        api.close()
+    assert code == 0, capsys.readouterr().err
+    assert "submitted run run-1" in capsys.readouterr().out
+    posts = {path.split("?")[0]: (body, headers) for method, path, body, headers in api.requests if method == "POST"}
+    assert posts["/apis/v2beta1/experiments"][0]["display_name"] == "openeds-ci"
+    run, headers = posts["/apis/v2beta1/runs"]
+    assert headers.get("authorization") == "Bearer token-for-test"
+    assert run["display_name"] == "try-1" and run["experiment_id"] == "exp-1"
+    spec = run["pipeline_spec"]["pipeline_spec"]  # with the kubernetes platform spec beside it
+    assert "exec-train-seg" in run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert spec["pipelineInfo"]["name"] == "openeds-pipeline"
+    assert set(spec["root"]["dag"]["tasks"]) == set(TASKS)
+    hp = spec["root"]["inputDefinitions"]["parameters"]["train_seg_hyperparameters"]["defaultValue"]
+    assert json.loads(hp)["epochs"] == 7

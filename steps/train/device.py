@@ -87,7 +87,8 @@ def configure_backends(device: torch.device, deterministic: bool) -> None:
     """
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
-        torch.use_deterministic_algorithms(True, warn_only=device.type == "cuda")
+    # Set either way: several runs in one process (tune's trials, tests) must not inherit the mode.
+    torch.use_deterministic_algorithms(deterministic, warn_only=device.type == "cuda")
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not deterministic
         torch.backends.cudnn.deterministic = deterministic

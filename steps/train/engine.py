@@ -63,24 +63,32 @@ class EpochProgress:
 
 
 class NonFiniteGuard:
-    """Remembers (on the device) the first batch whose loss is not finite; raises when checked."""
+    """Remembers (on the device) the first batch whose loss is not finite; raises when checked.
+
+    The file names of the batches since the last check are kept, so the error can name the rows.
+    """
 
     def __init__(self, device: torch.device, epoch: int, every: int):
         self.first_bad = torch.full((), -1, dtype=torch.int64, device=device)
         self.epoch, self.every = epoch, max(1, every)
+        self.recent: dict[int, list[str]] = {}
 
-    def observe(self, loss: torch.Tensor, index: int) -> None:
+    def observe(self, loss: torch.Tensor, index: int, filenames: list[str] | None = None) -> None:
         bad = ~torch.isfinite(loss.detach())
         self.first_bad = torch.where((self.first_bad < 0) & bad, torch.full_like(self.first_bad, index),
                                      self.first_bad)
+        self.recent[index] = list(filenames or [])
         if (index + 1) % self.every == 0:
             self.check()
 
     def check(self) -> None:
         batch = int(self.first_bad.item())
         if batch >= 0:
-            raise StepError(f"train_loss is not finite at epoch {self.epoch} batch {batch + 1}; lower lr "
-                            f"or enable clip_grad_norm\nno checkpoint was written from the diverged weights")
+            rows = ", ".join(self.recent.get(batch, [])[:8]) or "unknown"
+            raise StepError(f"train_loss is not finite at epoch {self.epoch} batch {batch + 1}; lower lr or "
+                            f"enable clip_grad_norm (or check those rows for NaN/inf values)\n"
+                            f"rows of that batch: {rows}\nno checkpoint was written from the diverged weights")
+        self.recent.clear()
 
 
 def new_progress(task: Task, device: torch.device) -> EpochProgress:
@@ -132,7 +140,7 @@ def train_one_epoch(model: nn.Module, task: Task, loss_fn: nn.Module, loader: An
         with config.precision.autocast(config.device):
             outputs = model(inputs)
             losses = task.loss(loss_fn, outputs, targets)
-        guard.observe(losses["loss"], index)
+        guard.observe(losses["loss"], index, batch.get("filename"))
         scaled = losses["loss"] / window
         sync = nullcontext() if stepping or not hasattr(model, "no_sync") else model.no_sync()
         with sync:  # DDP: all-reduce gradients only on the batch that steps

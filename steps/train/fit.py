@@ -37,6 +37,7 @@ from steps.train.distributed import (DistInfo, any_rank, barrier, broadcast_obje
                                      process_group, wrap_ddp)
 from steps.train.engine import EpochProgress, StepConfig, evaluate, new_progress, summarize_epoch, train_one_epoch
 from steps.train.optim import LRSchedule, build_optimizer, build_scheduler, current_lr, optimizer_steps_per_epoch
+from steps.train.plots import overlay
 from steps.train.profiling import ResourceMonitor, TrainingProfiler
 from steps.train.records import MetricsLog, package_versions, write_resolved_config
 from steps.train.signals import StopRequest, TrainingInterrupted
@@ -326,17 +327,31 @@ def finish_outputs(run: TrainingRun, loop: LoopState, paths: TrainingPaths, trac
     tracker.log_artifact(best_path, artifact_path="model")
     for name in sorted(p.name for p in paths.metrics_dir.iterdir() if p.is_file()):
         tracker.log_artifact(paths.metrics_dir / name, artifact_path="metrics")
+    from steps.models import load_checkpoint
+
+    model, _ = load_checkpoint(best_path)
+    log_overlays(run, tracker, model, step=loop.best_epoch)
     registered = None
     if run.hp.register_model:
-        from steps.models import load_checkpoint
-
-        model, _ = load_checkpoint(best_path)
         name = run.hp.registered_model_name or f"openeds-{run.model_name.replace('_', '-')}"
         registered = tracker.register_model(
             model, best_path, name=name, input_example=torch.zeros(2, 1, 400, 640).numpy(),
             tags={"model_type": card["model_type"], "architecture": run.model_name, "best_epoch": str(loop.best_epoch),
                   PRIMARY_METRIC: f"{loop.best_metric:.4f}", "input_mode": run.hp.input_mode})
     return {"model_card": card, "registered": registered}
+
+
+def log_overlays(run: TrainingRun, tracker: Any, model: nn.Module, step: int, count: int = 4) -> None:
+    """A few validation frames with target (green) and the best model's prediction (red)."""
+    if run.task.name != "segmentation":
+        return
+    batch = next(iter(run.valid_loader))
+    images = batch["image"][:count]
+    with torch.inference_mode():
+        predictions = model.eval()(images).argmax(dim=1)
+    tracker.log_images({f"valid_{Path(name).stem}": overlay(image[0].numpy(), label.numpy(), pred.numpy())
+                        for name, image, label, pred in zip(batch["filename"], images, batch["label"], predictions)},
+                       step=step)
 
 
 def summarize_run(run: TrainingRun, loop: LoopState, seconds: float, config: dict[str, Any]) -> dict[str, Any]:

@@ -37,12 +37,15 @@ def synthetic_frame(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return image, label
 
 
-def make_split(rows: int, seed: int) -> datasets.Dataset:
+def make_split(rows: int, seed: int, nan_weight_rows: tuple[int, ...] = ()) -> datasets.Dataset:
+    """`rows` synthetic frames; rows in `nan_weight_rows` get NaN spatial weights (corrupt data)."""
     rng = np.random.default_rng(seed)
     columns: dict[str, list] = {name: [] for name in FEATURES}
     for index in range(rows):
         processed = preprocess_frame(*synthetic_frame(rng))
         processed.pop("ellipse_method", None)
+        if index in nan_weight_rows:
+            processed["spatial_weights"] = np.full_like(processed["spatial_weights"], np.nan)
         processed.update(filename=f"synthetic_{seed}_{index:03d}.png", preprocessed=True)
         for name in FEATURES:
             columns[name].append(processed[name])

@@ -1,0 +1,287 @@
+"""OpenEDS-like near-eye infrared frames with exact labels, drawn with vectorized numpy/OpenCV.
+
+A frame is a camera looking through a lens ring at one eye: skin with pores and an eyelid crease,
+an almond-shaped lid opening holding sclera, a textured iris and a dark elliptical pupil, lids
+that occlude iris and pupil (the label follows the occlusion), eyelashes, a ring of LED corneal
+glints (bright in the image, still pupil/iris in the label, as in OpenEDS), concentric lens rings,
+a dark border outside the lens, blur and sensor noise. A few frames are closed eyes (label all 0).
+
+Every random choice comes from the frame's own generator, seeded from (seed, split, index), so a
+frame never depends on how many frames are generated.
+"""
+
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
+
+H, W = IMAGE_HEIGHT, IMAGE_WIDTH
+SPLITS = ("train", "validation", "test")
+_YY, _XX = np.mgrid[0:H, 0:W].astype(np.float32)
+# Pupil area in pixels: real OpenEDS pupils have about 2,400-2,600; vary from ~800 to ~8,000.
+PUPIL_AREA_MEDIAN, PUPIL_AREA_RANGE = 2500.0, (800.0, 8000.0)
+
+
+@dataclass
+class EyeGeometry:
+    """Where the eye is: lid opening, iris circle, pupil ellipse (pixels, radians)."""
+
+    ex: float
+    ey: float
+    half_width: float
+    upper: float
+    lower: float
+    tilt: float
+    lid_power: float
+    lid_skew: float
+    iris: tuple[float, float, float]
+    pupil: tuple[float, float, float, float, float]
+
+
+def smooth_noise(rng: np.random.Generator, cells: tuple[int, int], shape: tuple[int, int] = (H, W)) -> np.ndarray:
+    """Low-frequency noise in about [-1, 1]: a coarse random grid upsampled bicubically."""
+    coarse = rng.standard_normal(cells).astype(np.float32)
+    return cv2.resize(coarse, (shape[1], shape[0]), interpolation=cv2.INTER_CUBIC)
+
+
+def sample_geometry(rng: np.random.Generator, closed_eye: bool) -> EyeGeometry:
+    ex, ey = rng.normal(320, 45), rng.normal(215, 28)
+    half_width = rng.uniform(150, 215)
+    upper, lower = rng.uniform(40, 85), rng.uniform(38, 70)
+    if closed_eye:
+        upper, lower = rng.uniform(-4, 2), rng.uniform(2, 6)
+    iris_r = rng.uniform(78, 102)
+    ix = ex + rng.uniform(-0.42, 0.42) * half_width
+    iy = ey + rng.uniform(-0.35, 0.45) * (upper + lower) / 2
+    if rng.random() < 0.04:  # now and then the pupil is cut by the image edge
+        ix = rng.choice([rng.uniform(-10, 30), rng.uniform(W - 30, W + 10)])
+        ex = ix - np.sign(ix - W / 2) * rng.uniform(0.1, 0.4) * half_width
+    area = float(np.clip(PUPIL_AREA_MEDIAN * np.exp(rng.normal(0, 0.45)), *PUPIL_AREA_RANGE))
+    ratio = rng.uniform(0.72, 1.0)
+    major = min(np.sqrt(area / (np.pi * ratio)), 0.66 * iris_r)
+    offset = rng.uniform(0, 0.12 * iris_r), rng.uniform(0, 2 * np.pi)
+    pupil = (ix + offset[0] * np.cos(offset[1]), iy + offset[0] * np.sin(offset[1]),
+             major, major * ratio, rng.uniform(0, np.pi))
+    return EyeGeometry(float(ex), float(ey), half_width, upper, lower, rng.normal(0, 0.06),
+                       rng.uniform(0.4, 0.7), rng.uniform(-0.2, 0.2), (float(ix), float(iy), iris_r), tuple(float(v) for v in pupil))
+
+
+def lid_curves(geo: EyeGeometry) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eye coordinates rotated by the tilt: (along, across) and the lid profile (0 outside)."""
+    cos_t, sin_t = math.cos(geo.tilt), math.sin(geo.tilt)
+    dx, dy = _XX - geo.ex, _YY - geo.ey
+    along = dx * cos_t + dy * sin_t
+    across = -dx * sin_t + dy * cos_t
+    return along, across, lid_profile(geo, along)
+
+
+def lid_profile(geo: EyeGeometry, along: np.ndarray) -> np.ndarray:
+    """Lid opening height along the eye, 0 at and beyond the corners, peak skewed to one side."""
+    u = np.clip(along / geo.half_width, -1, 1)
+    return np.clip(1 - u * u, 0, None) ** geo.lid_power * (1 + geo.lid_skew * u)
+
+
+def ellipse_distance(cx: float, cy: float, a: float, b: float, angle: float) -> np.ndarray:
+    """Approximate signed distance in pixels to a rotated ellipse (negative inside)."""
+    dx, dy = _XX - cx, _YY - cy
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+    u = (dx * (cos_a / a) + dy * (sin_a / a))
+    v = (dx * (-sin_a / b) + dy * (cos_a / b))
+    return (np.sqrt(u * u + v * v) - 1) * math.sqrt(a * b)
+
+
+def coverage(signed_distance: np.ndarray) -> np.ndarray:
+    """Anti-aliased coverage from a signed distance (1 inside, 0 outside, linear over a pixel)."""
+    return np.clip(0.5 - signed_distance, 0, 1)
+
+
+def draw_skin(rng: np.random.Generator, geo: EyeGeometry, along: np.ndarray, across: np.ndarray,
+              profile: np.ndarray) -> np.ndarray:
+    base = rng.uniform(82, 118)
+    skin = base + 8 * smooth_noise(rng, (5, 8)) + 3 * smooth_noise(rng, (40, 64))
+    pores = rng.standard_normal((H, W), dtype=np.float32)
+    skin += 3.0 * cv2.GaussianBlur(pores, (0, 0), 0.8)
+    speckles = rng.random((H, W), dtype=np.float32) > 0.998
+    skin[speckles] += rng.uniform(20, 50)
+    # Eyelid crease above the upper lid (fading past the eye corners), a soft bulge of the lower lid.
+    extent = np.exp(-np.clip(np.abs(along) / geo.half_width - 0.9, 0, None) ** 2 * 6)
+    crease = -geo.upper * profile ** 0.6 - rng.uniform(28, 60)
+    skin -= rng.uniform(10, 24) * extent * np.exp(-((across - crease) / rng.uniform(6, 14)) ** 2)
+    skin += rng.uniform(4, 12) * extent * np.exp(-((across - crease + 18) / 14) ** 2)
+    skin += 8 * extent * np.exp(-((across - geo.lower * profile - 30) / 18) ** 2)
+    return skin
+
+
+def iris_texture(rng: np.random.Generator, geo: EyeGeometry) -> np.ndarray:
+    """Radial streaks, crypts, a collarette and a dark limbal ring, computed in the iris box only."""
+    ix, iy, r = geo.iris
+    y0, y1 = int(max(iy - r - 3, 0)), int(min(iy + r + 4, H))
+    x0, x1 = int(max(ix - r - 3, 0)), int(min(ix + r + 4, W))
+    texture = np.zeros((H, W), np.float32)
+    if y0 >= y1 or x0 >= x1:
+        return texture
+    dx, dy = _XX[y0:y1, x0:x1] - ix, _YY[y0:y1, x0:x1] - iy
+    radius = np.sqrt(dx * dx + dy * dy) / r
+    bins = 256
+    angle_bin = ((np.arctan2(dy, dx) + np.pi) * (bins / (2 * np.pi))).astype(np.int32) % bins
+    streaks = np.convolve(rng.standard_normal(bins + 4), np.ones(3) / 3, "valid")[:bins].astype(np.float32)
+    fine = rng.standard_normal((y1 - y0, x1 - x0), dtype=np.float32)
+    crypts = smooth_noise(rng, (9, 9), (y1 - y0, x1 - x0))
+    collarette = 0.25 + rng.uniform(0, 0.15)
+    patch = (3 * streaks[angle_bin] * (0.4 + radius) + 5 * crypts + 3 * cv2.GaussianBlur(fine, (0, 0), 1.2)
+             + 7 * np.exp(-((radius - collarette) / 0.06) ** 2) - 14 * np.clip((radius - 0.82) / 0.18, 0, 1))
+    texture[y0:y1, x0:x1] = patch
+    return texture
+
+
+def draw_eye(rng: np.random.Generator, geo: EyeGeometry, skin: np.ndarray, along: np.ndarray,
+             across: np.ndarray, profile: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Composite sclera, iris, pupil inside the lid opening; return (image, label)."""
+    top, bottom = -geo.upper * profile, geo.lower * profile
+    opening_sd = np.maximum(top - across, across - bottom)
+    opening_sd[profile <= 0] = 1e3
+    opening = coverage(opening_sd)
+    ix, iy, r = geo.iris
+    iris_sd = ellipse_distance(ix, iy, r, r * rng.uniform(0.95, 1.0), 0.0)
+    pupil_sd = ellipse_distance(*geo.pupil)
+    corner_shade = 1 - 0.25 * np.clip(np.abs(along) / geo.half_width, 0, 1) ** 2
+    sclera = rng.uniform(68, 100) * corner_shade + 3 * smooth_noise(rng, (8, 12))
+    iris = rng.uniform(48, 66) + iris_texture(rng, geo)
+    pupil = rng.uniform(24, 36) + 2.5 * smooth_noise(rng, (20, 32))
+    inside = sclera + coverage(iris_sd) * (iris - sclera)
+    inside += coverage(pupil_sd) * (pupil - inside)
+    lid_shadow = 1 - rng.uniform(0.15, 0.35) * np.exp(-np.clip(across - top, 0, None) / rng.uniform(6, 14))
+    image = skin + opening * (inside * lid_shadow - skin)
+    # Dark lash line along the upper lid margin.
+    image -= rng.uniform(20, 40) * np.exp(-((across - top + 2) / 3.5) ** 2) * (profile > 0)
+    # Wet, bright lower lid margin and a faint shadow band under it.
+    image += rng.uniform(6, 18) * np.exp(-((across - bottom - 3) / 2.5) ** 2) * (profile > 0)
+    label = np.zeros((H, W), np.uint8)
+    if geo.upper + geo.lower > 8:
+        open_mask = opening_sd <= 0
+        label[open_mask] = 1
+        label[open_mask & (iris_sd <= 0)] = 2
+        label[open_mask & (pupil_sd <= 0)] = 3
+    return image, label
+
+
+def draw_lashes(rng: np.random.Generator, geo: EyeGeometry, image: np.ndarray) -> np.ndarray:
+    """Dark curved strokes from the lid margins, curling outward, drawn in a few polylines calls."""
+    cos_t, sin_t = math.cos(geo.tilt), math.sin(geo.tilt)
+    mask = np.zeros((H, W), np.float32)
+    t = np.linspace(0, 1, 8)[None, :]
+    for sign, count, length, thickness in ((-1, rng.integers(40, 90), (18, 60), 1),
+                                           (-1, rng.integers(10, 30), (18, 50), 2),
+                                           (1, rng.integers(15, 45), (6, 22), 1)):
+        u = geo.half_width * np.clip(rng.normal(0.15, 0.45, count), -0.95, 0.97) * (1 if sign < 0 else 0.85)
+        lid = geo.upper if sign < 0 else geo.lower
+        v = sign * lid * lid_profile(geo, u)
+        lengths = rng.uniform(*length, count)
+        outward = 0.5 * u / geo.half_width + rng.normal(0, 0.2, count)
+        curl = rng.uniform(0.2, 0.8, count)
+        pu = u[:, None] + (outward * lengths)[:, None] * (t + curl[:, None] * t * t)
+        pv = v[:, None] + sign * lengths[:, None] * (t - 0.5 * curl[:, None] * t * t)
+        px = geo.ex + pu * cos_t - pv * sin_t
+        py = geo.ey + pu * sin_t + pv * cos_t
+        lines = [np.stack([x, y], 1).round().astype(np.int32) for x, y in zip(px, py)]
+        cv2.polylines(mask, lines, False, 1.0, int(thickness), cv2.LINE_AA)
+    return image * (1 - rng.uniform(0.45, 0.7) * np.clip(mask, 0, 1))
+
+
+def draw_glints(rng: np.random.Generator, geo: EyeGeometry, label: np.ndarray, image: np.ndarray) -> np.ndarray:
+    """LED reflections on the cornea: a ring of small saturated spots, some on the pupil border."""
+    if not (label > 0).any():
+        return image
+    ix, iy, r = geo.iris
+    count = int(rng.integers(4, 9))
+    angles = np.linspace(0, 2 * np.pi, count, endpoint=False) + rng.uniform(0, 2 * np.pi) + rng.normal(0, 0.15, count)
+    ring = r * rng.uniform(0.45, 0.8)
+    points = np.stack([ix + ring * np.cos(angles), iy + 0.85 * ring * np.sin(angles)], 1)
+    if rng.random() < 0.6:  # one glint on the pupil border
+        px, py, a, b, theta = geo.pupil
+        phi = rng.uniform(0, 2 * np.pi)
+        u, v = a * np.cos(phi), b * np.sin(phi)
+        points[0] = (px + u * np.cos(theta) - v * np.sin(theta), py + u * np.sin(theta) + v * np.cos(theta))
+    spots = np.zeros((H, W), np.float32)
+    for x, y in points:
+        xi, yi = int(round(x)), int(round(y))
+        if 0 <= xi < W and 0 <= yi < H and label[yi, xi] > 0:
+            cv2.circle(spots, (xi, yi), int(rng.integers(2, 5)), 1.0, -1, cv2.LINE_AA)
+    spots = cv2.GaussianBlur(spots, (0, 0), 1.0)
+    return image + 320 * spots
+
+
+def apply_lens(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
+    """Concentric lens rings, vignetting, and the dark area outside the lens."""
+    lx, ly = rng.normal(300, 20), rng.normal(185, 15)
+    radius = rng.uniform(330, 390)
+    distance = np.sqrt((_XX - lx) ** 2 + (_YY - ly) ** 2)
+    rel = distance / radius
+    rings = rng.uniform(0.03, 0.07) * np.sin(distance * (2 * np.pi / rng.uniform(6.5, 9.5))) * (0.3 + rel)
+    image = image * (1 + rings) * (1 - rng.uniform(0.2, 0.4) * rel * rel)
+    outside = rng.uniform(12, 22) + 3 * smooth_noise(rng, (4, 6))
+    inside = np.clip((radius - distance) / 2.5, 0, 1)
+    return outside + inside * (image - outside)
+
+
+def render_frame(rng: np.random.Generator, closed_eye: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One frame: uint8 image (400, 640) and uint8 label (400, 640) with 0 bg, 1 sclera, 2 iris, 3 pupil."""
+    geo = sample_geometry(rng, closed_eye)
+    along, across, profile = lid_curves(geo)
+    skin = draw_skin(rng, geo, along, across, profile)
+    image, label = draw_eye(rng, geo, skin, along, across, profile)
+    image = draw_lashes(rng, geo, image)
+    image = draw_glints(rng, geo, label, image)
+    image = apply_lens(rng, image) * rng.uniform(0.85, 1.15)
+    sigma = rng.uniform(2.5, 4.0) if rng.random() < 0.08 else rng.uniform(0.5, 1.5)
+    image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)
+    image += rng.uniform(1.5, 4.0) * rng.standard_normal((H, W), dtype=np.float32)
+    return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
+
+
+def frame_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The frame's own generator: depends only on (seed, split, index)."""
+    return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
+
+
+def render_indexed_frame(seed: int, split: str, index: int, closed_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    rng = frame_rng(seed, split, index)
+    closed = bool(rng.random() < closed_fraction)
+    return render_frame(rng, closed_eye=closed)
+
+
+def mask_of(label: np.ndarray) -> np.ndarray:
+    """The Kaggle copy's masks/*.png: 8-bit grayscale, 1 on iris and pupil, 0 elsewhere."""
+    return (label >= 2).astype(np.uint8)
+
+
+def generate_openeds(root: Path, frames: dict[str, int], seed: int = 0, closed_fraction: float = 0.05) -> Path:
+    """Write `root/openEDS/openEDS/{split}/{images,labels,masks}/<stem>` for each split; return root.
+
+    Stems are numbered across splits in the order train, validation, test (unique, like the Kaggle
+    copy); a frame's content depends only on (seed, split, index).
+    """
+    root = Path(root)
+    unknown = set(frames) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"frames: unknown split(s) {sorted(unknown)} (expected {list(SPLITS)})")
+    stem_number = 0
+    for split in (s for s in SPLITS if s in frames):
+        folders = {kind: root / "openEDS" / "openEDS" / split / kind for kind in ("images", "labels", "masks")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        for index in range(frames[split]):
+            image, label = render_indexed_frame(seed, split, index, closed_fraction)
+            stem = f"{stem_number:06d}"
+            cv2.imwrite(str(folders["images"] / f"{stem}.png"), image)
+            np.save(folders["labels"] / f"{stem}.npy", label)
+            cv2.imwrite(str(folders["masks"] / f"{stem}.png"), mask_of(label))
+            stem_number += 1
+    return root

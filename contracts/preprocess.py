@@ -17,7 +17,8 @@ class PreprocessHyperparameters(Hyperparameters):
         "opencv", description="distance/morphology backend; both agree within 1e-4")
     max_frames_per_split: int | None = Field(None, ge=1, description="keep at most this many frames per split")
     validate_only: bool = Field(
-        False, description="--validate mode: compare the `reference` dataset with runtime preprocessing")
+        False, description="--validate mode: recompute rows of the `reference` dataset from `raw` and "
+                           "compare every column; writes only `report` (the splits are left as they are)")
     validate_samples: int = Field(16, ge=1, description="rows per split compared in validate mode")
 
 
@@ -27,12 +28,15 @@ CONTRACT = StepContract(
     module="steps.preprocess",
     channels=(
         Channel(name="raw", doc="raw OpenEDS frames in the Kaggle layout (download-kaggle's `raw`)"),
-        Channel(name="reference", doc="a preprocessed dataset to check (validate_only=true)", required=False),
+        Channel(name="reference", required=False,
+                doc="validate_only=true: a saved preprocessed split, or a folder of them, to check"),
     ),
     outputs=(
         Output(name="train", doc="train split, datasets.save_to_disk", path="output/data/train"),
         Output(name="validation", doc="validation split, datasets.save_to_disk", path="output/data/validation"),
         Output(name="test", doc="test split (may have 0 rows), datasets.save_to_disk", path="output/data/test"),
+        Output(name="report", doc="preprocess_report.json (per-split counts, skipped and bad frames), or "
+                                  "validate_report.json in validate mode", path="output/data/preprocess-report"),
     ),
     hyperparameters=PreprocessHyperparameters,
 )

@@ -1,0 +1,186 @@
+"""Find and read OpenEDS frames on disk.
+
+Layouts recognised (under the given root, `root/openEDS`, `root/openEDS/openEDS`, or the same one
+wrapping folder deeper, as an archive often adds):
+
+- `kaggle`: the Kaggle copy `soumicksarker/openeds-dataset`,
+  `openEDS/openEDS/{train,validation,test}/{images/<stem>.png, labels/<stem>.npy, masks/<stem>.png}`.
+- `challenge2019`: the 2019 OpenEDS challenge release,
+  `Semantic_Segmentation_Dataset/{train,validation,test}/{images,labels}/` (no masks; the test
+  split's labels were withheld), with frames either flat or in subject sub-folders
+  (`images/<subject>/<stem>.png` or `<split>/<subject>/{images,labels}/`).
+- `folder`: one split without split folders, `images/` and `labels/` side by side (the layout of
+  the real sample frames); its frames are put in one split, `test` unless the caller says otherwise.
+
+Frames are paired by stem: `images/<stem>.png` with `labels/<stem>.npy`; an image without its label
+gets `label=None` (the checker reports it; preprocess never sees it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from steps.data.frames import IMAGE_SHAPE, RAW_CLASSES
+
+SPLITS = ("train", "validation", "test")
+KAGGLE_PREFIX = ("openEDS", "openEDS")
+CHALLENGE_FOLDER = "Semantic_Segmentation_Dataset"
+LayoutKind = Literal["kaggle", "challenge2019", "folder"]
+KIND_NAMES = {"kaggle": "Kaggle copy", "challenge2019": "2019 OpenEDS challenge release",
+              "folder": "single folder of images/labels"}
+_IGNORED_NAMES = ("__MACOSX",)
+
+
+class FrameError(ValueError):
+    """A frame or layout problem; the message starts with the offending path."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    split: str
+    stem: str
+    image: Path
+    label: Path | None
+
+
+@dataclass
+class OpenEDSLayout:
+    kind: LayoutKind
+    base: Path
+    splits: dict[str, list[Frame]] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        return {split: len(frames) for split, frames in self.splits.items()}
+
+    def unlabeled(self) -> list[Frame]:
+        return [frame for frames in self.splits.values() for frame in frames if frame.label is None]
+
+    def describe(self) -> str:
+        """E.g. "Kaggle copy (openEDS/openEDS): train 160, validation 40, test 16"."""
+        where = self.base.name if self.kind != "kaggle" else "/".join(KAGGLE_PREFIX)
+        counts = ", ".join(f"{split} {count}" for split, count in self.counts().items())
+        return f"{KIND_NAMES[self.kind]} ({where}): {counts}"
+
+
+def _visible_dirs(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and p.name not in _IGNORED_NAMES)
+
+
+def _candidates(root: Path) -> list[Path]:
+    """Folders that may hold the layout: root and one wrapping level, each with the known prefixes."""
+    tops = [root] + (_visible_dirs(root) if root.is_dir() else [])
+    found = []
+    for top in tops:
+        for suffix in ((), ("openEDS",), KAGGLE_PREFIX, (CHALLENGE_FOLDER,), ("openEDS", CHALLENGE_FOLDER)):
+            candidate = top.joinpath(*suffix)
+            if candidate.is_dir() and candidate not in found:
+                found.append(candidate)
+    return found
+
+
+def _frames_in(images_dir: Path, split: str) -> list[Frame]:
+    """Pair every PNG under `images_dir` (flat or in subject folders) with its label."""
+    labels_dir = images_dir.parent / "labels"
+    frames = []
+    for image in sorted(images_dir.rglob("*.png")):
+        relative = image.relative_to(images_dir).with_suffix("")
+        label = labels_dir / relative.with_suffix(".npy")
+        stem = "_".join(relative.parts)
+        frames.append(Frame(split, stem, image, label if label.is_file() else None))
+    return frames
+
+
+def _split_layout(base: Path) -> dict[str, list[Frame]]:
+    """Frames per split for `base/{split}/images` or `base/{split}/<subject>/images`."""
+    splits: dict[str, list[Frame]] = {}
+    for split in SPLITS:
+        split_dir = base / split
+        if not split_dir.is_dir():
+            continue
+        if (split_dir / "images").is_dir():
+            splits[split] = _frames_in(split_dir / "images", split)
+            continue
+        subjects = [d for d in _visible_dirs(split_dir) if (d / "images").is_dir()]
+        if subjects:
+            splits[split] = [Frame(split, f"{d.name}_{f.stem}", f.image, f.label)
+                             for d in subjects for f in _frames_in(d / "images", split)]
+    return splits
+
+
+def _kind_of(base: Path, splits: dict[str, list[Frame]]) -> LayoutKind:
+    """The Kaggle copy ships masks/ beside labels/ and lives in openEDS/openEDS; the 2019 release does not."""
+    if base.name == CHALLENGE_FOLDER:
+        return "challenge2019"
+    if base.parts[-2:] == KAGGLE_PREFIX or any((base / s / "masks").is_dir() for s in splits):
+        return "kaggle"
+    return "challenge2019"
+
+
+def find_openeds(root: Path, single_split: str = "test") -> OpenEDSLayout:
+    """Find the OpenEDS layout under `root`; raise FrameError naming root when there is none."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FrameError(f"{root}: not a folder (expected an OpenEDS dataset folder)")
+    for candidate in _candidates(root):
+        splits = _split_layout(candidate)
+        if splits:
+            return OpenEDSLayout(_kind_of(candidate, splits), candidate, splits)
+    for candidate in _candidates(root):
+        if (candidate / "images").is_dir() and (candidate / "labels").is_dir():
+            return OpenEDSLayout("folder", candidate, {single_split: _frames_in(candidate / "images", single_split)})
+    entries = ", ".join(sorted(p.name for p in root.iterdir())[:12]) or "(empty)"
+    raise FrameError(
+        f"{root}: no OpenEDS layout found (looked for openEDS/openEDS/{{train,validation,test}}/images "
+        f"(Kaggle copy), {CHALLENGE_FOLDER}/{{train,validation,test}}/images (2019 challenge), or "
+        f"images/ + labels/ (one folder)); top-level entries: {entries}")
+
+
+def read_image(path: Path) -> np.ndarray:
+    """An 8-bit grayscale PNG of shape (400, 640); FrameError naming the file otherwise."""
+    if not path.is_file():
+        raise FrameError(f"{path}: image file is missing")
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise FrameError(f"{path}: not a readable image (corrupt or truncated PNG?)")
+    if image.dtype != np.uint8:
+        raise FrameError(f"{path}: image dtype {image.dtype}, expected uint8 (8-bit grayscale)")
+    if image.ndim == 3:  # a grayscale frame saved as colour: keep it only if the channels agree
+        if not (image[..., :1] == image[..., 1:3]).all():
+            raise FrameError(f"{path}: colour image, expected 8-bit grayscale")
+        image = np.ascontiguousarray(image[..., 0])
+    if image.shape != IMAGE_SHAPE:
+        raise FrameError(f"{path}: image shape {image.shape}, expected {IMAGE_SHAPE} (640 wide x 400 tall)")
+    return image
+
+
+def read_label(path: Path) -> np.ndarray:
+    """A uint8 (400, 640) .npy with values 0..3; FrameError naming the file otherwise."""
+    try:
+        label = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise FrameError(f"{path}: label file is missing") from None
+    except (ValueError, OSError, EOFError) as error:
+        raise FrameError(f"{path}: unreadable .npy label (truncated or not an array): {error}") from None
+    if not isinstance(label, np.ndarray):
+        raise FrameError(f"{path}: .npy holds {type(label).__name__}, expected one array")
+    if label.shape != IMAGE_SHAPE:
+        raise FrameError(f"{path}: label shape {label.shape}, expected {IMAGE_SHAPE}")
+    if label.dtype != np.uint8:
+        raise FrameError(f"{path}: label dtype {label.dtype}, expected uint8")
+    if label.max(initial=0) >= len(RAW_CLASSES):
+        bad = sorted(int(v) for v in np.unique(label[label >= len(RAW_CLASSES)])[:5])
+        raise FrameError(f"{path}: label values {bad} outside 0..{len(RAW_CLASSES) - 1} "
+                         f"({', '.join(RAW_CLASSES)})")
+    return label
+
+
+def read_frame(frame: Frame) -> tuple[np.ndarray, np.ndarray | None]:
+    """(image uint8 (400, 640), label uint8 (400, 640) or None when the frame has no label)."""
+    image = read_image(frame.image)
+    return image, (read_label(frame.label) if frame.label is not None else None)

@@ -336,6 +336,16 @@ def graph_facts(proto: onnx.ModelProto) -> dict[str, int]:
             "initializer_bytes": sum(onnx.numpy_helper.to_array(t).nbytes for t in proto.graph.initializer)}
 
 
+def check_parity(model_name: str, parity: dict[str, float], max_abs_diff: float) -> float:
+    """The worst difference; StepError naming the model and the figures when over the limit."""
+    worst = max(parity.values())
+    if not worst <= max_abs_diff:  # NaN fails too
+        shown = ", ".join(f"{k.replace('_', ' ')}: {v:.3g}" for k, v in parity.items())
+        raise StepError(f"onnx parity failed for {model_name}: max abs diff {worst:.3g} > "
+                        f"max_abs_diff {max_abs_diff:g} ({shown})")
+    return worst
+
+
 def export_checked(source: SourceModel, out_dir: Path, exporter: Exporter = "dynamo", opset: int = 18,
                    max_abs_diff: float = 1e-4) -> ExportResult:
     """Export, write metadata, check; StepError when the file is invalid or differs from PyTorch."""
@@ -350,11 +360,7 @@ def export_checked(source: SourceModel, out_dir: Path, exporter: Exporter = "dyn
     finalize_onnx(path, metadata)
     proto = check_onnx_file(path)
     parity = compare_with_pytorch(path, source.model)
-    worst = max(parity.values())
-    if not worst <= max_abs_diff:  # NaN fails too
-        shown = ", ".join(f"{k.replace('_', ' ')}: {v:.3g}" for k, v in parity.items())
-        raise StepError(f"onnx parity failed for {source.spec.name}: max abs diff {worst:.3g} > "
-                        f"max_abs_diff {max_abs_diff:g} ({shown})")
+    worst = check_parity(source.spec.name, parity, max_abs_diff)
     return ExportResult(model_name=source.spec.name, model_type=source.spec.model_type, task=source.spec.task,
                         file=path.name, size_bytes=path.stat().st_size, **graph_facts(proto),
                         parameters=source.parameters, parity=parity, max_abs_diff=worst, exporter=exporter,

@@ -9,7 +9,7 @@ import onnx
 import pytest
 import torch
 
-from steps.export.onnx_export import (EXAMPLE_BATCH, INPUT_NAME, check_onnx_file, check_size,
+from steps.export.onnx_export import (EXAMPLE_BATCH, INPUT_NAME, check_onnx_file, check_parity, check_size,
                                       compare_with_pytorch, cpu_session, export_checked,
                                       load_source_model, onnx_file_name, read_metadata,
                                       strip_wrapper_prefixes)
@@ -20,17 +20,18 @@ from tests.steps.export.model_folders import write_model_folder
 
 @pytest.fixture(scope="module")
 def seg_export(tmp_path_factory):
-    """The default segmentation model exported once with the default (dynamo) exporter."""
+    """The micro segmentation model exported once with the default (dynamo) exporter (the default
+    model and the ellipse model go through the export-onnx step in tests/steps/test_export_onnx.py)."""
     root = tmp_path_factory.mktemp("seg")
-    source = load_source_model(write_model_folder(root / "model", "tiny_efficientvit", run_id="run-123"),
+    source = load_source_model(write_model_folder(root / "model", "tiny_efficientvit_micro", run_id="run-123"),
                                "segmentation")
     result = export_checked(source, root, exporter="dynamo", opset=18, max_abs_diff=1e-4)
     return source, result, root / result.file
 
 
-def test_default_seg_model_runs_at_batch_1_and_3_and_matches_pytorch(seg_export):
+def test_exported_model_runs_at_batch_1_and_3_and_matches_pytorch(seg_export):
     source, result, path = seg_export
-    assert path.name == "best_efficientvit_model.onnx"
+    assert path.name == "best_efficientvit_tiny_model.onnx"
     session = cpu_session(path)
     for batch in (1, 3):
         inputs = np.random.default_rng(batch).uniform(-1, 1, (batch, 1, 400, 640)).astype(np.float32)
@@ -43,12 +44,11 @@ def test_default_seg_model_runs_at_batch_1_and_3_and_matches_pytorch(seg_export)
     assert check_onnx_file(path).graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
 
 
-def test_default_seg_model_is_under_300_kb_and_size_gate_applies(seg_export):
+def test_size_limit_applies_to_segmentation_files(seg_export):
     _, result, path = seg_export
     assert result.size_bytes == path.stat().st_size
-    assert result.size_kb < 300
     check_size(result, 300)
-    with pytest.raises(StepError, match=r"^onnx size failed for tiny_efficientvit: .* >= max_seg_size_kb 10"):
+    with pytest.raises(StepError, match=r"^onnx size failed for tiny_efficientvit_micro: .* >= max_seg_size_kb 10"):
         check_size(result, 10)
 
 
@@ -64,7 +64,7 @@ def test_metadata_says_how_to_feed_the_model_and_where_it_came_from(seg_export):
     assert int(meta["parameters"]) == sum(p.numel() for p in source.model.parameters())
     assert meta["source_run_id"] == "run-123"
     assert meta["checkpoint_sha256"] == sha256_file(source.checkpoint_path)
-    assert meta["model_type"] == "TinyEfficientViT" and meta["exporter"] == "dynamo" and meta["opset"] == "18"
+    assert meta["model_type"] == "TinyEfficientViT-Micro" and meta["exporter"] == "dynamo" and meta["opset"] == "18"
     # dynamo's per-node stack traces are stripped: they were most of the file
     assert not any(node.metadata_props for node in onnx.load(str(path)).graph.node)
 
@@ -78,11 +78,14 @@ def test_parity_check_detects_a_model_that_differs(seg_export):
     assert max(compare_with_pytorch(path, changed).values()) > 1e-3
 
 
-def test_parity_over_the_limit_fails_naming_model_and_figure(tmp_path):
-    source = load_source_model(write_model_folder(tmp_path / "m", "tiny_efficientvit_micro"))
+def test_parity_over_the_limit_fails_naming_model_and_figure(seg_export):
+    _, result, _ = seg_export
+    assert check_parity("m", result.parity, 1e-4) == result.max_abs_diff
     with pytest.raises(StepError, match=r"^onnx parity failed for tiny_efficientvit_micro: max abs diff "
                                         r"\S+ > max_abs_diff 1e-30 \(batch 1: \S+, batch 3: \S+\)"):
-        export_checked(source, tmp_path, exporter="legacy", max_abs_diff=1e-30)
+        check_parity("tiny_efficientvit_micro", result.parity, 1e-30)
+    with pytest.raises(StepError, match="max abs diff nan"):
+        check_parity("m", {"batch_1": float("nan")}, 1e-4)
 
 
 @pytest.mark.parametrize("wrap", ["compile", "ddp"])

@@ -1,0 +1,46 @@
+"""report.md and per_sample.csv are rendered from the report dict; report.json is strict JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+from steps.report.render import json_safe, render_markdown, write_report
+
+GATE = {"name": "min_miou", "model": "seg.onnx", "label": "mIoU", "value": 0.5, "limit": 0.8, "minimum": True,
+        "strict": False, "reason": "", "passed": False}
+SEG = {"frames": 2, "miou": 0.5, "pixel_acc": 0.9, "iou_per_class": {"background": 0.9, "pupil": 0.1},
+       "pupil_iou_per_frame": {"mean": 0.1, "median": 0.1, "p90": 0.2}, "pupil_average_precision": 0.3,
+       "fitted_ellipse": {"center_error_px": {"mean": 3.0, "median": 3.0, "p90": 4.0},
+                          "radius_error_px": {"mean": 1.0, "median": 1.0, "p90": 1.0},
+                          "ellipse_iou": {"mean": 0.8, "median": 0.8, "p90": 0.9}, "frames_without_pupil": 0},
+       "parity": {"rows": 2, "max_abs_diff": 1e-7}}
+REPORT = {"passed": False, "gates": [GATE],
+          "models": {"seg.onnx": {"task": "segmentation", "model_type": "TinyEfficientViT", "parameters": 30934,
+                                  "size_kb": 180.9, "input_mode": "preprocessed", "source_run_id": None,
+                                  "latency": {"onnxruntime": {"median_ms": 8.4}, "pytorch": {"median_ms": 20.0}}}},
+          "evaluations": {"test": {"segmentation": SEG, "ellipse": None, "skipped": {}}},
+          "fixtures": {"found": False, "note": "real frames not found at /x"},
+          "plots": {"test: sample overlays": "overlays_test.png"}, "warnings": ["something to know"]}
+
+
+def test_markdown_has_the_verdict_tables_plots_and_warnings():
+    text = render_markdown(REPORT)
+    assert "**Gates: FAILED**" in text
+    assert "| min_miou | seg.onnx | mIoU | 0.5 | 0.8 | **FAIL** |" in text
+    assert "| seg.onnx | TinyEfficientViT | 30934 | 180.9 | preprocessed | 8.4 | 20 | - |" in text
+    assert "| IoU pupil | 0.1 |" in text
+    assert "real frames not found at /x" in text
+    assert "![test: sample overlays](overlays_test.png)" in text and "- something to know" in text
+
+
+def test_report_files_are_written_with_nan_as_null_and_empty(tmp_path):
+    rows = [{"split": "test", "filename": "a.png", "pupil_iou": 0.5, "fit_center_error_px": math.nan}]
+    write_report(tmp_path, {**REPORT, "extra": math.inf}, rows)
+    assert json.loads((tmp_path / "report.json").read_text())["extra"] is None
+    with (tmp_path / "per_sample.csv").open() as handle:
+        (row,) = list(csv.DictReader(handle))
+    assert row["filename"] == "a.png" and row["pupil_iou"] == "0.5" and row["fit_center_error_px"] == ""
+    assert (tmp_path / "report.md").read_text().startswith("# Validation report")
+    assert json_safe({"a": [math.nan, 1.0]}) == {"a": [None, 1.0]}

@@ -1,0 +1,256 @@
+"""MLflow: runs with params, tags, per-epoch metrics, artifacts, images, and the Model Registry.
+
+Used when MLFLOW_TRACKING_URI is set (the local runner sets sqlite:///<work>/mlflow.db; MLflow 3
+refuses a bare ./mlruns folder). MLFLOW_EXPERIMENT_ID wins over the experiment name. An HTTP
+server that does not answer fails the step within seconds (MLflow's own retries would wait
+minutes). A run started while another is active (tune's parent run) is nested under it.
+
+Registered models are logged with `serialization_format="pickle"`: it loads at any batch size,
+where MLflow 3's default torch.export ("pt2") fixes the example's shapes. Each version gets tags
+(date, git commit when known, run id, metrics) and the alias "candidate"; it also becomes
+"champion" when its `valid_iou` tag is at least the current champion's.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from steps.runtime import StepError
+from steps.secrets import redact
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_ALIAS = "candidate"
+CHAMPION_ALIAS = "champion"
+CHAMPION_METRIC = "valid_iou"
+REACHABILITY_TIMEOUT_S = 5.0
+MAX_VALUE_LENGTH = 6000  # MLflow's limit for a param value
+BATCH_SIZE = 100         # MLflow's limit for params or tags per log_batch
+
+
+def tracking_uri() -> str | None:
+    return os.environ.get("MLFLOW_TRACKING_URI") or None
+
+
+def printable_uri(uri: str) -> str:
+    """The URI without credentials (user:password@host), safe for messages."""
+    parts = urllib.parse.urlsplit(uri)
+    if parts.password or parts.username:
+        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+    return redact(urllib.parse.urlunsplit(parts))
+
+
+def check_reachable(uri: str, timeout: float = REACHABILITY_TIMEOUT_S) -> None:
+    """Fail in seconds when an HTTP(S) tracking server does not answer at all."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # it answered (a server without /health, or behind auth): reachable
+    except (OSError, ValueError) as error:
+        raise StepError(
+            f"MLFLOW_TRACKING_URI: the MLflow tracking server {printable_uri(uri)} is unreachable "
+            f"({getattr(error, 'reason', error)})\nStart the server, fix the URI, or unset "
+            "MLFLOW_TRACKING_URI to train without MLflow (local files only).") from error
+
+
+def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested dicts -> "a.b" keys; every value a string within MLflow's length limit."""
+    flat: dict[str, str] = {}
+    for key, value in params.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(flatten(value, f"{name}."))
+        else:
+            text = str(value)
+            flat[name] = text if len(text) <= MAX_VALUE_LENGTH else text[:MAX_VALUE_LENGTH - 3] + "..."
+    return flat
+
+
+def git_commit() -> str | None:
+    """The source commit: GIT_COMMIT/OPENEDS_GIT_COMMIT (images have no .git), else `git rev-parse`."""
+    for name in ("OPENEDS_GIT_COMMIT", "GIT_COMMIT"):
+        if os.environ.get(name):
+            return os.environ[name]
+    try:
+        result = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return result.stdout.strip() or None if result.returncode == 0 else None
+
+
+def _signature(model: Any, input_example: np.ndarray | None) -> Any:
+    """Input/output tensor specs with a variable batch axis, from one forward pass. Given this way
+    (not as `input_example`), MLflow skips serializing and re-running a 2 MB JSON example (20 s)."""
+    import torch
+    from mlflow.models import infer_signature
+
+    if input_example is None:
+        return None
+    example = np.asarray(input_example, dtype=np.float32)
+    parameter = next(model.parameters(), None)
+    device = parameter.device if parameter is not None else torch.device("cpu")
+    with torch.no_grad():
+        output = model(torch.from_numpy(example).to(device))
+    output = output[0] if isinstance(output, (tuple, list)) else output
+    return infer_signature(example, output.detach().float().cpu().numpy())
+
+
+def _requirements() -> list[str]:
+    """What loading needs besides this project's package (saves MLflow's slow requirement inference)."""
+    from importlib.metadata import version
+
+    return [f"{package}=={version(package).split('+')[0]}" for package in ("torch", "numpy", "cloudpickle")]
+
+
+class MlflowBackend:
+    """One MLflow run; the Tracker forwards calls here."""
+
+    name = "mlflow"
+
+    def __init__(self, *, experiment: str, run_name: str, tags: dict[str, str], resume_run_id: str | None = None):
+        import mlflow
+
+        self.uri = tracking_uri()
+        if self.uri is None:
+            raise ValueError("MLFLOW_TRACKING_URI is not set")
+        check_reachable(self.uri)
+        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
+        experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment_id(experiment)
+        parent = mlflow.active_run()
+        run = mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else experiment_id,
+                               run_name=None if resume_run_id else run_name, nested=parent is not None,
+                               tags=tags)
+        self.run_id: str = run.info.run_id
+        self.experiment_id: str = run.info.experiment_id
+        log.info("MLflow run %s in experiment %s at %s%s", self.run_id, self.experiment_id, printable_uri(self.uri),
+                 f" (nested under {parent.info.run_id})" if parent is not None else "")
+
+    def _experiment_id(self, name: str) -> str:
+        found = self.client.get_experiment_by_name(name)
+        if found is not None:
+            return found.experiment_id
+        return self.client.create_experiment(name)
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+
+        existing = self.client.get_run(self.run_id).data.params
+        items = [(k, v) for k, v in flatten(params).items() if existing.get(k) != v]
+        changed = [k for k, _ in items if k in existing]
+        if changed:  # a resumed run: MLflow refuses to overwrite a param
+            log.warning("MLflow params already logged with other values are kept: %s", ", ".join(changed))
+            items = [(k, v) for k, v in items if k not in existing]
+        for start in range(0, len(items), BATCH_SIZE):
+            self.client.log_batch(self.run_id, params=[Param(k, v) for k, v in items[start:start + BATCH_SIZE]])
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        items = list(tags.items())
+        for start in range(0, len(items), BATCH_SIZE):
+            self.client.log_batch(self.run_id, tags=[RunTag(k, v) for k, v in items[start:start + BATCH_SIZE]])
+
+    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        batch = [Metric(k, float(v), now, step) for k, v in metrics.items() if np.isfinite(v)]
+        for start in range(0, len(batch), 1000):
+            self.client.log_batch(self.run_id, metrics=batch[start:start + 1000])
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if Path(path).is_dir():
+            self.client.log_artifacts(self.run_id, str(path), artifact_path)
+        else:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_images(self, images: dict[str, np.ndarray], step: int) -> None:
+        for key, image in images.items():
+            self.client.log_image(self.run_id, image, key=key, step=step)
+
+    def register_model(self, model: Any, checkpoint_path: Path, name: str, tags: dict[str, str],
+                       input_example: np.ndarray | None) -> dict[str, Any]:
+        """Log `model`, register it as a new version of `name`, tag it and move the aliases."""
+        import mlflow.pytorch
+
+        was_training = model.training
+        model.eval()
+        try:
+            info = mlflow.pytorch.log_model(model, name="registered_model", registered_model_name=name,
+                                            signature=_signature(model, input_example),
+                                            serialization_format="pickle", pip_requirements=_requirements(),
+                                            await_registration_for=120)
+        finally:
+            model.train(was_training)
+        version = str(info.registered_model_version)
+        version_tags = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "run_id": self.run_id,
+                        "checkpoint": Path(checkpoint_path).name, **tags}
+        if (commit := git_commit()) is not None:
+            version_tags["git_commit"] = commit
+        for key, value in version_tags.items():
+            self.client.set_model_version_tag(name, version, key, value)
+        aliases = [CANDIDATE_ALIAS] + ([CHAMPION_ALIAS] if self._beats_champion(name, version_tags) else [])
+        for alias in aliases:
+            self.client.set_registered_model_alias(name, alias, version)
+        log.info("registered model %s version %s (aliases: %s)", name, version, ", ".join(aliases))
+        return {"name": name, "version": version, "aliases": aliases, "model_uri": f"models:/{name}/{version}",
+                "run_id": self.run_id, "tags": version_tags}
+
+    def _beats_champion(self, name: str, tags: dict[str, str]) -> bool:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            champion = self.client.get_model_version_by_alias(name, CHAMPION_ALIAS)
+        except MlflowException:
+            return True  # no champion yet
+        try:
+            return float(tags[CHAMPION_METRIC]) >= float(champion.tags[CHAMPION_METRIC])
+        except (KeyError, ValueError):
+            return False  # not comparable: leave the champion to a person
+
+    def finish(self, status: str) -> None:
+        import mlflow
+
+        active = mlflow.active_run()
+        if active is not None and active.info.run_id == self.run_id:
+            mlflow.end_run(status)
+        else:
+            self.client.set_terminated(self.run_id, status)
+
+
+def load_registered_model(name: str, version: str | int | None = None, alias: str | None = None) -> Any:
+    """A registered model (torch nn.Module) by version, by alias, or the champion (else the latest)."""
+    import mlflow
+    import mlflow.pytorch
+
+    if version is not None and alias is not None:
+        raise ValueError("give a version or an alias, not both")
+    if version is not None:
+        uri = f"models:/{name}/{version}"
+    elif alias is not None:
+        uri = f"models:/{name}@{alias}"
+    else:
+        client = mlflow.MlflowClient()
+        try:
+            uri = f"models:/{name}/{client.get_model_version_by_alias(name, CHAMPION_ALIAS).version}"
+        except mlflow.exceptions.MlflowException:
+            latest = max(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version), default=None)
+            if latest is None:
+                raise StepError(f"model registry: no registered model named '{name}'") from None
+            uri = f"models:/{name}/{latest.version}"
+    log.info("loading %s", uri)
+    return mlflow.pytorch.load_model(uri, map_location="cpu")

@@ -1,0 +1,71 @@
+"""W&B offline: the run directory holds the logged metrics, config and images (no network)."""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from contracts.train_seg import TrainSegHyperparameters
+from steps.tracking import open_tracker
+
+wandb = pytest.importorskip("wandb")
+from wandb.proto import wandb_internal_pb2  # noqa: E402
+
+CANARY = "canary-wandb-51d0e8"
+BLOCK, HEADER = 32768, 7  # the .wandb file is a LevelDB-style log: 32 KiB blocks, 7-byte record headers
+
+
+def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
+    """Every record of a .wandb transaction log, decoded with wandb's own protobuf schema."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    records, chunk, pos = [], b"", HEADER  # the file header takes the first 7 bytes
+    while pos + HEADER <= len(data):
+        if BLOCK - pos % BLOCK < HEADER:  # block trailer padding
+            pos += BLOCK - pos % BLOCK
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        chunk += data[pos + HEADER:pos + HEADER + length]
+        pos += HEADER + length
+        if kind in (1, 4):  # FULL or LAST fragment
+            record = wandb_internal_pb2.Record()
+            record.ParseFromString(chunk)
+            records.append(record)
+            chunk = b""
+    return records
+
+
+def _items(items) -> dict[str, object]:
+    return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
+
+
+def test_offline_run_directory_holds_metrics_config_and_images(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("WANDB_API_KEY", CANARY)
+    hp = TrainSegHyperparameters(wandb=True, wandb_project="openeds-test", lr=0.002, hf_repo=f"org/{CANARY}")
+    with open_tracker(hp, run_name="seg-offline", model_type="TinyEfficientViT", architecture="tiny_efficientvit",
+                      output_dir=tmp_path) as tracker:
+        tracker.log_params(hp.model_dump(mode="json"))
+        for epoch in (1, 2):
+            tracker.log_metrics({"train_loss": 1.0 / epoch, "valid_iou": 0.4 * epoch}, step=epoch)
+            tracker.log_images({"prediction": np.full((40, 64, 3), 80 * epoch, np.uint8)}, step=epoch)
+    [log_file] = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    records = read_records(log_file)
+    [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
+    assert run.display_name == "seg-offline" and run.project == "openeds-test"
+    config = _items(run.config.update)
+    for r in records:
+        if r.WhichOneof("record_type") == "config":
+            config.update(_items(r.config.update))
+    assert config["lr"] == 0.002 and config["model"] == "tiny_efficientvit"
+    assert config["tags"] == {"model_type": "TinyEfficientViT", "architecture": "tiny_efficientvit"}
+    history = [_items(r.history.item) for r in records if r.WhichOneof("record_type") == "history"]
+    assert [(h["_step"], h["train_loss"], h["valid_iou"]) for h in history] == [(1, 1.0, 0.4), (2, 0.5, 0.8)]
+    assert all(h["prediction/_type"] == "image-file" for h in history)
+    assert len(list(log_file.parent.glob("files/media/images/prediction_*.png"))) == 2
+    assert CANARY.encode() not in log_file.read_bytes()

@@ -13,11 +13,16 @@ wrapping folder deeper, as an archive often adds):
   the real sample frames); its frames are put in one split, `test` unless the caller says otherwise.
 
 Frames are paired by stem: `images/<stem>.png` with `labels/<stem>.npy`; an image without its label
-gets `label=None` (the checker reports it; preprocess never sees it).
+gets `label=None` (the checker reports it; preprocess never sees it). `select_frames`,
+`check_frames` and `publish_frames` turn a found layout into download-kaggle's `raw` output.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -27,6 +32,7 @@ import numpy as np
 
 from steps.data.frames import IMAGE_SHAPE, RAW_CLASSES
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
 KAGGLE_PREFIX = ("openEDS", "openEDS")
 CHALLENGE_FOLDER = "Semantic_Segmentation_Dataset"
@@ -184,3 +190,75 @@ def read_frame(frame: Frame) -> tuple[np.ndarray, np.ndarray | None]:
     """(image uint8 (400, 640), label uint8 (400, 640) or None when the frame has no label)."""
     image = read_image(frame.image)
     return image, (read_label(frame.label) if frame.label is not None else None)
+
+
+def select_frames(layout: OpenEDSLayout, splits: list[str], max_per_split: int | None = None) -> dict[str, list[Frame]]:
+    """The requested splits (first `max_per_split` frames by stem); FrameError for a missing or empty split."""
+    selected = {}
+    for split in splits:
+        if split not in layout.splits:
+            raise FrameError(f"{layout.base}: split '{split}' not found in {layout.describe()}")
+        frames = sorted(layout.splits[split], key=lambda f: f.stem)[:max_per_split]
+        if not frames:
+            raise FrameError(f"{layout.base / split}: split '{split}' has no frames (no images/*.png)")
+        selected[split] = frames
+    return selected
+
+
+def check_frame(frame: Frame) -> Frame:
+    """Read and check one frame; an image without its label is an error here."""
+    if frame.label is None:
+        raise FrameError(f"{frame.image}: image without its label (expected "
+                         f"{frame.image.parent.parent / 'labels' / (frame.image.stem + '.npy')})")
+    read_frame(frame)
+    return frame
+
+
+def check_frames(frames: list[Frame], workers: int | None = None, progress_every: int = 2000) -> None:
+    """Check every frame (threads: OpenCV and file reads release the GIL); raise at the first bad one."""
+    workers = workers or min(8, os.cpu_count() or 1)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for done, _ in enumerate(pool.map(check_frame, frames), start=1):
+            if done % progress_every == 0:
+                log.info("checked %d/%d frames", done, len(frames))
+
+
+def mask_from_label(label: np.ndarray) -> np.ndarray:
+    """The Kaggle copy's masks/*.png: 8-bit grayscale, 1 on iris and pupil, 0 elsewhere."""
+    return (label >= 2).astype(np.uint8)
+
+
+def mask_path(frame: Frame) -> Path:
+    """Where the Kaggle copy keeps the frame's mask (masks/ beside images/)."""
+    return frame.image.parent.parent / "masks" / frame.image.name
+
+
+def link_or_copy(source: Path, target: Path) -> None:
+    """Hard link when source and target share a file system and linking is allowed, else copy."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def publish_frames(selected: dict[str, list[Frame]], out: Path) -> dict[str, int]:
+    """Write `out/openEDS/openEDS/{split}/{images,labels,masks}/<stem>`; returns counts per split.
+
+    Masks are taken from the source when it has them (the Kaggle copy), else drawn from the label
+    the way the Kaggle copy draws them (1 on iris and pupil).
+    """
+    counts = {}
+    for split, frames in selected.items():
+        folders = {kind: out.joinpath(*KAGGLE_PREFIX, split, kind) for kind in ("images", "labels", "masks")}
+        for folder in folders.values():
+            folder.mkdir(parents=True, exist_ok=True)
+        for frame in frames:
+            link_or_copy(frame.image, folders["images"] / f"{frame.stem}.png")
+            link_or_copy(frame.label, folders["labels"] / f"{frame.stem}.npy")
+            mask = mask_path(frame)
+            if mask.is_file():
+                link_or_copy(mask, folders["masks"] / f"{frame.stem}.png")
+            else:
+                cv2.imwrite(str(folders["masks"] / f"{frame.stem}.png"), mask_from_label(read_label(frame.label)))
+        counts[split] = len(frames)
+    return counts

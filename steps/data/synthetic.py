@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
+from steps.data.openeds import mask_from_label
 
 H, W = IMAGE_HEIGHT, IMAGE_WIDTH
 SPLITS = ("train", "validation", "test")
@@ -289,11 +290,6 @@ def render_indexed_frame(seed: int, split: str, index: int, closed_fraction: flo
     return render_frame(rng, closed_eye=closed)
 
 
-def mask_of(label: np.ndarray) -> np.ndarray:
-    """The Kaggle copy's masks/*.png: 8-bit grayscale, 1 on iris and pupil, 0 elsewhere."""
-    return (label >= 2).astype(np.uint8)
-
-
 def generate_openeds(root: Path, frames: dict[str, int], seed: int = 0, closed_fraction: float = 0.05) -> Path:
     """Write `root/openEDS/openEDS/{split}/{images,labels,masks}/<stem>` for each split; return root.
 
@@ -314,6 +310,6 @@ def generate_openeds(root: Path, frames: dict[str, int], seed: int = 0, closed_f
             stem = f"{stem_number:06d}"
             cv2.imwrite(str(folders["images"] / f"{stem}.png"), image)
             np.save(folders["labels"] / f"{stem}.npy", label)
-            cv2.imwrite(str(folders["masks"] / f"{stem}.png"), mask_of(label))
+            cv2.imwrite(str(folders["masks"] / f"{stem}.png"), mask_from_label(label))
             stem_number += 1
     return root

@@ -1,0 +1,163 @@
+"""Safe extraction of dataset archives (.zip, .tar, .tar.gz/.tgz, .tar.bz2, .tar.xz).
+
+Every member is checked before anything is written: absolute paths, `..` components, links whose
+target leaves the extraction folder (or goes through another link), device files and FIFOs are
+refused, naming the member. The archive is then extracted into a temp folder beside the target and
+renamed into place, so the target either holds the whole archive or does not exist. tarfile's
+"data" filter runs as a second line of defence.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import posixpath
+import re
+import shutil
+import stat
+import tarfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+_DRIVE = re.compile(r"^[A-Za-z]:")
+
+
+class ArchiveError(ValueError):
+    """An archive that cannot be extracted safely; the message names the archive and the member."""
+
+
+@dataclass(frozen=True)
+class Member:
+    """What matters about one archive entry for safety."""
+
+    name: str
+    kind: str  # "file", "dir", "symlink", "hardlink", "special"
+    link: str = ""
+
+
+def archive_kind(archive: Path) -> str:
+    """'zip' or 'tar' by content (the suffix can lie); ArchiveError for anything else."""
+    if not archive.is_file():
+        raise ArchiveError(f"{archive}: archive file not found")
+    if zipfile.is_zipfile(archive):
+        return "zip"
+    if tarfile.is_tarfile(archive):
+        return "tar"
+    raise ArchiveError(f"{archive}: not a zip or tar archive (or it is corrupt)")
+
+
+def zip_members(archive: zipfile.ZipFile) -> list[Member]:
+    members = []
+    for info in archive.infolist():
+        mode = info.external_attr >> 16
+        if stat.S_ISLNK(mode):
+            members.append(Member(info.filename, "symlink", archive.read(info).decode("utf-8", "replace")))
+        elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            members.append(Member(info.filename, "special"))
+        else:
+            members.append(Member(info.filename, "dir" if info.is_dir() else "file"))
+    return members
+
+
+def tar_members(archive: tarfile.TarFile) -> list[Member]:
+    members = []
+    for info in archive.getmembers():
+        if info.issym():
+            members.append(Member(info.name, "symlink", info.linkname))
+        elif info.islnk():
+            members.append(Member(info.name, "hardlink", info.linkname))
+        elif info.isdir() or info.isfile():
+            members.append(Member(info.name, "dir" if info.isdir() else "file"))
+        else:
+            members.append(Member(info.name, "special"))
+    return members
+
+
+def _relative_parts(path: str) -> list[str] | None:
+    """Components of a path inside the target, or None if it is absolute or climbs out with `..`."""
+    if not path or "\x00" in path or path.startswith(("/", "\\")) or _DRIVE.match(path):
+        return None
+    parts = [p for p in re.split(r"[/\\]", path) if p not in ("", ".")]
+    return None if ".." in parts else parts
+
+
+def _link_target(member: Member) -> str | None:
+    """Where a link points, relative to the target root, or None when it leaves the target."""
+    if member.link.startswith(("/", "\\")) or _DRIVE.match(member.link):
+        return None
+    # A symlink resolves from its own folder; a tar hardlink names another member from the root.
+    base = posixpath.dirname(member.name.replace("\\", "/")) if member.kind == "symlink" else ""
+    joined = posixpath.normpath(posixpath.join(base, member.link.replace("\\", "/")))
+    return None if joined == ".." or joined.startswith("../") else joined
+
+
+def check_members(archive: Path, members: list[Member]) -> None:
+    """Refuse the whole archive at the first unsafe member, naming it."""
+    links = {"/".join(_relative_parts(m.name) or []) for m in members if m.kind == "symlink"}
+    for member in members:
+        where = f"{archive}: member '{member.name}'"
+        parts = _relative_parts(member.name)
+        if parts is None:
+            raise ArchiveError(f"{where}: absolute path or '..' component refused (path traversal)")
+        if member.kind == "special":
+            raise ArchiveError(f"{where}: device file, FIFO or socket refused")
+        if member.kind in ("symlink", "hardlink"):
+            target = _link_target(member)
+            if target is None:
+                raise ArchiveError(f"{where}: {member.kind} to '{member.link}' points outside the target")
+            through = [prefix for prefix in _prefixes(target) if prefix in links]
+            if through:
+                raise ArchiveError(f"{where}: {member.kind} to '{member.link}' goes through another link "
+                                   f"'{through[0]}' (refused: it could leave the target)")
+
+
+def _prefixes(path: str) -> list[str]:
+    parts = path.split("/")
+    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+
+
+def extract_archive(archive: Path, target: Path) -> list[Path]:
+    """Check every member, extract into a temp folder beside `target`, rename it into place.
+
+    `target` must not exist or be an empty folder. Returns the extracted files (sorted).
+    """
+    archive, target = Path(archive), Path(target)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ArchiveError(f"{target}: extraction target already exists and is not empty")
+    kind = archive_kind(archive)
+    staging = target.parent / f".{target.name}.extracting-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if kind == "zip":
+            with zipfile.ZipFile(archive) as handle:
+                check_members(archive, zip_members(handle))
+                staging.mkdir()
+                handle.extractall(staging)
+        else:
+            with tarfile.open(archive) as handle:
+                check_members(archive, tar_members(handle))
+                staging.mkdir()
+                handle.extractall(staging, filter="data")
+        check_tree(staging, archive)
+        if target.exists():
+            target.rmdir()
+        os.replace(staging, target)
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+        raise ArchiveError(f"{archive}: extraction failed: {error}") from error
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    files = sorted(p for p in target.rglob("*") if p.is_file())
+    log.info("extracted %d files from %s into %s", len(files), archive.name, target)
+    return files
+
+
+def check_tree(folder: Path, archive: Path | None = None) -> None:
+    """Every link under `folder` resolves inside it (after our extraction, or kagglehub's)."""
+    root = Path(folder).resolve()
+    for path in Path(folder).rglob("*"):
+        if path.is_symlink() and not path.resolve().is_relative_to(root):
+            where = f"{archive}: member" if archive else f"{folder}: file"
+            raise ArchiveError(f"{where} '{path.relative_to(folder)}': link resolves outside the target")

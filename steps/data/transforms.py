@@ -195,8 +195,16 @@ def spatial_weights(mask: np.ndarray, sigma: float = 5.0) -> np.ndarray:
 
 
 def _exact_edt(binary: np.ndarray) -> np.ndarray:
-    """Distance of every non-zero pixel to the nearest zero pixel (exact, float32)."""
-    return cv2.distanceTransform(binary, cv2.DIST_L2, cv2.DIST_MASK_PRECISE, dstType=cv2.CV_32F)
+    """Distance of every non-zero pixel to the nearest zero pixel (exact, float32).
+
+    OpenCV's result can differ by an ulp or two from call to call (its SIMD path depends on buffer
+    alignment); squared pixel distances are integers (< 2^24, exact in float32), so rounding the
+    square and taking an IEEE square root gives the same correctly rounded value every time.
+    """
+    distance = cv2.distanceTransform(binary, cv2.DIST_L2, cv2.DIST_MASK_PRECISE, dstType=cv2.CV_32F)
+    np.square(distance, out=distance)
+    np.rint(distance, out=distance)
+    return np.sqrt(distance, out=distance)
 
 
 def signed_distance_maps(mask: np.ndarray) -> np.ndarray:

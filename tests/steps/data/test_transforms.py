@@ -234,3 +234,18 @@ def test_mismatch_detection_flags_each_column():
     assert sorted(reference.mismatched_columns(row, changed)) == ["dist_map", "image"]
     nan_row = dict(row, rx=np.float32("nan"))
     assert list(reference.mismatched_columns(row, nan_row)) == ["rx"]
+
+
+def test_distance_maps_are_bit_identical_between_calls_and_equal_scipy_in_float32():
+    """OpenCV's EDT may differ by an ulp between calls; the rounded square root may not, so a
+    rerun writes byte-identical datasets."""
+    from scipy import ndimage
+
+    _, label = render_frame(np.random.default_rng(1))
+    mask = transforms.binarize(label)
+    first = transforms.signed_distance_maps(mask)
+    for _ in range(4):
+        np.testing.assert_array_equal(transforms.signed_distance_maps(mask), first)
+    outside = mask == 0
+    np.testing.assert_array_equal(transforms._exact_edt(outside.view(np.uint8)),
+                                  ndimage.distance_transform_edt(outside).astype(np.float32))

@@ -13,15 +13,27 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import io
 import json
 import threading
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 SERVICE_PREFIX = "/api/v1/datasets.DatasetApiService/"
 DEFAULT_PORT = 7777
+
+
+def zip_tree(folder: Path) -> bytes:
+    """A zip of everything under `folder`, paths relative to it (as Kaggle zips a dataset)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for path in sorted(p for p in Path(folder).rglob("*") if p.is_file()):
+            archive.write(path, path.relative_to(folder).as_posix())
+    return buffer.getvalue()
 
 
 @dataclass

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import posixpath
 import re
 import shutil
 import stat
@@ -83,14 +82,30 @@ def _relative_parts(path: str) -> list[str] | None:
     return None if ".." in parts else parts
 
 
-def _link_target(member: Member) -> str | None:
-    """Where a link points, relative to the target root, or None when it leaves the target."""
-    if member.link.startswith(("/", "\\")) or _DRIVE.match(member.link):
-        return None
+def _walk_link(member: Member, links: set[str]) -> str | None:
+    """Follow a link's target one component at a time, without normalizing first.
+
+    Returns None when it is fine, else why it is refused: it is absolute, climbs above the target
+    root, or passes through another link of the archive (`b -> a/..` with `a -> .` would climb
+    out, though `a/..` looks harmless once normalized).
+    """
+    link = member.link.replace("\\", "/")
+    if link.startswith("/") or _DRIVE.match(link):
+        return "points outside the target"
     # A symlink resolves from its own folder; a tar hardlink names another member from the root.
-    base = posixpath.dirname(member.name.replace("\\", "/")) if member.kind == "symlink" else ""
-    joined = posixpath.normpath(posixpath.join(base, member.link.replace("\\", "/")))
-    return None if joined == ".." or joined.startswith("../") else joined
+    here = (_relative_parts(member.name) or [])[:-1] if member.kind == "symlink" else []
+    for part in link.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not here:
+                return "points outside the target"
+            here.pop()
+            continue
+        here.append(part)
+        if "/".join(here) in links:
+            return f"goes through another link '{'/'.join(here)}' (refused: it could leave the target)"
+    return None
 
 
 def check_members(archive: Path, members: list[Member]) -> None:
@@ -103,19 +118,8 @@ def check_members(archive: Path, members: list[Member]) -> None:
             raise ArchiveError(f"{where}: absolute path or '..' component refused (path traversal)")
         if member.kind == "special":
             raise ArchiveError(f"{where}: device file, FIFO or socket refused")
-        if member.kind in ("symlink", "hardlink"):
-            target = _link_target(member)
-            if target is None:
-                raise ArchiveError(f"{where}: {member.kind} to '{member.link}' points outside the target")
-            through = [prefix for prefix in _prefixes(target) if prefix in links]
-            if through:
-                raise ArchiveError(f"{where}: {member.kind} to '{member.link}' goes through another link "
-                                   f"'{through[0]}' (refused: it could leave the target)")
-
-
-def _prefixes(path: str) -> list[str]:
-    parts = path.split("/")
-    return ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        if member.kind in ("symlink", "hardlink") and (why := _walk_link(member, links - {"/".join(parts)})):
+            raise ArchiveError(f"{where}: {member.kind} to '{member.link}' {why}")
 
 
 def extract_archive(archive: Path, target: Path) -> list[Path]:

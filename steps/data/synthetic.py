@@ -133,7 +133,7 @@ def gaussian_band(x: np.ndarray, width: float) -> np.ndarray:
 
 def draw_skin(rng: np.random.Generator, geo: EyeGeometry, box: EyeBox) -> np.ndarray:
     """Skin with shading, pores and bright speckles; the eyelid crease and lower-lid bulge."""
-    skin = rng.uniform(82, 118) + 8 * smooth_noise(rng, (5, 8)) + 3 * smooth_noise(rng, (40, 64))
+    skin = rng.uniform(74, 110) + 8 * smooth_noise(rng, (5, 8)) + 3 * smooth_noise(rng, (40, 64))
     pores = rng.standard_normal((H // 2, W // 2), dtype=np.float32)
     skin += 3.0 * cv2.resize(pores, (W, H), interpolation=cv2.INTER_LINEAR)
     speckles = rng.random((H, W), dtype=np.float32) > 0.998
@@ -183,8 +183,9 @@ def draw_eye(rng: np.random.Generator, geo: EyeGeometry, skin: np.ndarray,
     pupil_sd = ellipse_distance(box.xx, box.yy, *geo.pupil)
     corner = np.clip(np.abs(box.along) * (1 / geo.half_width), 0, 1)
     shape = box.xx.shape
-    sclera = rng.uniform(68, 100) * (1 - 0.25 * corner * corner) + 3 * smooth_noise(rng, (8, 12), shape)
-    iris = rng.uniform(48, 66) + iris_texture(rng, geo, box)
+    iris_level = rng.uniform(46, 62)  # real frames: iris ~55, sclera ~65-72, pupil ~34
+    sclera = (iris_level + rng.uniform(14, 36)) * (1 - 0.2 * corner * corner) + 3 * smooth_noise(rng, (8, 12), shape)
+    iris = iris_level + iris_texture(rng, geo, box)
     pupil = rng.uniform(24, 36) + 2.5 * smooth_noise(rng, (20, 32), shape)
     inside = sclera + coverage(iris_sd) * (iris - sclera)
     inside += coverage(pupil_sd) * (pupil - inside)

@@ -35,6 +35,20 @@ MODEL_SPECS: dict[str, ModelSpec] = {
 }
 
 
+# Trainable-parameter budgets (SPEC 3: default < 60,000, micro < 10,000; the ellipse net "tens of
+# thousands at most"). `python -m steps.models` and the model tests check them.
+PARAMETER_LIMITS: dict[str, int] = {
+    "tiny_efficientvit": 60_000,
+    "tiny_efficientvit_micro": 10_000,
+    "ellipse_regression": 60_000,
+}
+
+
+def parameter_limit(name: str) -> int:
+    """Parameters a registered model must stay under."""
+    return PARAMETER_LIMITS[get_spec(name).name]
+
+
 def get_spec(name: str) -> ModelSpec:
     if name not in MODEL_SPECS:
         raise KeyError(f"unknown model '{name}' (models: {', '.join(MODEL_SPECS)})")

@@ -1,0 +1,314 @@
+"""TinyEfficientViTSeg: an EfficientViT-MSRA encoder scaled down for 400x640 pupil segmentation.
+
+Structure (Liu et al. 2023, "EfficientViT: Memory Efficient Vision Transformer with Cascaded Group
+Attention"; reference: microsoft/Cream EfficientViT and timm's efficientvit_msra.py):
+
+- a conv stem of four stride-2 ConvBN layers (1/2, 1/4, 1/8, 1/16); its first three outputs are kept
+  as skip features for full-resolution detail;
+- three stages at 1/16, 1/32, 1/64 (25x40, 13x20, 7x10 tokens for 400x640); stages 2 and 3 start with
+  EfficientViT's subsample block (depthwise conv + FFN, patch merging with squeeze-excite, depthwise
+  conv + FFN);
+- each block is the EfficientViT sandwich: residual depthwise conv, residual FFN, residual cascaded
+  group attention, residual depthwise conv, residual FFN, with BatchNorm and ReLU throughout.
+
+Differences from the classification model, on purpose:
+- global attention instead of 7x7 windows: at these strides a stage has at most 1,000 tokens, and the
+  window padding/reshaping made the original project's ONNX graph 835 nodes;
+- the relative-position attention bias is decomposed into a row table and a column table
+  (bias(i, j) = row[|dy|] + col[|dx|], as in MViTv2's decomposed relative positions). EfficientViT's
+  joint (|dy|, |dx|) table needs an N x N index (1,000 x 1,000 int64 at 1/16: 8 MB in the ONNX file);
+  in eval mode the decomposed bias is added to the (H, W, H, W) view of the logits, so no N x N
+  tensor ever becomes a constant; offsets come from the actual grid (clamped to the table), so any
+  input size runs;
+- a light FPN/U-Net decoder: 1x1 laterals, bilinear upsampling to each skip's exact size, separable
+  3x3 refinement, logits at 1/2 resolution bilinearly upsampled to the input size.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from steps.models.layers import (FFN, ConvBN, Residual, SeparableConv, SqueezeExcite, conv_bn_relu, init_weights,
+                                 upsample_to)
+
+
+@dataclass(frozen=True)
+class EfficientViTEncoderConfig:
+    """The conv stem and the three EfficientViT stages (shared by the segmentation and ellipse models)."""
+
+    in_chans: int = 1
+    img_size: tuple[int, int] = (400, 640)          # sizes the attention-bias tables; other sizes still run
+    stem_dims: tuple[int, int, int] = (8, 8, 16)    # stem channels at 1/2, 1/4, 1/8 (the skip features)
+    embed_dim: tuple[int, int, int] = (8, 16, 24)   # stage channels at 1/16, 1/32, 1/64
+    depth: tuple[int, int, int] = (1, 1, 1)
+    num_heads: tuple[int, int, int] = (1, 1, 2)
+    key_dim: tuple[int, int, int] = (4, 4, 4)       # query/key channels per head
+    q_kernel: int = 5                               # depthwise conv on the queries
+    ffn_ratio: float = 2.0
+    merge_ratio: float = 4.0                        # patch-merging expansion
+    subsample_blocks: bool = True                   # dw conv + FFN before and after each patch merging
+
+    def __post_init__(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            if isinstance(value, list):  # configs read back from JSON/checkpoints carry lists
+                object.__setattr__(self, field.name, tuple(value))
+        for name in ("embed_dim", "depth", "num_heads", "key_dim", "stem_dims"):
+            if len(getattr(self, name)) != 3:
+                raise ValueError(f"{name}: expected 3 values, got {getattr(self, name)}")
+        for dim, heads in zip(self.embed_dim, self.num_heads):
+            if heads < 1 or dim % heads:
+                raise ValueError(f"embed_dim/num_heads: {dim} channels do not split into {heads} heads")
+
+
+@dataclass(frozen=True)
+class EfficientViTSegConfig(EfficientViTEncoderConfig):
+    num_classes: int = 2
+    decoder_dim: int = 16
+    # Stem skips the decoder fuses, coarse to fine: 2 = 1/8 and 1/4, logits at 1/4 upsampled to the input.
+    # 3 adds the 1/2 level, which costs more than the rest of the model on CPU (16 channels at 200x320).
+    decoder_skips: int = 2
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not 0 <= self.decoder_skips <= 3:
+            raise ValueError(f"decoder_skips: expected 0..3, got {self.decoder_skips}")
+
+
+def make_config(config_type: type, defaults: Any, overrides: dict[str, Any]) -> Any:
+    """The variant's defaults with `overrides` applied; an unknown key is a one-line error naming it."""
+    known = {f.name for f in dataclasses.fields(config_type)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"{config_type.__name__}: unknown option(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(sorted(known))})")
+    return dataclasses.replace(defaults, **overrides)
+
+
+def token_grids(img_size: tuple[int, int], first_stride_exp: int = 4, stages: int = 3) -> list[tuple[int, int]]:
+    """Token grid per stage for stride-2 convs with padding 1: each halving rounds up (25 -> 13 -> 7)."""
+    grids = []
+    height, width = img_size
+    for step in range(first_stride_exp + stages - 1):
+        height, width = math.ceil(height / 2), math.ceil(width / 2)
+        if step >= first_stride_exp - 1:
+            grids.append((height, width))
+    return grids
+
+
+def relative_offsets(size: int, table_len: int, device: torch.device) -> torch.Tensor:
+    """|i - j| for positions along one axis, clamped to the last table entry (size x size, int64)."""
+    position = torch.arange(size, device=device)
+    return (position[:, None] - position[None, :]).abs().clamp(max=table_len - 1)
+
+
+class CascadedGroupAttention(nn.Module):
+    """EfficientViT's cascaded group attention over all tokens of the feature map.
+
+    Head i attends over its own channel slice plus head i-1's output (the cascade), with a depthwise
+    conv on its queries and a learned relative-position bias; outputs are concatenated and projected.
+    """
+
+    def __init__(self, dim: int, key_dim: int, num_heads: int, bias_grid: tuple[int, int], q_kernel: int = 5) -> None:
+        super().__init__()
+        self.num_heads, self.key_dim = num_heads, key_dim
+        self.head_dim = dim // num_heads
+        self.scale = key_dim ** -0.5
+        self.qkvs = nn.ModuleList(ConvBN(self.head_dim, 2 * key_dim + self.head_dim) for _ in range(num_heads))
+        self.q_convs = nn.ModuleList(ConvBN(key_dim, key_dim, q_kernel, groups=key_dim) for _ in range(num_heads))
+        self.proj = nn.Sequential(nn.ReLU(), ConvBN(self.head_dim * num_heads, dim, bn_weight_init=0.0))
+        # Decomposed relative-position bias: one value per head and vertical / horizontal offset.
+        self.row_bias = nn.Parameter(torch.zeros(num_heads, bias_grid[0]))
+        self.col_bias = nn.Parameter(torch.zeros(num_heads, bias_grid[1]))
+
+    def head_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per-head outputs (B, head_dim, H, W) before the projection; exposed to test the cascade."""
+        height, width = x.shape[-2:]
+        dy = relative_offsets(height, self.row_bias.shape[1], x.device)
+        dx = relative_offsets(width, self.col_bias.shape[1], x.device)
+        slices = x.chunk(self.num_heads, dim=1)
+        outputs: list[torch.Tensor] = []
+        for head, (qkv, q_conv) in enumerate(zip(self.qkvs, self.q_convs)):
+            feat = slices[head] if head == 0 else slices[head] + outputs[-1]
+            q, k, v = qkv(feat).split([self.key_dim, self.key_dim, self.head_dim], dim=1)
+            q = (q_conv(q) * self.scale).flatten(2).transpose(1, 2)  # (B, N, key_dim)
+            row_bias, col_bias = self.row_bias[head][dy], self.col_bias[head][dx]  # (H, H), (W, W)
+            attn = self.biased_logits(q, k.flatten(2), row_bias, col_bias).softmax(dim=-1)  # (B, N, N)
+            out = attn @ v.flatten(2).transpose(1, 2)  # (B, N, head_dim)
+            outputs.append(out.transpose(1, 2).unflatten(2, (height, width)))
+        return outputs
+
+    def biased_logits(self, q: torch.Tensor, k: torch.Tensor, row_bias: torch.Tensor,
+                      col_bias: torch.Tensor) -> torch.Tensor:
+        """q @ k + bias(i, j), with bias = row_bias[yi, yj] + col_bias[xi, xj] over token pairs.
+
+        Training adds the full N x N bias inside the matmul (baddbmm: the fastest on CPU). Eval (and so
+        ONNX export) adds the two small tables to the (H, W, H, W) view of the logits instead: the same
+        numbers, but no N x N tensor computed only from weights, which an exporter would fold into a
+        megabytes-large constant.
+        """
+        height, width = row_bias.shape[0], col_bias.shape[0]
+        if self.training:
+            bias = (row_bias[:, None, :, None] + col_bias[None, :, None, :]).reshape(height * width, -1)
+            return torch.baddbmm(bias, q, k)
+        logits = (q @ k).unflatten(2, (height, width)).unflatten(1, (height, width))  # (B, H, W, H, W)
+        logits = logits + row_bias[:, None, :, None] + col_bias[None, :, None, :]
+        return logits.flatten(3).flatten(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat(self.head_outputs(x), dim=1))
+
+
+def depthwise_residual(dim: int, bn_weight_init: float = 0.0) -> Residual:
+    return Residual(ConvBN(dim, dim, 3, groups=dim, bn_weight_init=bn_weight_init))
+
+
+class EfficientViTBlock(nn.Module):
+    """The sandwich: depthwise conv, FFN, cascaded group attention, depthwise conv, FFN (all residual)."""
+
+    def __init__(self, dim: int, key_dim: int, num_heads: int, bias_grid: tuple[int, int],
+                 ffn_ratio: float, q_kernel: int) -> None:
+        super().__init__()
+        hidden = max(1, round(dim * ffn_ratio))
+        self.dw0 = depthwise_residual(dim)
+        self.ffn0 = Residual(FFN(dim, hidden))
+        self.mixer = Residual(CascadedGroupAttention(dim, key_dim, num_heads, bias_grid, q_kernel))
+        self.dw1 = depthwise_residual(dim)
+        self.ffn1 = Residual(FFN(dim, hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.ffn1(self.dw1(self.mixer(self.ffn0(self.dw0(x)))))
+
+
+class PatchMerging(nn.Module):
+    """EfficientViT's downsampling: 1x1 expand, depthwise 3x3 stride 2, squeeze-excite, 1x1 project."""
+
+    def __init__(self, dim: int, out_dim: int, ratio: float) -> None:
+        super().__init__()
+        hidden = max(1, round(dim * ratio))
+        self.expand = conv_bn_relu(dim, hidden, 1)
+        self.down = conv_bn_relu(hidden, hidden, 3, stride=2, groups=hidden)
+        self.se = SqueezeExcite(hidden)
+        self.project = ConvBN(hidden, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.se(self.down(self.expand(x))))
+
+
+class Subsample(nn.Sequential):
+    """EfficientViT's 'subsample' op between stages: (dw conv + FFN), patch merging, (dw conv + FFN)."""
+
+    def __init__(self, dim: int, out_dim: int, ffn_ratio: float, merge_ratio: float, blocks: bool = True) -> None:
+        super().__init__()
+        if blocks:
+            self.add_module("res1", nn.Sequential(depthwise_residual(dim, 1.0),
+                                                  Residual(FFN(dim, max(1, round(dim * ffn_ratio))))))
+        self.add_module("merge", PatchMerging(dim, out_dim, merge_ratio))
+        if blocks:
+            self.add_module("res2", nn.Sequential(depthwise_residual(out_dim, 1.0),
+                                                  Residual(FFN(out_dim, max(1, round(out_dim * ffn_ratio))))))
+
+
+class EfficientViTEncoder(nn.Module):
+    """Conv stem + three EfficientViT stages; returns six features from 1/2 to 1/64 resolution."""
+
+    def __init__(self, config: EfficientViTEncoderConfig) -> None:
+        super().__init__()
+        c = config
+        s2, s4, s8 = c.stem_dims
+        self.stem = nn.ModuleList([conv_bn_relu(c.in_chans, s2, 3, 2), conv_bn_relu(s2, s4, 3, 2),
+                                   conv_bn_relu(s4, s8, 3, 2)])
+        self.patch_embed = ConvBN(s8, c.embed_dim[0], 3, stride=2)  # to 1/16, no ReLU (as EfficientViT)
+        grids = token_grids(c.img_size)
+        stages = []
+        for i, (dim, depth, heads, key_dim) in enumerate(zip(c.embed_dim, c.depth, c.num_heads, c.key_dim)):
+            down = (Subsample(c.embed_dim[i - 1], dim, c.ffn_ratio, c.merge_ratio, c.subsample_blocks)
+                    if i else nn.Identity())
+            blocks = [EfficientViTBlock(dim, key_dim, heads, grids[i], c.ffn_ratio, c.q_kernel) for _ in range(depth)]
+            stages.append(nn.Sequential(down, *blocks))
+        self.stages = nn.ModuleList(stages)
+        self.feature_channels = (*c.stem_dims, *c.embed_dim)
+        self.feature_strides = (2, 4, 8, 16, 32, 64)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for layer in self.stem:
+            x = layer(x)
+            features.append(x)
+        x = self.patch_embed(x)
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class SegDecoder(nn.Module):
+    """Top-down fusion of the stages at 1/16, then skip fusion at 1/8, 1/4, 1/2; logits at the input size."""
+
+    def __init__(self, stem_dims: Sequence[int], embed_dim: Sequence[int], dim: int, num_classes: int,
+                 skips: int = 3) -> None:
+        super().__init__()
+        self.stage_laterals = nn.ModuleList(ConvBN(c, dim) for c in embed_dim)
+        self.fuse = SeparableConv(dim, dim)
+        used = list(reversed(stem_dims))[:skips]  # finest last: 1/8, 1/4, 1/2
+        self.skip_laterals = nn.ModuleList(ConvBN(c, dim) for c in used)
+        self.refine = nn.ModuleList(SeparableConv(dim, dim) for _ in used)
+        self.head = nn.Conv2d(dim, num_classes, 1)
+
+    def forward(self, features: Sequence[torch.Tensor], output_size: Sequence[int]) -> torch.Tensor:
+        skips, stages = features[:3], features[3:]
+        x = self.stage_laterals[2](stages[2])
+        for lateral, stage in ((self.stage_laterals[1], stages[1]), (self.stage_laterals[0], stages[0])):
+            x = upsample_to(x, stage) + lateral(stage)
+        x = self.fuse(x)
+        for lateral, refine, skip in zip(self.skip_laterals, self.refine, reversed(skips)):
+            x = refine(upsample_to(x, skip) + lateral(skip))
+        logits = self.head(x)
+        return F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
+
+
+class TinyEfficientViTSeg(nn.Module):
+    """(B, in_chans, H, W) float -> (B, num_classes, H, W) logits."""
+
+    def __init__(self, config: EfficientViTSegConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.encoder = EfficientViTEncoder(config)
+        self.decoder = SegDecoder(config.stem_dims, config.embed_dim, config.decoder_dim, config.num_classes,
+                                  config.decoder_skips)
+        init_weights(self)
+
+    def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Multi-scale features: stem skips at 1/2, 1/4, 1/8 and the stages at 1/16, 1/32, 1/64."""
+        return self.encoder(x)
+
+    def forward_head(self, features: Sequence[torch.Tensor], output_size: Sequence[int]) -> torch.Tensor:
+        return self.decoder(features, output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x), x.shape[-2:])
+
+
+DEFAULT_CONFIG = EfficientViTSegConfig()
+# Micro keeps the sandwich blocks and drops what the parameter budget cannot carry: narrower stem and
+# FFNs, a 2x patch-merging expansion, and no extra dw conv + FFN around the patch merging (each stage's
+# first block starts with exactly that).
+MICRO_CONFIG = EfficientViTSegConfig(stem_dims=(4, 8, 8), embed_dim=(8, 12, 18), num_heads=(1, 1, 1),
+                                     ffn_ratio=1.0, merge_ratio=2.0, subsample_blocks=False, decoder_dim=8)
+
+
+def tiny_efficientvit(**overrides: Any) -> TinyEfficientViTSeg:
+    """TinyEfficientViT: embed_dim (8, 16, 24), depth (1, 1, 1), heads (1, 1, 2); < 60,000 parameters."""
+    return TinyEfficientViTSeg(make_config(EfficientViTSegConfig, DEFAULT_CONFIG, overrides))
+
+
+def tiny_efficientvit_micro(**overrides: Any) -> TinyEfficientViTSeg:
+    """TinyEfficientViT-Micro: embed_dim (8, 12, 18), heads (1, 1, 1), decoder_dim 8; < 10,000 parameters."""
+    return TinyEfficientViTSeg(make_config(EfficientViTSegConfig, MICRO_CONFIG, overrides))

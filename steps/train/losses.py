@@ -1,0 +1,120 @@
+"""Training losses: RITnet's segmentation loss with its Dice/surface schedule, and the ellipse regression loss.
+
+Segmentation (Chaudhary et al. 2019, "RITnet: Real-time Semantic Segmentation of the Eye for Gaze
+Tracking"; github.com/AayushKrChaudhary/RITnet, train.py and utils.py):
+
+    total = CE weighted by (1 + spatial_weights)
+            + dice_weight * alpha * generalized Dice
+            + surface_loss_max * (1 - alpha) * surface loss
+
+- CE: per-pixel cross-entropy times (1 + spatial_weights) (the weights peak on the pupil boundary),
+  averaged over pixels;
+- generalized Dice: class weights 1 / (pixels of the class in the target)^2 clamped below by epsilon,
+  per sample, averaged over the batch (RITnet's GeneralizedDiceLoss); an absent class gets weight
+  1/epsilon, so predicting it where it is absent is punished hard, as in RITnet;
+- surface loss (Kervadec et al. 2019, as RITnet's SurfaceLoss): mean over pixels and classes of
+  softmax probability times the signed distance map (positive outside a class, negative inside),
+  so probability mass far outside the true region costs the most;
+- schedule: RITnet sets alpha = 1 - (epoch + 1) / min(125, epochs) for the first min(125, epochs)
+  epochs: Dice (region overlap, stable early) hands over to the surface loss (boundary placement)
+  and reaches alpha = 0 at the last epoch of that window. RITnet then resets alpha to 1 after epoch
+  125; here alpha stays 0, the end point the schedule was heading for. Before `set_epoch` is called
+  alpha is 1 (Dice only).
+
+RITnet has no weights on the two terms; `dice_weight` and `surface_loss_max` (train-seg's
+hyperparameters, both 1 by default, i.e. RITnet's loss) scale them.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
+
+RITNET_DECAY_EPOCHS = 125
+
+
+def ritnet_alpha(epoch: int, total_epochs: int, decay_epochs: int = RITNET_DECAY_EPOCHS) -> float:
+    """Dice share at 0-based `epoch`: 1 - (epoch + 1) / min(decay_epochs, total_epochs), floored at 0."""
+    if total_epochs < 1 or epoch < 0:
+        raise ValueError(f"set_epoch: expected 0 <= epoch and total_epochs >= 1, got {epoch}, {total_epochs}")
+    window = min(decay_epochs, total_epochs)
+    return max(0.0, 1.0 - (epoch + 1) / window)
+
+
+def one_hot(target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(B, H, W) class indices -> (B, C, H, W) float one-hot (comparison: no int64 (B, H, W, C) detour)."""
+    classes = torch.arange(num_classes, device=target.device).view(1, -1, 1, 1)
+    return (target.unsqueeze(1) == classes).float()
+
+
+def generalized_dice_loss(probs: torch.Tensor, target_one_hot: torch.Tensor, epsilon: float = 1e-5) -> torch.Tensor:
+    """RITnet's generalized Dice: 1 - 2 sum_c w_c |P_c T_c| / sum_c w_c (|P_c| + |T_c|), w_c = 1/|T_c|^2."""
+    probs, target_one_hot = probs.flatten(2), target_one_hot.flatten(2)  # (B, C, N)
+    target_sums = target_one_hot.sum(dim=2)
+    class_weights = 1.0 / (target_sums ** 2).clamp(min=epsilon)
+    intersection = class_weights * (probs * target_one_hot).sum(dim=2)
+    denominator = class_weights * (probs.sum(dim=2) + target_sums)
+    dice = 2.0 * intersection.sum(dim=1) / denominator.sum(dim=1)
+    return (1.0 - dice.clamp(min=epsilon)).mean()
+
+
+def surface_loss(probs: torch.Tensor, dist_map: torch.Tensor) -> torch.Tensor:
+    """Mean over pixels and classes of probability times signed distance (lower is better; can be < 0)."""
+    return (probs * dist_map).mean()
+
+
+class SegmentationLoss(nn.Module):
+    """Weighted CE + scheduled generalized Dice and surface loss; returns the total and its components."""
+
+    def __init__(self, dice_weight: float = 1.0, surface_loss_max: float = 1.0, dice_epsilon: float = 1e-5,
+                 decay_epochs: int = RITNET_DECAY_EPOCHS) -> None:
+        super().__init__()
+        self.dice_weight, self.surface_loss_max = float(dice_weight), float(surface_loss_max)
+        self.dice_epsilon, self.decay_epochs = dice_epsilon, decay_epochs
+        self.alpha = 1.0
+
+    def set_epoch(self, epoch: int, total_epochs: int) -> None:
+        """RITnet's schedule: call at the start of each (0-based) epoch."""
+        self.alpha = ritnet_alpha(epoch, total_epochs, self.decay_epochs)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, spatial_weights: torch.Tensor,
+                dist_map: torch.Tensor) -> dict[str, torch.Tensor]:
+        """logits (B, C, H, W), target (B, H, W) class indices, spatial_weights (B, H, W), dist_map (B, C, H, W)."""
+        log_probs = F.log_softmax(logits.float(), dim=1)  # float32 even under autocast
+        target = target.long()
+        pixel_ce = F.nll_loss(log_probs, target, reduction="none")
+        ce = (pixel_ce * (1.0 + spatial_weights.float())).mean()
+        probs = log_probs.exp()
+        dice = generalized_dice_loss(probs, one_hot(target, logits.shape[1]), self.dice_epsilon)
+        surface = surface_loss(probs, dist_map.float())
+        total = ce + self.dice_weight * self.alpha * dice + self.surface_loss_max * (1.0 - self.alpha) * surface
+        return {"loss": total, "ce_loss": ce.detach(), "dice_loss": dice.detach(), "surface_loss": surface.detach()}
+
+
+class EllipseRegressionLoss(nn.Module):
+    """Smooth L1 on (cx, cy, rx, ry) in one pixel-consistent unit, centre weighted more than radii.
+
+    The targets are normalized differently (cx by 640 px, cy by 400 px, radii by half the diagonal,
+    377.36 px), so errors are first rescaled to half-diagonal units: a pixel of error costs the same
+    in every coordinate. The centre weighs `center_weight` (2) against the radii because the centre
+    is what gaze estimation uses and what the headline metric (centre error in px) measures, and the
+    radius targets are noisier: they are axis-aligned stand-ins for a rotated ellipse (the dataset
+    keeps no angle). `beta` (0.01 of half the diagonal, ~3.8 px) is where smooth L1 turns from
+    quadratic to linear: small residual errors still get gradients, outliers do not dominate.
+    """
+
+    def __init__(self, center_weight: float = 2.0, radius_weight: float = 1.0, beta: float = 0.01) -> None:
+        super().__init__()
+        self.center_weight, self.radius_weight, self.beta = center_weight, radius_weight, beta
+        self.unit_scale = (IMAGE_WIDTH / MAX_RADIUS, IMAGE_HEIGHT / MAX_RADIUS, 1.0, 1.0)
+
+    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """pred, target (B, 4) normalized (cx, cy, rx, ry)."""
+        scale = torch.tensor(self.unit_scale, device=pred.device, dtype=torch.float32)
+        per_value = F.smooth_l1_loss(pred.float() * scale, target.float() * scale, beta=self.beta, reduction="none")
+        center, radius = per_value[:, :2].mean(), per_value[:, 2:].mean()
+        total = self.center_weight * center + self.radius_weight * radius
+        return {"loss": total, "center_loss": center.detach(), "radius_loss": radius.detach()}

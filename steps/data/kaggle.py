@@ -291,4 +291,6 @@ def download_with_kagglehub(dataset: str, version: int | None) -> DownloadResult
         log.info("kagglehub cache used: %s at %s (KAGGLEHUB_CACHE=%s); nothing downloaded", handle, path,
                  get_cache_folder())
     check_tree(path)
-    return DownloadResult(path, version, cached is not None, {"handle": handle})
+    # kagglehub resolves "latest" itself; its cache path ends in versions/<N>.
+    resolved = int(path.name) if path.parent.name == "versions" and path.name.isdigit() else version
+    return DownloadResult(path, resolved, cached is not None, {"handle": handle})

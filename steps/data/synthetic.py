@@ -71,7 +71,7 @@ def sample_geometry(rng: np.random.Generator, closed_eye: bool) -> EyeGeometry:
     pupil = (ix + offset[0] * np.cos(offset[1]), iy + offset[0] * np.sin(offset[1]),
              major, major * ratio, rng.uniform(0, np.pi))
     return EyeGeometry(float(ex), float(ey), half_width, upper, lower, rng.normal(0, 0.06),
-                       rng.uniform(0.4, 0.7), rng.uniform(-0.2, 0.2), (float(ix), float(iy), iris_r), tuple(float(v) for v in pupil))
+                       rng.uniform(0.5, 0.85), rng.uniform(-0.2, 0.2), (float(ix), float(iy), iris_r), tuple(float(v) for v in pupil))
 
 
 @dataclass
@@ -112,6 +112,11 @@ def lid_profile(geo: EyeGeometry, along: np.ndarray) -> np.ndarray:
     return np.clip(1 - u * u, 0, None) ** geo.lid_power * (1 + geo.lid_skew * u)
 
 
+def lower_lid(profile: np.ndarray) -> np.ndarray:
+    """The lower lid is flatter than the arched upper lid."""
+    return profile ** 0.6
+
+
 def ellipse_distance(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, a: float, b: float,
                      angle: float) -> np.ndarray:
     """Approximate signed distance in pixels to a rotated ellipse (negative inside)."""
@@ -144,7 +149,7 @@ def draw_skin(rng: np.random.Generator, geo: EyeGeometry, box: EyeBox) -> np.nda
     local = skin[box.rows, box.cols]
     local -= rng.uniform(10, 24) * extent * gaussian_band(box.across - crease, rng.uniform(6, 14))
     local += rng.uniform(4, 12) * extent * gaussian_band(box.across - crease + 18, 14)
-    local += 8 * extent * gaussian_band(box.across - geo.lower * box.profile - 30, 18)
+    local += 8 * extent * gaussian_band(box.across - geo.lower * lower_lid(box.profile) - 30, 18)
     return skin
 
 
@@ -174,7 +179,7 @@ def iris_texture(rng: np.random.Generator, geo: EyeGeometry, box: EyeBox) -> np.
 def draw_eye(rng: np.random.Generator, geo: EyeGeometry, skin: np.ndarray,
              box: EyeBox) -> tuple[np.ndarray, np.ndarray]:
     """Composite sclera, iris, pupil inside the lid opening; return (image, label)."""
-    top, bottom = -geo.upper * box.profile, geo.lower * box.profile
+    top, bottom = -geo.upper * box.profile, geo.lower * lower_lid(box.profile)
     opening_sd = np.maximum(top - box.across, box.across - bottom)
     lid = box.profile > 0
     opening_sd[~lid] = 1e3
@@ -216,7 +221,8 @@ def draw_lashes(rng: np.random.Generator, geo: EyeGeometry, image: np.ndarray) -
                                            (1, rng.integers(15, 45), (6, 22), 1)):
         u = geo.half_width * np.clip(rng.normal(0.15, 0.45, count), -0.95, 0.97) * (1 if sign < 0 else 0.85)
         lid = geo.upper if sign < 0 else geo.lower
-        v = sign * lid * lid_profile(geo, u)
+        profile = lid_profile(geo, u)
+        v = sign * lid * (profile if sign < 0 else lower_lid(profile))
         lengths = rng.uniform(*length, count)
         outward = 0.5 * u / geo.half_width + rng.normal(0, 0.2, count)
         curl = rng.uniform(0.2, 0.8, count)

@@ -60,26 +60,30 @@ def row_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, epoch, index]))
 
 
-def _random_lines(rng: np.random.Generator) -> tuple[tuple[int, int, int, int], ...]:
-    """RITnet's Line_augment geometry: 1-9 lines through a point near the image centre."""
-    yc, xc = (0.3 + 0.4 * rng.random()) * np.array([IMAGE_HEIGHT, IMAGE_WIDTH])
+def _random_lines(u: np.ndarray) -> tuple[tuple[int, int, int, int], ...]:
+    """RITnet's Line_augment geometry from uniforms `u`: 1-9 lines through a point near the centre."""
+    yc, xc = (0.3 + 0.4 * u[0]) * IMAGE_HEIGHT, (0.3 + 0.4 * u[0]) * IMAGE_WIDTH
     segments = []
-    for _ in range(int(rng.integers(1, MAX_LINES))):
-        slope = math.tan(math.pi * rng.random())
-        x1 = xc - 50 * rng.random() * (1 if rng.random() < 0.5 else -1)
-        x2 = xc - (150 * rng.random() + 50) * (1 if rng.random() < 0.5 else -1)
-        ends = [(x, (x - xc) * slope + yc) for x in (x1, x2)]
-        segments.append(tuple(int(np.clip(round(v), -_COORD_LIMIT, _COORD_LIMIT))
-                              for point in ends for v in point))
+    for line in range(1 + int(u[1] * (MAX_LINES - 1))):
+        theta, near, near_sign, far, far_sign = u[2 + 5 * line: 7 + 5 * line]
+        slope = math.tan(math.pi * theta)
+        x1 = xc - 50 * near * (1 if near_sign < 0.5 else -1)
+        x2 = xc - (150 * far + 50) * (1 if far_sign < 0.5 else -1)
+        ends = ((x1, (x1 - xc) * slope + yc), (x2, (x2 - xc) * slope + yc))
+        segments.append(tuple(max(-_COORD_LIMIT, min(_COORD_LIMIT, round(v))) for point in ends for v in point))
     return tuple(segments)
 
 
+_UNIFORMS = 3 + 1 + 2 + 5 * (MAX_LINES - 1)  # flip, lines?, blur?, sigma, centre, count, 5 per line
+
+
 def draw_params(rng: np.random.Generator) -> AugmentParams:
-    """Draw one row's augmentations (always in this order, so the stream stays reproducible)."""
-    flip = bool(rng.random() < FLIP_PROBABILITY)
-    lines = _random_lines(rng) if rng.random() < LINES_PROBABILITY else ()
-    blur_sigma = int(rng.integers(*BLUR_SIGMAS)) if rng.random() < BLUR_PROBABILITY else None
-    return AugmentParams(flip=flip, lines=lines, blur_sigma=blur_sigma)
+    """One row's augmentations from a single fixed-size draw (cheap, and the stream stays aligned)."""
+    u = rng.random(_UNIFORMS).tolist()
+    flip, lines, blur, sigma = u[0] < FLIP_PROBABILITY, u[1] < LINES_PROBABILITY, u[2] < BLUR_PROBABILITY, u[3]
+    low, high = BLUR_SIGMAS
+    return AugmentParams(flip=flip, lines=_random_lines(u[4:]) if lines else (),
+                         blur_sigma=low + int(sigma * (high - low)) if blur else None)
 
 
 def params_for(seed: int, epoch: int, index: int, enabled: bool = True) -> AugmentParams:

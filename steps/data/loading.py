@@ -33,7 +33,9 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -188,6 +190,11 @@ class SplitRows:
     def row_id(self, position: int) -> int:
         return int(self.rows[position])
 
+    def zero_copy(self) -> bool:
+        """Every array column is read through views (thread-safe reads; builds them once)."""
+        self._chunk_views("image")
+        return all(views is not None for views in self._views.values())
+
     def _chunk_views(self, column: str) -> list[np.ndarray] | None:
         if self._views is None:
             table = self._table()
@@ -254,12 +261,22 @@ def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
 
 
 class TrainingBatches(torch.utils.data.Dataset):
-    """Map-style dataset whose `__getitems__` builds a whole batch; keys are (epoch, position)."""
+    """Map-style dataset whose `__getitems__` builds a whole batch; keys are (epoch, position).
 
-    def __init__(self, rows: SplitRows, *, task: Task, augment: bool, seed: int):
-        self.rows, self.task, self.augment, self.seed = rows, task, augment, seed
+    `threads` > 1: in the main process (num_workers=0) the rows of a batch are written by that many
+    threads; the copies, flips and table lookups run in numpy/OpenCV without the GIL, into private
+    memory that the allocator reuses batch after batch (worker processes must allocate fresh shared
+    memory for every batch instead, and pay its page faults).
+    """
+
+    def __init__(self, rows: SplitRows, *, task: Task, augment: bool, seed: int, threads: int = 1):
+        self.rows, self.task, self.augment, self.seed, self.threads = rows, task, augment, seed, threads
         self.fields = TASK_FIELDS[task]
         self.epoch = 0  # used only for plain integer keys (callers other than our samplers)
+        self._pool: ThreadPoolExecutor | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_pool": None}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -270,6 +287,20 @@ class TrainingBatches(torch.utils.data.Dataset):
     def augment_params(self, epoch: int, position: int) -> AugmentParams:
         return params_for(self.seed, epoch, self.rows.row_id(position), self.augment)
 
+    def _fill_row(self, arrays: dict[str, np.ndarray], k: int, epoch: int, position: int) -> None:
+        source = self.rows.fields(position, self.fields)
+        targets = {name: arrays[name][k] for name in self.fields[1:]}
+        image = np.empty(IMAGE_SHAPE, np.uint8)  # augmented uint8 image, then normalized by table
+        augment_row(source, self.augment_params(epoch, position), {"image": image, **targets})
+        cv2.LUT(image, _NORMALIZE_LUT, dst=arrays["image"][k, 0])
+
+    def _executor(self) -> ThreadPoolExecutor | None:
+        if self.threads <= 1 or torch.utils.data.get_worker_info() is not None or not self.rows.zero_copy():
+            return None
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="batch-rows")
+        return self._pool
+
     def __getitems__(self, keys: list[int | tuple[int, int]]) -> dict[str, Any]:
         keys = [key if isinstance(key, tuple) else (self.epoch, int(key)) for key in keys]
         size = len(keys)
@@ -278,12 +309,18 @@ class TrainingBatches(torch.utils.data.Dataset):
             shape = (size, 4) if name == "ellipse" else (size, *ARRAY_COLUMNS[name][0])
             batch[name] = _batch_tensor(shape, BATCH_DTYPES[name])
         arrays = {name: batch[name].numpy() for name in self.fields}
-        image = np.empty(IMAGE_SHAPE, np.uint8)  # augmented uint8 image, then normalized by table
-        for k, (epoch, position) in enumerate(keys):
-            source = self.rows.fields(position, self.fields)
-            targets = {name: arrays[name][k] for name in self.fields[1:]}
-            augment_row(source, self.augment_params(epoch, position), {"image": image, **targets})
-            cv2.LUT(image, _NORMALIZE_LUT, dst=arrays["image"][k, 0])
+        # Stored rows may go to threads; rows preprocessed at run time stay in this thread
+        # (OpenCV's CLAHE object is shared and not thread-safe).
+        runtime = [self.rows.runtime[self.rows.row_id(p)] for _, p in keys]
+        pool = self._executor()
+        if pool is not None:
+            jobs = [pool.submit(self._fill_row, arrays, k, *key) for k, key in enumerate(keys) if not runtime[k]]
+        for k, key in enumerate(keys):
+            if pool is None or runtime[k]:
+                self._fill_row(arrays, k, *key)
+        if pool is not None:
+            for job in jobs:
+                job.result()
         batch["filename"] = [self.rows.filenames[self.rows.row_id(p)] for _, p in keys]
         batch["index"] = torch.tensor([self.rows.row_id(p) for _, p in keys], dtype=torch.int64)
         return batch
@@ -389,8 +426,20 @@ def build_loaders(train: datasets.Dataset, valid: datasets.Dataset, *, task: Tas
                                       drop_last=True, distributed=distributed)
     valid_sampler = EpochBatchSampler(len(valid_rows), batch_size, shuffle=False, seed=seed,
                                       drop_last=False, distributed=distributed)
-    return (_loader(TrainingBatches(train_rows, task=task, augment=augment, seed=seed), train_sampler, options),
-            _loader(TrainingBatches(valid_rows, task=task, augment=False, seed=seed), valid_sampler, options))
+    threads = assembly_threads(num_workers)
+    return (_loader(TrainingBatches(train_rows, task=task, augment=augment, seed=seed, threads=threads),
+                    train_sampler, options),
+            _loader(TrainingBatches(valid_rows, task=task, augment=False, seed=seed, threads=threads),
+                    valid_sampler, options))
+
+
+def assembly_threads(num_workers: int) -> int:
+    """Threads that write a batch's rows: the usable cores (at most 4) when loading in the main
+    process, one inside each worker process."""
+    if num_workers:
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(4, cores))
 
 
 def set_loader_epoch(loader: DataLoader, epoch: int, start_batch: int = 0) -> None:

@@ -1,0 +1,137 @@
+"""Loader throughput: full training rows into batched tensors, the project's loader against the
+original project's per-row python-list path, on the same saved dataset in the same run.
+
+The dataset is made by the preprocess library path (generated frames -> precompute) and its rows
+repeated to the wanted size, so every row has the real schema and real sizes (about 3.5 MB).
+Both paths deliver the same batch (image normalized, int64 label, weights, distance map, ellipse)
+with the same augmentations (steps.data.augment), through a DataLoader with the same workers;
+only the way rows are read and assembled differs. One warm-up epoch each, then timed epochs.
+
+    python -m steps.bench.loader [--quick] [--rows N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import datasets
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from steps.bench import BenchRow, format_table
+from steps.data.augment import augment_row, params_for
+from steps.data.frames import normalize_image
+from steps.data.loading import build_loaders, set_loader_epoch
+
+FULL_ROWS, QUICK_ROWS = 256, 48
+UNIQUE_FRAMES = 16
+BATCH_SIZE = 8
+REFERENCE_ROWS = 48  # the reference reads ~40 rows/s: a few batches are enough
+REFERENCE_NAME = "per-row python lists + default_collate (original project)"
+
+
+def make_dataset(folder: Path, rows: int, unique: int = UNIQUE_FRAMES) -> Path:
+    """A saved split of `rows` rows: `unique` generated frames preprocessed, then repeated."""
+    from steps.data.openeds import find_openeds
+    from steps.data.precompute import precompute_splits
+    from steps.data.synthetic import generate_openeds
+    from steps.data.transforms import PreprocessParams
+
+    generate_openeds(folder / "raw", {"train": unique}, seed=0)
+    frames = list(find_openeds(folder / "raw").splits["train"])
+    precompute_splits({"train": frames}, {"train": folder / "unique"}, PreprocessParams())
+    base = datasets.load_from_disk(str(folder / "unique"))
+    repeated = datasets.concatenate_datasets([base] * (rows // len(base) + 1)).select(range(rows))
+    repeated.flatten_indices().save_to_disk(str(folder / "split"))
+    return folder / "split"
+
+
+class PythonListRows(torch.utils.data.Dataset):
+    """The original project's access: `dataset[i]` as python lists, converted field by field."""
+
+    def __init__(self, dataset: datasets.Dataset, seed: int):
+        self.dataset, self.seed, self.epoch = dataset, seed, 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        row = self.dataset[index]
+        source = {"image": np.array(row["image"], np.uint8), "label": np.array(row["label"], np.uint8),
+                  "spatial_weights": np.array(row["spatial_weights"], np.float32),
+                  "dist_map": np.array(row["dist_map"], np.float32),
+                  "ellipse": np.array([row["cx"], row["cy"], row["rx"], row["ry"]], np.float32)}
+        out = {name: np.empty_like(value) for name, value in source.items()}
+        out["label"] = np.empty(source["label"].shape, np.int64)
+        augment_row(source, params_for(self.seed, self.epoch, index), out)
+        return {"image": torch.from_numpy(normalize_image(out.pop("image"))[None]),
+                **{k: torch.from_numpy(v) for k, v in out.items()}, "filename": row["filename"]}
+
+
+def rows_per_second(loader: DataLoader, epochs: int, set_epoch) -> float:
+    """Rows/s over `epochs` timed epochs after one warm-up epoch (workers started, pages mapped)."""
+    timings = []
+    for epoch in range(epochs + 1):
+        set_epoch(epoch)
+        started, rows = time.perf_counter(), 0
+        for batch in loader:
+            rows += batch["image"].shape[0]
+        if epoch:
+            timings.append(rows / (time.perf_counter() - started))
+    return float(np.median(timings))
+
+
+def project_rate(split: datasets.Dataset, workers: int, epochs: int) -> float:
+    train, _ = build_loaders(split, split, task="segmentation", batch_size=BATCH_SIZE, num_workers=workers,
+                             augment=True, input_mode="preprocessed", seed=0, distributed=False, pin_memory=False)
+    return rows_per_second(train, epochs, lambda epoch: set_loader_epoch(train, epoch))
+
+
+def reference_rate(split: datasets.Dataset, workers: int, epochs: int) -> float:
+    rows = PythonListRows(split.select(range(min(REFERENCE_ROWS, len(split)))), seed=0)
+
+    def set_epoch(epoch: int) -> None:
+        rows.epoch = epoch  # workers copy the dataset at start: only exact with workers=0
+
+    loader = DataLoader(rows, batch_size=BATCH_SIZE, shuffle=True, drop_last=True, num_workers=workers,
+                        multiprocessing_context="spawn" if workers else None, persistent_workers=workers > 0,
+                        generator=torch.Generator().manual_seed(0))
+    return rows_per_second(loader, epochs, set_epoch)
+
+
+def measure(quick: bool = False, rows: int | None = None, workers_options: Sequence[int] = (0, 2),
+            unique: int = UNIQUE_FRAMES) -> list[BenchRow]:
+    count = rows or (QUICK_ROWS if quick else FULL_ROWS)
+    epochs = 1 if quick else 2
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bench-loader-") as temp:
+        split = datasets.load_from_disk(str(make_dataset(Path(temp), count, unique=min(unique, count))))
+        for workers in workers_options:
+            results.append(BenchRow(
+                area="loader", metric=f"rows/s, segmentation batch {BATCH_SIZE}, {workers} workers",
+                project=project_rate(split, workers, epochs), reference=reference_rate(split, workers, epochs),
+                reference_name=REFERENCE_NAME,
+                note=f"{count} rows x {epochs} epochs (reference {min(REFERENCE_ROWS, count)} rows), augmented"))
+        del split
+    return results
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m steps.bench.loader", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS} rows instead of {FULL_ROWS}")
+    parser.add_argument("--rows", type=int, default=None, help="rows in the benchmark dataset")
+    args = parser.parse_args(argv)
+    print(f"cores: {os.cpu_count()}")
+    print(format_table(measure(quick=args.quick, rows=args.rows)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -21,7 +21,7 @@ from steps.report import plots
 from steps.report.evaluate import (ExportedModel, SplitEvaluation, evaluate_split, open_exported,
                                    raw_frames_dataset)
 from steps.report.gates import failure_text, validation_gates
-from steps.report.latency import onnx_latency, torch_latency
+from steps.report.latency import onnx_latency, paired_latency
 from steps.report.render import write_report
 from steps.report.tracking import log_validation
 from steps.runtime import FailAfterCommit, StepError, StepIO
@@ -108,9 +108,11 @@ def model_rows(hp: ValidateHyperparameters, models: list[ExportedModel]) -> dict
     for model in models:
         meta = model.metadata
         timing = dict(runs=hp.latency_runs, warmup=hp.latency_warmup, threads=1, batch=1)
-        latency = {"onnxruntime": onnx_latency(model.path, **timing).to_dict()}
         if model.torch_model is not None:
-            latency["pytorch"] = torch_latency(model.torch_model, **timing).to_dict()
+            onnx_figure, torch_figure = paired_latency(model.path, model.torch_model, **timing)
+            latency = {"onnxruntime": onnx_figure.to_dict(), "pytorch": torch_figure.to_dict()}
+        else:
+            latency = {"onnxruntime": onnx_latency(model.path, **timing).to_dict()}
         size = model.path.stat().st_size
         rows[model.path.name] = {
             "task": model.task, "model_name": meta.get("model_name"), "model_type": meta.get("model_type"),

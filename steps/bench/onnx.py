@@ -1,5 +1,6 @@
 """Per-frame CPU latency of each exported model: onnxruntime (the project's path) against PyTorch
-eager (the reference), batch 1 at 400x640, one thread each, measured in the same run.
+eager (the reference), batch 1 at 400x640, one thread each, measured in the same run with the calls
+alternating (steps.report.latency.paired_latency).
 
     python -m steps.bench.onnx [--quick]
 """
@@ -16,7 +17,7 @@ from steps.bench import BenchRow, format_table
 from steps.export.onnx_export import export_to_onnx, onnx_file_name
 from steps.models import MODEL_SPECS, count_parameters, create_model
 from steps.models.layers import fuse_conv_bn
-from steps.report.latency import onnx_latency, torch_latency
+from steps.report.latency import paired_latency
 
 MODELS = tuple(MODEL_SPECS)  # tiny_efficientvit, tiny_efficientvit_micro, ellipse_regression
 THREADS = 1
@@ -27,8 +28,7 @@ def measure_model(name: str, folder: Path, runs: int, warmup: int) -> BenchRow:
     model = create_model(name).eval()
     path = folder / onnx_file_name(name)
     export_to_onnx(fuse_conv_bn(model), path, MODEL_SPECS[name].task)
-    project = onnx_latency(path, runs=runs, warmup=warmup, threads=THREADS)
-    reference = torch_latency(model, runs=runs, warmup=warmup, threads=THREADS)
+    project, reference = paired_latency(path, model, runs=runs, warmup=warmup, threads=THREADS)
     return BenchRow(area="onnx", metric=f"ms/frame ({MODEL_SPECS[name].model_type}, batch 1, {THREADS} thread)",
                     project=project.median_ms, reference=reference.median_ms,
                     reference_name="PyTorch eager CPU", higher_is_better=False,

@@ -236,9 +236,8 @@ def strip_debug_info(graph: onnx.GraphProto) -> None:
 
 
 def finalize_onnx(path: Path, metadata: dict[str, str]) -> None:
-    """Write the model's metadata_props and strip debug info (temp file then rename)."""
+    """Write the model's metadata_props (temp file then rename: never half-written)."""
     proto = onnx.load(str(path))
-    strip_debug_info(proto.graph)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, metadata)
     proto.doc_string = f"{metadata['model_type']} ({metadata['task']}); see metadata_props"
@@ -270,7 +269,8 @@ def quiet_exporter_logs() -> Iterator[None]:
 
 def export_to_onnx(model: nn.Module, path: Path, task: str, exporter: Exporter = "dynamo",
                    opset: int = 18) -> None:
-    """One self-contained ONNX file with a dynamic batch axis (weights inside, no .data file)."""
+    """One self-contained ONNX file with a dynamic batch axis (weights inside, no .data file) and
+    without per-node debug metadata."""
     example = torch.zeros(EXAMPLE_BATCH, 1, IMAGE_HEIGHT, IMAGE_WIDTH)
     output = OUTPUT_NAMES[task]
     common = dict(input_names=[INPUT_NAME], output_names=[output], opset_version=opset,
@@ -283,6 +283,9 @@ def export_to_onnx(model: nn.Module, path: Path, task: str, exporter: Exporter =
         else:
             torch.onnx.export(model, (example,), str(path), dynamo=False, do_constant_folding=True,
                               dynamic_axes={INPUT_NAME: {0: "batch"}, output: {0: "batch"}}, **common)
+    proto = onnx.load(str(path))
+    strip_debug_info(proto.graph)
+    onnx.save(proto, str(path))
 
 
 def check_onnx_file(path: Path) -> onnx.ModelProto:

@@ -1,7 +1,8 @@
 """Per-frame CPU latency of an ONNX file (onnxruntime) and of its PyTorch model (eager), batch 1.
 
 Both run on the same input with the same thread count, after a warmup; the median of `runs` timed
-calls is the figure (robust to the odd slow call on a shared machine).
+calls is the figure (robust to the odd slow call on a shared machine). `paired_latency` alternates
+the two calls, so a busy spell on the machine slows both alike and their ratio stays fair.
 """
 
 from __future__ import annotations
@@ -74,10 +75,18 @@ def torch_threads(threads: int):
         torch.set_num_threads(previous)
 
 
-def torch_latency(model: nn.Module, runs: int = 30, warmup: int = 5, threads: int = 1, batch: int = 1) -> Latency:
-    """PyTorch eager on CPU, no grad, `threads` intra-op threads."""
-    inputs = torch.from_numpy(frame_input(batch))
+def paired_latency(path: Path, model: nn.Module, runs: int = 30, warmup: int = 5, threads: int = 1,
+                   batch: int = 1) -> tuple[Latency, Latency]:
+    """(onnxruntime, PyTorch eager) latencies from alternating calls on the same input."""
+    session = cpu_session(path, threads=threads)
+    inputs = frame_input(batch)
+    feed, tensor = {INPUT_NAME: inputs}, torch.from_numpy(inputs)
     model = model.eval()
+    onnx_times: list[float] = []
+    torch_times: list[float] = []
     with torch_threads(threads), torch.inference_mode():
-        times = time_calls(lambda: model(inputs), runs, warmup)
-    return summarize(times, runs, warmup, threads, batch)
+        time_calls(lambda: (session.run(None, feed), model(tensor)), 0, warmup)
+        for _ in range(runs):
+            onnx_times += time_calls(lambda: session.run(None, feed), 1, 0)
+            torch_times += time_calls(lambda: model(tensor), 1, 0)
+    return (summarize(onnx_times, runs, warmup, threads, batch), summarize(torch_times, runs, warmup, threads, batch))

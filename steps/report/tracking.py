@@ -1,6 +1,7 @@
 """Validation results to MLflow: metrics on each model's source run, tags on its registered versions.
 
-Only when MLFLOW_TRACKING_URI is set. A model whose source run is unknown (or not on this server)
+Only when MLFLOW_TRACKING_URI is set (steps.tracking's reachability check keeps a dead server from
+costing minutes). A model whose source run is unknown (or not on this server)
 gets its figures on one new `validate` run instead. Tracking problems never hide the report: they
 come back as an `error` entry and a warning.
 """
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from steps.secrets import redact
+from steps.tracking.mlflow_backend import check_reachable, tracking_uri
 
 log = logging.getLogger(__name__)
 PREFIX = "validation"
@@ -81,12 +83,14 @@ def _log_model(client: Any, run_id: str, figures: dict[str, float], source_run: 
 def log_validation(report: dict[str, Any], report_dir: Path, experiment: str) -> dict[str, Any]:
     """Log every model's figures to its source run (or a new validation run) with the report files;
     returns the run per ONNX file and the tagged model versions."""
-    if not os.environ.get("MLFLOW_TRACKING_URI"):
+    uri = tracking_uri()
+    if uri is None:
         return {"enabled": False}
     try:
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient()
+        check_reachable(uri)  # seconds, not minutes of retries, when the server is down
+        client = MlflowClient(tracking_uri=uri)
         runs: dict[str, str] = {}
         tagged: list[str] = []
         for file, model in report["models"].items():

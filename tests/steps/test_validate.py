@@ -36,10 +36,11 @@ def tracking(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, tracking):
-    """Exported micro segmentation model (from the tracked run), its checkpoint, a 3-row test split
-    and training metrics."""
+    """Exported micro segmentation model (from the tracked run) and ellipse model, their checkpoints,
+    a 3-row test split and training metrics."""
     root = tmp_path_factory.mktemp("validate-inputs")
-    channels = exported_folder(root, {"seg_model": "tiny_efficientvit_micro"}, run_ids={"seg_model": tracking[2]})
+    channels = exported_folder(root, {"seg_model": "tiny_efficientvit_micro", "ellipse_model": "ellipse_regression"},
+                               run_ids={"seg_model": tracking[2]})
     make_split(3, seed=5).save_to_disk(str(root / "test"))
     metrics = root / "metrics"
     metrics.mkdir()
@@ -56,7 +57,7 @@ def no_tracking_server(monkeypatch):
 
 
 def layout_for(root, inputs, **replace):
-    channels = {name: inputs[name] for name in ("onnx", "seg_model", "test", "seg_metrics")}
+    channels = {name: inputs[name] for name in ("onnx", "seg_model", "ellipse_model", "test", "seg_metrics")}
     return Layout.resolve(root, channels={**channels, **replace})
 
 
@@ -76,17 +77,21 @@ def test_validate_writes_the_machine_and_human_reports(passing_run):
     assert REPORT_FILES <= {p.name for p in report_dir.iterdir()}
     report = json.loads((report_dir / "report.json").read_text())
     assert report["passed"] is True and all(g["passed"] for g in report["gates"])
-    assert {g["name"] for g in report["gates"]} == {"min_miou", "max_parity_diff", "max_latency_ms",
-                                                    "max_seg_params", "max_seg_size_kb"}
+    assert {(g["name"], g["model"]) for g in report["gates"]} == {
+        *((name, "best_efficientvit_tiny_model.onnx") for name in
+          ("min_miou", "max_parity_diff", "max_latency_ms", "max_seg_params", "max_seg_size_kb")),
+        *((name, "best_ellipse_model.onnx") for name in ("max_center_error_px", "max_parity_diff", "max_latency_ms"))}
     seg = report["evaluations"]["test"]["segmentation"]
     assert seg["frames"] == 3 and 0 <= seg["miou"] <= 1 and set(seg["iou_per_class"]) == {"background", "pupil"}
     assert seg["parity"]["rows"] == 3 and seg["parity"]["max_abs_diff"] < 1e-4
+    ellipse = report["evaluations"]["test"]["ellipse"]
+    assert ellipse["frames"] == 3 and ellipse["center_error_px"]["mean"] >= 0 and ellipse["parity"]["rows"] == 3
     model = report["models"]["best_efficientvit_tiny_model.onnx"]
     assert model["latency"]["onnxruntime"]["threads"] == 1 and model["latency"]["onnxruntime"]["median_ms"] > 0
     with (report_dir / "per_sample.csv").open() as handle:
         rows = [row for row in csv.DictReader(handle) if row["split"] == "test"]
     assert [row["filename"] for row in rows] == [f"synthetic_5_{i:03d}.png" for i in range(3)]
-    assert all(0 <= float(row["pupil_iou"]) <= 1 for row in rows)
+    assert all(0 <= float(row["pupil_iou"]) <= 1 and float(row["ellipse_center_error_px"]) >= 0 for row in rows)
     markdown = (report_dir / "report.md").read_text()
     assert "Gates: PASSED" in markdown and "| min_miou |" in markdown
     for title, file in report["plots"].items():

@@ -87,6 +87,7 @@ class LoopState:
     partial: EpochProgress | None = None  # a resumed epoch in progress
     rng: dict[str, Any] | None = None     # RNG state to start the next epoch from (resume)
     resumed_from: str | None = None
+    run_id: str | None = None             # the tracking run a resumed training continues
 
 
 def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device, dist: DistInfo) -> TrainingRun:
@@ -140,7 +141,7 @@ def apply_resume(run: TrainingRun, state: dict[str, Any] | None) -> LoopState:
         run.config.scaler.load_state_dict(state["scaler"])
     loop = LoopState(epoch=state["epoch"], best_metric=state["best_metric"], best_epoch=state["best_epoch"],
                      epochs_without_improvement=state["epochs_without_improvement"],
-                     history=list(state["history"]), resumed_from=state.get("_path"))
+                     history=list(state["history"]), resumed_from=state.get("_path"), run_id=state.get("run_id"))
     if state.get("partial"):
         loop.partial = new_progress(run.task, run.config.device)
         loop.partial.load_state_dict(state["partial"])  # its RNG state is restored after skipping
@@ -387,7 +388,7 @@ def train(hp: Any, *, train_split: Any, valid_split: Any, paths: TrainingPaths,
         spec = get_spec(run.model_name)
         with open_tracker(hp, run_name=run_name or f"{hp.model}-seed{hp.seed}", model_type=spec.model_type,
                           architecture=run.model_name, output_dir=paths.metrics_dir,
-                          enabled=dist.is_primary) as tracker:
+                          enabled=dist.is_primary, resume_run_id=loop.run_id) as tracker:
             tracker.log_params({**hp.model_dump(mode="json"), "parameters": config["parameters"],
                                 "device": config["device"], "precision": config["precision"],
                                 "world_size": dist.world_size})

@@ -13,6 +13,7 @@ from contracts.train_seg import TrainSegHyperparameters
 from steps import train_seg
 from steps.models import load_checkpoint
 from steps.runtime import run_step
+from tests.mlflow_server import mlflow_server, mlflow_tracking_uri  # noqa: F401 (fixtures)
 from tests.steps.train.tiny_data import make_split, write_tiny_splits
 
 MODEL = "tiny_efficientvit_micro"
@@ -80,3 +81,31 @@ def test_nan_loss_fails_clearly_and_saves_no_best_model(tmp_path, splits):
 def test_hf_repo_makes_the_channels_optional():
     assert train_seg.channels_optional(TrainSegHyperparameters(hf_repo="org/openeds")) == ["train", "validation"]
     assert train_seg.channels_optional(TrainSegHyperparameters()) == []
+
+
+@pytest.mark.slow
+def test_run_is_tracked_in_a_real_mlflow_server_and_the_model_registered(tmp_path, splits, mlflow_tracking_uri):
+    import mlflow
+
+    from steps.tracking import load_registered_model
+
+    name = "test-train-seg-micro"
+    assert run(tmp_path, splits, epochs=2, register_model=True, registered_model_name=name,
+               mlflow_experiment="test-train-seg") == 0
+    client = mlflow.MlflowClient(tracking_uri=mlflow_tracking_uri)
+    manifest = json.loads((tmp_path / "output" / "manifest.json").read_text())
+    run_id = manifest["summary"]["run_id"]
+    tracked = client.get_run(run_id)
+    assert tracked.info.status == "FINISHED"
+    assert {"train_loss", "valid_loss", "train_iou", "valid_iou", "ce_loss", "dice_loss", "surface_loss",
+            "iou_pupil"} <= set(tracked.data.metrics)
+    assert [m.step for m in client.get_metric_history(run_id, "valid_iou")] == [1, 2]
+    assert tracked.data.tags["model_type"] == "TinyEfficientViT-Micro"
+    assert tracked.data.tags["architecture"] == MODEL
+    assert tracked.data.params["lr"] == "0.003"
+    artifacts = {a.path for a in client.list_artifacts(run_id)}
+    assert {"checkpoints", "model", "metrics"} <= artifacts
+    assert {a.path for a in client.list_artifacts(run_id, "model")} >= {"model/best_efficientvit_tiny_model.pt"}
+    version = manifest["summary"]["registered"]["version"]
+    model = load_registered_model(name, version=version)
+    assert model(torch.zeros(1, 1, 400, 640)).shape == (1, 2, 400, 640)

@@ -106,11 +106,24 @@ def load_disk_split(path: Path, split: str) -> datasets.Dataset:
 
 # ---------------------------------------------------------------- zero-copy row access
 
-def _column_views(table: pa.Table, name: str) -> list[np.ndarray] | None:
-    """Per Arrow chunk, a read-only numpy view (rows, *shape) of a fixed-shape array column."""
+@dataclass(frozen=True)
+class ColumnViews:
+    """Per Arrow chunk of one column, a read-only numpy view (rows, *shape); `starts`: first rows."""
+
+    views: list[np.ndarray]
+    starts: np.ndarray
+
+    def row(self, row: int) -> np.ndarray:
+        chunk = int(np.searchsorted(self.starts, row, side="right")) - 1
+        return self.views[chunk][row - self.starts[chunk]]
+
+
+def _column_views(table: pa.Table, name: str) -> ColumnViews | None:
+    """Zero-copy views of a fixed-shape array column, or None when its storage is anything else."""
     shape = ARRAY_COLUMNS[name][0]
+    chunks = table.column(name).chunks
     views = []
-    for chunk in table.column(name).chunks:
+    for chunk in chunks:
         values = chunk.storage if isinstance(chunk, pa.ExtensionArray) else chunk
         while pa.types.is_list(values.type) or pa.types.is_large_list(values.type) \
                 or pa.types.is_fixed_size_list(values.type):
@@ -119,7 +132,7 @@ def _column_views(table: pa.Table, name: str) -> list[np.ndarray] | None:
                 or not pa.types.is_primitive(values.type):
             return None  # not a plain fixed-shape array column: read it through the formatter
         views.append(values.to_numpy(zero_copy_only=True).reshape(len(chunk), *shape))
-    return views
+    return ColumnViews(views, np.cumsum([0, *(len(chunk) for chunk in chunks)]))
 
 
 class SplitRows:
@@ -134,7 +147,7 @@ class SplitRows:
         if getattr(dataset, "_indices", None) is not None:
             dataset = dataset.flatten_indices()  # a select()/shuffle() view: make rows physical
         self.dataset, self.name, self.input_mode = dataset, name, input_mode
-        self._views: dict[str, list[np.ndarray] | None] | None = None
+        self._views: dict[str, ColumnViews | None] | None = None
         self._numpy_dataset: datasets.Dataset | None = None
         columns = set(dataset.column_names)
         if "image" not in columns:
@@ -195,13 +208,11 @@ class SplitRows:
         self._chunk_views("image")
         return all(views is not None for views in self._views.values())
 
-    def _chunk_views(self, column: str) -> list[np.ndarray] | None:
+    def _chunk_views(self, column: str) -> ColumnViews | None:
         if self._views is None:
             table = self._table()
             names = set(self.dataset.column_names) & set(ARRAY_COLUMNS)
             self._views = {name: _column_views(table, name) for name in names}
-            lengths = [len(c) for c in table.column("image").chunks]
-            self._chunk_starts = np.cumsum([0, *lengths])
         return self._views.get(column)
 
     def _array(self, row: int, column: str) -> np.ndarray:
@@ -212,8 +223,7 @@ class SplitRows:
                 self._numpy_dataset = self.dataset.with_format("numpy", dtype=None)
             shape, dtype = ARRAY_COLUMNS[column]
             return np.asarray(self._numpy_dataset[row][column], dtype=dtype).reshape(shape)
-        chunk = int(np.searchsorted(self._chunk_starts, row, side="right")) - 1
-        array = views[chunk][row - self._chunk_starts[chunk]]
+        array = views.row(row)
         return array if array.dtype == ARRAY_COLUMNS[column][1] else array.astype(ARRAY_COLUMNS[column][1])
 
     @staticmethod

@@ -267,3 +267,24 @@ def test_hf_repo_with_unreachable_hub_fails_fast(tmp_path, monkeypatch):
         load_split(None, hf_repo="someone/unreachable", split="train", data_dir=str(tmp_path))
     assert time.monotonic() - started < 10
     assert not any(snapshot_folder(tmp_path, "someone/unreachable").parent.iterdir())
+
+
+def test_columns_chunked_differently_and_png_images_are_read_right(splits):
+    """Rows are found per column (Arrow chunks differ between columns), and a column that is not a
+    plain fixed-shape array (here PNG-encoded images, as some Hub datasets store them) is decoded."""
+    import pyarrow as pa
+
+    stored = datasets.load_from_disk(str(splits["validation"]))
+    table = stored.data.table
+    dist = table.column("dist_map").combine_chunks()
+    rechunked = table.set_column(table.schema.get_field_index("dist_map"), "dist_map",
+                                 pa.chunked_array([dist.slice(0, 2), dist.slice(2)]))
+    columns = stored.with_format("numpy", dtype=None)[:]
+    png = datasets.Dataset.from_dict(
+        {**{k: list(v) for k, v in columns.items() if k != "image"}, "image": list(columns["image"])},
+        features=datasets.Features({**stored.features, "image": datasets.Image()}))
+    for split in (datasets.Dataset(rechunked), png):
+        batch = next(iter(loaders(split, split, augment=False)[1]))
+        np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(columns["image"][:4]))
+        np.testing.assert_array_equal(batch["dist_map"].numpy(), columns["dist_map"][:4])
+        np.testing.assert_array_equal(batch["label"].numpy(), columns["label"][:4])

@@ -22,10 +22,10 @@ import datasets
 
 from contracts.preprocess import PreprocessHyperparameters
 from steps.data.openeds import OpenEDSLayout, find_openeds
-from steps.data.precompute import (SplitReport, find_saved_splits, precompute_splits, resolve_workers,
-                                   validate_split)
+from steps.data.precompute import SplitReport, precompute_splits, resolve_workers
 from steps.data.reference import TOLERANCE
 from steps.data.transforms import PreprocessParams
+from steps.data.verify import find_saved_splits, validate_split
 from steps.outputs import read_manifest, write_json_atomic
 from steps.runtime import FailAfterCommit, StepError, StepIO
 

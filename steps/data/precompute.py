@@ -26,13 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import datasets
-import numpy as np
-import pyarrow as pa
 from tqdm import tqdm
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
-from steps.data.openeds import Frame, FrameError, read_frame
-from steps.data.transforms import PreprocessParams, SampleError
+from steps.data.openeds import Frame
+from steps.data.shards import ShardResult, ShardTask, frame_filename, init_worker, process_shard
+from steps.data.transforms import PreprocessParams
 
 log = logging.getLogger(__name__)
 
@@ -49,124 +48,11 @@ FEATURES = datasets.Features({
     "filename": datasets.Value("string"),
     "preprocessed": datasets.Value("bool"),
 })
-SCHEMA = FEATURES.arrow_schema
+SCHEMA_BYTES = FEATURES.arrow_schema.serialize().to_pybytes()
 # glibc returns large temporaries to the OS by default; keeping them made this 1.5-2x faster.
 MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 MAX_SHARD_FRAMES = 64
 SHARDS_DIR = ".shards"
-
-
-def frame_filename(frame: Frame) -> str:
-    """The `filename` column: the image's file name ("000160.png"), prefixed by the subject folder
-    where the layout has them ("S_0_0.png"), so that it is unique within a split."""
-    return frame.stem + frame.image.suffix
-
-
-# ---------------------------------------------------------------- rows as Arrow record batches
-
-def _nested_lists(array: np.ndarray, arrow_type: pa.DataType) -> pa.Array:
-    """One row's n-d array as the nested-list storage of datasets' ArrayND (values not copied)."""
-    storage = pa.array(np.ascontiguousarray(array).reshape(-1), type=_leaf_type(arrow_type.storage_type))
-    shape = (1, *array.shape)
-    for depth in range(len(shape) - 1, 0, -1):
-        count = math.prod(shape[:depth])
-        offsets = pa.array(np.arange(count + 1, dtype=np.int32) * shape[depth])
-        storage = pa.ListArray.from_arrays(offsets, storage)
-    return pa.ExtensionArray.from_storage(arrow_type, storage)
-
-
-def _leaf_type(storage_type: pa.DataType) -> pa.DataType:
-    while pa.types.is_list(storage_type):
-        storage_type = storage_type.value_type
-    return storage_type
-
-
-def row_record_batch(row: dict[str, Any], filename: str) -> pa.RecordBatch:
-    """A preprocessed frame as a one-row record batch of the dataset schema."""
-    columns = []
-    for arrow_field in SCHEMA:
-        name = arrow_field.name
-        if name == "filename":
-            columns.append(pa.array([filename], pa.string()))
-        elif name == "preprocessed":
-            columns.append(pa.array([True], pa.bool_()))
-        elif isinstance(arrow_field.type, pa.ExtensionType):
-            columns.append(_nested_lists(row[name], arrow_field.type))
-        else:
-            columns.append(pa.array([row[name]], arrow_field.type))
-    return pa.RecordBatch.from_arrays(columns, schema=SCHEMA)
-
-
-# ---------------------------------------------------------------- one shard (runs in a worker)
-
-@dataclass(frozen=True)
-class ShardTask:
-    split: str
-    index: int
-    frames: tuple[Frame, ...]
-    path: Path
-    params: PreprocessParams
-    backend: str = "opencv"
-
-
-@dataclass
-class ShardResult:
-    split: str
-    index: int
-    path: Path
-    frames: int
-    rows: int = 0
-    skipped: list[str] = field(default_factory=list)          # empty pupil mask
-    unlabeled: list[str] = field(default_factory=list)        # no label file
-    bad: list[dict[str, str]] = field(default_factory=list)   # {"filename", "reason"}
-    ellipse_fallbacks: list[str] = field(default_factory=list)
-
-
-def preprocess_function(backend: str):
-    """The per-frame function of a backend: "opencv" (fast) or "scipy" (the reference)."""
-    if backend == "opencv":
-        from steps.data.transforms import preprocess_frame
-    elif backend == "scipy":
-        from steps.data.reference import preprocess_frame
-    else:
-        raise ValueError(f"backend: unknown {backend!r} (opencv, scipy)")
-    return preprocess_frame
-
-
-def _preprocess_one(frame: Frame, preprocess, params: PreprocessParams,
-                    result: ShardResult) -> dict[str, Any] | None:
-    """One frame's row, or None with the reason recorded in `result`; never raises."""
-    name = frame_filename(frame)
-    try:
-        image, label = read_frame(frame)
-        if label is None:
-            result.unlabeled.append(name)
-            return None
-        row = preprocess(image, label, params)
-    except Exception as error:  # noqa: BLE001 - an odd frame is reported, never fatal to the run
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        kind = "" if isinstance(error, (FrameError, SampleError)) else f"{type(error).__name__}: "
-        result.bad.append({"filename": name, "reason": kind + reason})
-        return None
-    if row is None:
-        result.skipped.append(name)
-    elif row["ellipse_method"] != "fit":
-        result.ellipse_fallbacks.append(name)
-    return row
-
-
-def process_shard(task: ShardTask) -> ShardResult:
-    """Preprocess a shard's frames and write the rows as one Arrow stream file."""
-    result = ShardResult(split=task.split, index=task.index, path=task.path, frames=len(task.frames))
-    preprocess = preprocess_function(task.backend)
-    task.path.parent.mkdir(parents=True, exist_ok=True)
-    with pa.OSFile(str(task.path), "wb") as sink, pa.ipc.new_stream(sink, SCHEMA) as writer:
-        for frame in task.frames:
-            row = _preprocess_one(frame, preprocess, task.params, result)
-            if row is not None:
-                writer.write_batch(row_record_batch(row, frame_filename(frame)))
-                result.rows += 1
-    return result
 
 
 # ---------------------------------------------------------------- planning and running shards
@@ -188,14 +74,8 @@ def plan_shards(frames_by_split: dict[str, Sequence[Frame]], shard_dirs: dict[st
         for index, start in enumerate(range(0, len(frames), size)):
             tasks.append(ShardTask(split=split, index=index, frames=tuple(frames[start:start + size]),
                                    path=shard_dirs[split] / f"shard-{index:05d}.arrow",
-                                   params=params, backend=backend))
+                                   params=params, schema=SCHEMA_BYTES, backend=backend))
     return tasks
-
-
-def _init_worker() -> None:
-    import cv2
-
-    cv2.setNumThreads(1)  # one process per core; OpenCV's own pool would oversubscribe
 
 
 @contextmanager
@@ -227,7 +107,7 @@ def run_shards(tasks: Sequence[ShardTask], workers: int) -> Iterator[ShardResult
     context = multiprocessing.get_context("spawn")
     with worker_environment():
         pool = futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
-                                           initializer=_init_worker)
+                                           initializer=init_worker)
         try:
             pending = {pool.submit(process_shard, task): task for task in tasks}
             for future in futures.as_completed(pending):
@@ -374,84 +254,3 @@ def precompute_splits(frames_by_split: dict[str, Sequence[Frame]], outputs: dict
         shutil.rmtree(Path(outputs[split]) / SHARDS_DIR, ignore_errors=True)
         log.info("%s: %s", split, ", ".join(f"{k} {v}" for k, v in report.counts().items()))
     return reports
-
-
-# ---------------------------------------------------------------- --validate: stored vs runtime
-
-def is_saved_dataset(folder: Path) -> bool:
-    return (folder / "state.json").is_file() and (folder / "dataset_info.json").is_file()
-
-
-def find_saved_splits(reference: Path) -> dict[str, Path]:
-    """A saved split folder, or a folder of them: {split name: folder}.
-
-    A lone folder is named by the split stored in the dataset, else by the folder's name.
-    """
-    if is_saved_dataset(reference):
-        split = datasets.load_from_disk(str(reference)).split
-        return {str(split) if split else reference.name: reference}
-    return {child.name: child for child in sorted(reference.iterdir())
-            if child.is_dir() and is_saved_dataset(child)}
-
-
-def sample_indices(rows: int, samples: int) -> list[int]:
-    """`samples` rows spread evenly over the split (first and last included)."""
-    if rows == 0:
-        return []
-    return sorted({int(round(i)) for i in np.linspace(0, rows - 1, min(samples, rows))})
-
-
-def _schema_problems(dataset: datasets.Dataset) -> list[str]:
-    expected = {name: str(feature) for name, feature in FEATURES.items()}
-    found = {name: str(feature) for name, feature in dataset.features.items()}
-    return [f"column {name}: expected {want}, found {found.get(name, 'nothing')}"
-            for name, want in expected.items() if found.get(name) != want]
-
-
-def _compare_row(stored: dict[str, Any], frame: Frame | None, preprocess,
-                 params: PreprocessParams) -> dict[str, Any]:
-    """{column: difference} plus a reason where the row cannot be recomputed; {} when equal."""
-    from steps.data.reference import column_differences, mismatched_columns
-
-    if frame is None:
-        return {"column": "filename", "reason": "no raw frame with this filename in the split"}
-    image, label = read_frame(frame)
-    runtime = preprocess(image, label, params) if label is not None else None
-    if runtime is None:
-        return {"column": "label", "reason": "the raw frame has no pupil (or no label): it should "
-                                             "have been skipped"}
-    if not bool(stored["preprocessed"]):
-        return {"column": "preprocessed", "reason": "stored False"}
-    mismatched = mismatched_columns(runtime, stored)
-    if mismatched:
-        return {"column": next(iter(mismatched)), "differences": mismatched}
-    return {"max_differences": column_differences(runtime, stored)}
-
-
-def validate_split(split: str, dataset_dir: Path, frames: Sequence[Frame], samples: int,
-                   params: PreprocessParams, backend: str = "opencv") -> dict[str, Any]:
-    """Recompute `samples` stored rows from the raw frames and compare every column."""
-    dataset = datasets.load_from_disk(str(dataset_dir))
-    report: dict[str, Any] = {"split": split, "path": str(dataset_dir), "rows": len(dataset),
-                              "checked": 0, "mismatches": [], "max_differences": {}}
-    problems = _schema_problems(dataset)
-    if problems:
-        report["mismatches"] = [{"filename": None, "column": "schema", "reason": p} for p in problems]
-        return report
-    dataset = dataset.with_format("numpy", dtype=None)
-    by_name = {frame_filename(frame): frame for frame in frames}
-    preprocess = preprocess_function(backend)
-    for index in sample_indices(len(dataset), samples):
-        stored = dataset[index]
-        name = str(stored["filename"])
-        try:
-            outcome = _compare_row(stored, by_name.get(name), preprocess, params)
-        except (FrameError, SampleError) as error:
-            outcome = {"column": "frame", "reason": str(error).strip().splitlines()[0]}
-        report["checked"] += 1
-        if "max_differences" in outcome:
-            for column, value in outcome["max_differences"].items():
-                report["max_differences"][column] = max(value, report["max_differences"].get(column, 0.0))
-        else:
-            report["mismatches"].append({"filename": name, "row": index, **outcome})
-    return report

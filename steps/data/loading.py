@@ -159,6 +159,10 @@ class SplitRows:
                  if "preprocessed" in columns else np.zeros(len(dataset), bool))
         self.runtime = ~flags if set(DERIVED_COLUMNS) <= columns else np.ones(len(dataset), bool)
         self.image_column = "raw_image" if input_mode == "raw" and "raw_image" in columns else "image"
+        if self.runtime.any() and "label" not in columns:
+            raise StepError(f"{name}: the dataset has no 'label' column\nRows without preprocessing "
+                            f"(preprocessed=False, or no {', '.join(DERIVED_COLUMNS[1:])} columns) need the "
+                            "label to derive the pupil mask, weights, distance maps and ellipse.")
         self._check_raw_mode(columns)
         self.ellipses = (np.stack([table.column(c).to_numpy(zero_copy_only=False) for c in ELLIPSE_COLUMNS],
                                   axis=1).astype(np.float32)

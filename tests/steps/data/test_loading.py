@@ -288,3 +288,13 @@ def test_columns_chunked_differently_and_png_images_are_read_right(splits):
         np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(columns["image"][:4]))
         np.testing.assert_array_equal(batch["dist_map"].numpy(), columns["dist_map"][:4])
         np.testing.assert_array_equal(batch["label"].numpy(), columns["label"][:4])
+
+
+def test_missing_columns_are_named():
+    images_only = datasets.Dataset.from_dict({"image": [np.zeros((400, 640), np.uint8)]},
+                                             features=datasets.Features({"image": datasets.Array2D((400, 640), "uint8")}))
+    with pytest.raises(StepError, match="^train: the dataset has no 'label' column"):
+        loaders(images_only, images_only)
+    labels_only = images_only.rename_column("image", "label")
+    with pytest.raises(StepError, match="^train: the dataset has no 'image' column"):
+        loaders(labels_only, labels_only)

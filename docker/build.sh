@@ -38,14 +38,29 @@ requirements() {
   "$PYTHON" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))'
 }
 
-build_wheelhouse() {
-  # Wheels for the image's python (same cp311 / manylinux x86_64 as this host), built once and
-  # reused: `pip wheel` skips what is already in wheelhouse/.
+write_requirements() {
+  # The image installs exactly pyproject.toml's dependencies; the file is rewritten only when they
+  # change, so docker's layer cache keeps the dependency layer across other edits.
   mkdir -p wheelhouse
-  requirements >wheelhouse/requirements.txt
+  requirements >wheelhouse/.requirements.new
+  if cmp -s wheelhouse/.requirements.new wheelhouse/requirements.txt; then
+    rm wheelhouse/.requirements.new
+  else
+    mv wheelhouse/.requirements.new wheelhouse/requirements.txt
+    rm -f wheelhouse/.complete
+  fi
+}
+
+build_wheelhouse() {
+  # Wheels for the image's python (same cp311 / manylinux x86_64 as this host), built once per
+  # dependency list: `pip wheel` uses this machine's package index, the docker build none.
+  if [ -f wheelhouse/.complete ]; then
+    log "wheelhouse/ complete for these dependencies"; return
+  fi
   log "filling wheelhouse/ (pip wheel)"
   "$PYTHON" -m pip wheel --quiet --wheel-dir wheelhouse --find-links wheelhouse \
-    -r wheelhouse/requirements.txt pip "setuptools>=68" wheel
+    -r wheelhouse/requirements.txt pip "setuptools>=68" wheel 2> >(grep -v "is ignored: it is neither" >&2)
+  touch wheelhouse/.complete
   log "wheelhouse: $(ls wheelhouse/*.whl | wc -l) wheels, $(du -sh wheelhouse | cut -f1)"
 }
 
@@ -61,6 +76,7 @@ if [ -z "$BASE_IMAGE" ]; then
     BASE_IMAGE=python:3.11-slim-bookworm
   fi
 fi
+write_requirements
 if [ "$OFFLINE" -eq 1 ]; then
   build_wheelhouse
   args+=(--build-arg "PIP_OFFLINE=1")

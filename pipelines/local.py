@@ -33,7 +33,8 @@ CONTAINER_ROOT = "/opt/ml"
 PASSED_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_ENVIRONMENT", "HF_TOKEN", "HF_HUB_OFFLINE",
               "HF_ENDPOINT", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
               "MLFLOW_TRACKING_TOKEN", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
-              "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "WANDB_API_KEY", "WANDB_MODE")
+              "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "WANDB_API_KEY", "WANDB_MODE",
+              "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 # Variables that would move a step's outputs away from the wiring (SageMaker's own).
 SCRUBBED_ENV_PREFIXES = ("SM_", "SAGEMAKER_")
 
@@ -110,7 +111,7 @@ class DockerRunner(ProcessRunner):
 
     def command(self, plan: RunPlan, task: str) -> list[str]:
         mlflow_dir = str(plan.mlflow_dir.resolve())
-        command = [self.docker, "run", "--rm", "--init=false", "--name", f"openeds-{task}-{os.getpid()}",
+        command = [self.docker, "run", "--rm", "--name", f"openeds-{task}-{os.getpid()}",
                    *self.user_args(), "-v", f"{plan.root(task).resolve()}:{CONTAINER_ROOT}",
                    "-v", f"{mlflow_dir}:{mlflow_dir}", "-w", mlflow_dir, "--shm-size", "1g"]
         for channel, path in plan.channels(task).items():

@@ -113,7 +113,7 @@ def test_documented_sagemaker_block_runs(image, tmp_path):
     [block] = [b for b in bash_blocks() if "hyperparameters.json" in b and " train\n" in b]
     dataset = tmp_path / "default" / "preprocess" / "output" / "data"
     for step, args in (("download-kaggle", ["--source", "synthetic", "--synthetic-train-frames", "4",
-                                            "--synthetic-validation-frames", "2", "--synthetic-test-frames", "0"]),
+                                            "--synthetic-validation-frames", "2", "--synthetic-test-frames", "1"]),
                        ("preprocess", ["--workers", "1", "--channel",
                                        f"raw={tmp_path / 'dl' / 'output' / 'data' / 'raw'}"])):
         root = tmp_path / ("dl" if step == "download-kaggle" else "default/preprocess")

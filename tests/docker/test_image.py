@@ -82,7 +82,7 @@ def tiny_dataset(tmp_path_factory) -> Path:
     base = tmp_path_factory.mktemp("dataset")
     run_step_here("download-kaggle", "--root", str(base / "download"), "--source", "synthetic",
                   "--synthetic-train-frames", "6", "--synthetic-validation-frames", "3",
-                  "--synthetic-test-frames", "0")
+                  "--synthetic-test-frames", "1")
     run_step_here("preprocess", "--root", str(base / "preprocess"), "--workers", "1",
                   "--channel", f"raw={base / 'download' / 'output' / 'data' / 'raw'}")
     return base / "preprocess" / "output" / "data"
@@ -109,7 +109,7 @@ def test_image_lists_every_step_and_answers_describe(image):
 def test_one_step_runs_with_docker_run_against_a_bind_mounted_opt_ml(image, tmp_path):
     root = writable_root(tmp_path / "root")
     write_hyperparameters(root, {"source": "synthetic", "synthetic_train_frames": 4,
-                                 "synthetic_validation_frames": 2, "synthetic_test_frames": 0})
+                                 "synthetic_validation_frames": 2, "synthetic_test_frames": 1})
     result = docker("run", "--rm", "-v", f"{root}:/opt/ml", image, "download-kaggle")
     assert result.returncode == 0, result.stderr[-3000:]
     raw = root / "output" / "data" / "raw"
@@ -123,7 +123,7 @@ def test_one_step_runs_with_docker_run_against_a_bind_mounted_opt_ml(image, tmp_
 def test_host_user_mapping_keeps_files_owned_by_the_caller(image, tmp_path):
     root = writable_root(tmp_path / "root")
     write_hyperparameters(root, {"source": "synthetic", "synthetic_train_frames": 2,
-                                 "synthetic_validation_frames": 1, "synthetic_test_frames": 0})
+                                 "synthetic_validation_frames": 1, "synthetic_test_frames": 1})
     uid, gid = (os.getuid(), os.getgid()) if os.getuid() != 0 else (4321, 4321)
     result = docker("run", "--rm", "--user", f"{uid}:{gid}", "-e", "HOME=/tmp", "-v", f"{root}:/opt/ml",
                     image, "download-kaggle")

@@ -27,7 +27,7 @@ TRAINING = {"train-seg", "train-ellipse"}
 TINY = {
     "download_kaggle_hyperparameters": json.dumps({
         "source": "synthetic", "synthetic_train_frames": 6, "synthetic_validation_frames": 3,
-        "synthetic_test_frames": 0}),
+        "synthetic_test_frames": 1}),
     "preprocess_hyperparameters": json.dumps({"workers": 1}),
 }
 

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from steps.runtime import StepError
+
 log = logging.getLogger(__name__)
 
 
@@ -19,7 +21,11 @@ class TensorBoardBackend:
     name = "tensorboard"
 
     def __init__(self, *, output_dir: Path, run_name: str, tags: dict[str, str]):
-        from torch.utils.tensorboard import SummaryWriter
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise StepError("tensorboard: the tensorboard package is not installed\nInstall the extra "
+                            "(pip install 'openeds-steps[tensorboard]') or set tensorboard=false.") from error
 
         self.log_dir = Path(output_dir) / "tensorboard"
         self.writer = SummaryWriter(log_dir=str(self.log_dir))

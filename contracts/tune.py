@@ -98,15 +98,14 @@ class TuneHyperparameters(TrainSegHyperparameters):
     """train-seg's settings (the fixed part of every trial) plus the search itself."""
 
     n_trials: int = Field(8, ge=1, le=10_000, description="trials run by this worker (each worker adds its own)")
+    # Plain JSON defaults (validated into SearchParam): the CLI and docs print them as they are.
     search_space: dict[str, SearchParam] = Field(
-        default_factory=lambda: {
-            "lr": SearchParam(type="float", low=1e-4, high=1e-2, log=True),
-            "weight_decay": SearchParam(type="float", low=1e-6, high=1e-2, log=True),
-            "batch_size": SearchParam(type="categorical", choices=[4, 8, 16]),
-        },
+        {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+         "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+         "batch_size": {"type": "categorical", "choices": [4, 8, 16]}},
         description="train-seg hyperparameter -> {type: float|int|categorical, low, high, log, step, choices}")
     enqueue_trials: list[dict[str, Scalar]] = Field(
-        default_factory=list,
+        [],
         description="parameter sets tried first, in order (e.g. the current settings as a baseline); "
                     "skipped when the study already holds them")
     pruner: Literal["median", "hyperband", "none"] = Field("median", description="stops poor trials early")

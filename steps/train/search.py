@@ -148,8 +148,13 @@ class PruningReporter:
 
 def checkpoint_key(trial: Trial) -> int:
     """The trial whose checkpoint folder this trial trains in: its own, or the one it continues."""
-    retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
-    return int(trial.user_attrs.get(RESUME_OF, retried if retried is not None else trial.number))
+    if RESUME_OF in trial.user_attrs:
+        return int(trial.user_attrs[RESUME_OF])
+    frozen = next(t for t in trial.study.get_trials(deepcopy=False) if t.number == trial.number)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        retried = RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
+    return int(retried if retried is not None else trial.number)
 
 
 def make_objective(hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path,
@@ -200,11 +205,12 @@ def best_reported(number: int, reported: list[float], metrics: dict[str, Any]) -
 def run_study(study: optuna.Study, hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path,
               tracking: "StudyTracking | None" = None) -> list[FrozenTrial]:
     """Run this worker's trials; returns them (the study may also hold other workers' trials)."""
-    known = {t.number for t in study.get_trials(deepcopy=False)}
-    callbacks = [tracking.after_trial] if tracking is not None else None
+    finished: list[int] = []
+    callbacks = [lambda _, trial: finished.append(trial.number)]
+    callbacks += [tracking.after_trial] if tracking is not None else []
     study.optimize(make_objective(hp, train, trials_dir, tracking), n_trials=hp.n_trials, timeout=hp.timeout_s,
                    catch=(TrialFailed,), callbacks=callbacks, gc_after_trial=True)
-    return [t for t in study.get_trials() if t.number not in known]
+    return [t for t in study.get_trials() if t.number in finished]
 
 
 def count_states(trials: list[FrozenTrial]) -> dict[str, int]:

@@ -5,10 +5,14 @@ from __future__ import annotations
 import csv
 import json
 import logging
+from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
+from contracts import Layout
+from steps.runtime import run_step
 from steps.train.profiling import (PROFILE_OPS_CSV, PROFILE_OPS_TXT, PROFILE_TRACE, ResourceMonitor,
                                    TrainingProfiler)
 
@@ -76,3 +80,28 @@ def test_resource_monitor_reports_process_memory_on_cpu():
     assert set(before) == {"memory_rss_mb"}  # no CUDA columns on CPU
     assert after["memory_rss_mb"] - before["memory_rss_mb"] > 48
     del block
+
+
+@pytest.mark.slow
+def test_train_seg_with_profile_writes_slowest_ops_and_memory_per_epoch(tmp_path, tiny_splits, caplog):
+    """2 epochs of 2 steps: the 1 warmup + 2 profiled steps span the epoch boundary."""
+    caplog.set_level(logging.INFO)
+    layout = Layout.resolve(tmp_path, {"train": tiny_splits["train"], "validation": tiny_splits["validation"]})
+    code = run_step("train-seg", layout, {
+        "model": "tiny_efficientvit_micro", "epochs": 2, "batch_size": 2, "max_train_rows": 4, "max_valid_rows": 2,
+        "device": "cpu", "register_model": False, "profile": True, "profile_steps": 2})
+    assert code == 0, (tmp_path / "output" / "failure").read_text()
+    metrics_dir = tmp_path / "output" / "data" / "metrics"
+    table = (metrics_dir / PROFILE_OPS_TXT).read_text()
+    assert table.startswith("slowest operations over 2 profiled training step(s), sorted by self_cpu_ms")
+    with (metrics_dir / PROFILE_OPS_CSV).open() as handle:
+        names = [row["name"] for row in csv.DictReader(handle)]
+    assert {"aten::conv2d", "aten::convolution_backward"} <= set(names)
+    assert json.loads((metrics_dir / PROFILE_TRACE).read_text())["traceEvents"]
+    assert "slowest operations (by self_cpu_ms)" in caplog.text and "aten::" in caplog.text
+    manifest = json.loads((metrics_dir / "_manifest.json").read_text())
+    assert {PROFILE_OPS_TXT, PROFILE_OPS_CSV, PROFILE_TRACE} <= {Path(f["path"]).name for f in manifest["files"]}
+
+    rows = json.loads((metrics_dir / "metrics.json").read_text())
+    assert len(rows) == 2 and all(row["memory_rss_mb"] > 50 for row in rows)  # a torch process holds >50 MB
+    assert "memory_rss_mb" in (metrics_dir / "metrics.csv").read_text().splitlines()[0]

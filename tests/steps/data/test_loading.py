@@ -298,3 +298,21 @@ def test_missing_columns_are_named():
     labels_only = images_only.rename_column("image", "label")
     with pytest.raises(StepError, match="^train: the dataset has no 'image' column"):
         loaders(labels_only, labels_only)
+
+
+def test_background_prefetch_gives_the_same_batches_and_stops_cleanly(splits):
+    import threading
+
+    train = datasets.load_from_disk(str(splits["train"]))
+    plain, _ = loaders(train, train, batch_size=2)
+    ahead, _ = loaders(train, train, batch_size=2)
+    ahead.background = True  # what CUDA training gets (pin_memory on a GPU)
+    assert_same_batches(epoch_batches(ahead, 2), epoch_batches(plain, 2))
+    set_loader_epoch(ahead, 3)
+    for _ in ahead:
+        break  # the consumer leaves early: the producer thread must end
+    time.sleep(0.5)
+    assert not any(t.name == "batch-prefetch" for t in threading.enumerate())
+    ahead.dataset.rows.fields = None  # a failure while loading reaches the consumer
+    with pytest.raises(TypeError):
+        epoch_batches(ahead, 4)

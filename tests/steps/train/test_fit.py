@@ -93,3 +93,21 @@ def test_sigterm_saves_a_resume_point_and_exits_143_then_resumes_exactly(tmp_pat
     assert f"continuing at epoch 2 batch {last['partial']['batches_done'] + 1}" in resumed.stderr
     assert_identical(final_weights(tmp_path), uninterrupted)
     assert not (tmp_path / "output" / "failure").exists()
+
+
+def test_early_stopping_counts_epochs_without_improvement():
+    from types import SimpleNamespace
+
+    from contracts.train_seg import TrainSegHyperparameters
+    from steps.train.fit import LoopState, early_stop_due, record_epoch
+    from steps.train.optim import LRSchedule
+
+    hp = TrainSegHyperparameters(early_stopping_patience=2)
+    run = SimpleNamespace(schedule=LRSchedule(None, False, "none"))
+    loop = LoopState()
+    outcomes = [record_epoch(run, loop, {"epoch": e, "valid_iou": v})
+                for e, v in enumerate([0.5, 0.7, 0.7, float("nan")], start=1)]
+    assert outcomes == [True, True, False, False]  # equal is no improvement; NaN never is
+    assert (loop.best_epoch, loop.best_metric, loop.epochs_without_improvement) == (2, 0.7, 2)
+    assert early_stop_due(hp, loop) and not early_stop_due(TrainSegHyperparameters(), loop)
+    assert [row["best_valid_iou"] for row in loop.history] == [0.5, 0.7, 0.7, 0.7]

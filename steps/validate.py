@@ -82,7 +82,7 @@ def check_inputs(hp: ValidateHyperparameters, io: StepIO) -> None:
 
 def fixtures_folder(hp: ValidateHyperparameters) -> tuple[Path | None, str]:
     folder = Path(hp.fixtures_dir).expanduser() if hp.fixtures_dir else DEFAULT_FIXTURES
-    if (folder / "images").is_dir():
+    if folder.is_dir():
         return folder, f"{folder}"
     return None, f"real frames not found at {folder} (fixtures_dir); not evaluated"
 
@@ -94,7 +94,7 @@ def evaluate_all(hp: ValidateHyperparameters, inputs: Inputs) -> tuple[dict[str,
     folder, note = fixtures_folder(hp)
     frames = raw_frames_dataset(folder) if folder else None
     if folder and frames is None:
-        note = f"no labelled frame (images/*.png with labels/*.npy) in {folder}; not evaluated"
+        note = f"no labelled OpenEDS frame (images/<stem>.png with labels/<stem>.npy) in {folder}; not evaluated"
     if frames is not None:
         evaluations["fixtures"] = evaluate_split("fixtures", frames, inputs.models, max_rows=None,
                                                  overlays=min(hp.overlays, 3), **options)

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import datasets
 import numpy as np
 import onnxruntime as ort
@@ -25,6 +24,7 @@ from torch import nn
 from steps.data import transforms
 from steps.data.frames import SEG_CLASSES, normalize_image
 from steps.data.loading import SplitRows
+from steps.data.openeds import FrameError, find_openeds, read_frame
 from steps.export.onnx_export import INPUT_NAME, cpu_session, read_metadata
 from steps.runtime import StepError
 from steps.train.metrics import ConfusionMatrix, ellipse_errors
@@ -98,23 +98,27 @@ def frame_batches(rows: SplitRows, batch_size: int) -> Iterator[FrameBatch]:
 
 
 def raw_frames_dataset(folder: Path) -> datasets.Dataset | None:
-    """Raw OpenEDS frames (images/<stem>.png + labels/<stem>.npy, 4-class) as unprocessed rows;
-    None when the folder has no labelled frame."""
-    stems = sorted(p.stem for p in (folder / "images").glob("*.png") if (folder / "labels" / f"{p.stem}.npy").is_file())
-    if not stems:
+    """Labelled raw OpenEDS frames under `folder` (any layout steps.data.openeds recognises; its test
+    split when it has several) as unprocessed rows (`preprocessed=False`, 4-class labels), so the
+    row reader applies each model's own preprocessing. None when there is no labelled frame."""
+    try:
+        layout = find_openeds(folder)
+    except FrameError as error:
+        log.warning("real frames: %s", error)
         return None
+    frames = layout.splits.get("test") or [frame for split in layout.splits.values() for frame in split]
     images, labels, names = [], [], []
-    for stem in stems:
-        image = cv2.imread(str(folder / "images" / f"{stem}.png"), cv2.IMREAD_GRAYSCALE)
+    for frame in frames:
+        if frame.label is None:
+            continue
         try:
-            label = np.load(folder / "labels" / f"{stem}.npy")
-            transforms.check_frame(image if image is not None else np.zeros(0, np.uint8), label)
-        except (ValueError, OSError) as error:
-            log.warning("%s: skipping frame %s: %s", folder, stem, error)
+            image, label = read_frame(frame)
+        except FrameError as error:
+            log.warning("real frames: skipping %s", error)
             continue
         images.append(image)
         labels.append(label)
-        names.append(f"{stem}.png")
+        names.append(frame.image.name)
     if not names:
         return None
     return datasets.Dataset.from_dict({"image": images, "label": labels, "filename": names,

@@ -63,6 +63,6 @@ def check_outcome(summary: dict[str, Any], trials: list[Any]) -> None:
     """Fail when the study has no completed trial, or every trial of this run failed."""
     failed = [t for t in trials if t.state.name == "FAIL"]
     if summary["best_trial"] is None or (trials and len(failed) == len(trials)):
-        reasons = "\n".join(f"trial {t.number}: {t.system_attrs.get('fail_reason', 'see the log')}" for t in failed)
+        reasons = "\n".join(f"trial {t.number}: {t.user_attrs.get('error', 'see the log')}" for t in failed)
         raise StepError(f"tune: {len(failed)} of {len(trials)} trial(s) failed and the study has "
                         f"{'no' if summary['best_trial'] is None else 'only earlier'} completed trials\n{reasons}")

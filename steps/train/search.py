@@ -27,6 +27,7 @@ from sqlalchemy.engine import make_url
 
 from contracts.train_seg import TrainSegHyperparameters
 from contracts.tune import SearchParam, TuneHyperparameters
+from steps.secrets import redact
 from steps.train.signals import TrainingInterrupted
 
 log = logging.getLogger(__name__)
@@ -178,10 +179,13 @@ def make_objective(hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Pat
             metrics = train(settings, checkpoint_dir, on_epoch_end)
         except TrainingInterrupted:
             # SIGTERM stops the whole step; the next run continues this trial from its checkpoints.
+            trial.set_user_attr("error", "interrupted by SIGTERM; the next run of the study continues it")
             trial.study.enqueue_trial(params, user_attrs={RESUME_OF: checkpoint_key(trial)})
             raise
         except TRIAL_ERRORS as error:
-            raise TrialFailed(f"trial {trial.number}: {type(error).__name__}: {error}") from error
+            reason = redact(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            trial.set_user_attr("error", reason[:500])
+            raise TrialFailed(f"trial {trial.number}: {reason}") from error
         finally:
             trial.set_user_attr("seconds", round(time.perf_counter() - started, 3))
             trial.set_user_attr("epochs_run", len(reporter.values))
@@ -224,7 +228,7 @@ def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
              "pruned": t.state == TrialState.PRUNED, "params": json.dumps(t.params, sort_keys=True),
              "seconds": t.user_attrs.get("seconds"), "epochs_run": t.user_attrs.get("epochs_run"),
              "last_reported": t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None,
-             "error": t.system_attrs.get("fail_reason", "")}
+             "error": t.user_attrs.get("error", "")}
             for t in trials]
 
 

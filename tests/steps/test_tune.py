@@ -12,12 +12,17 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import mlflow
 import pytest
 
 from contracts import Layout
+from steps.models import epoch_checkpoint_name
 from steps.runtime import run_step
 from steps.train import search
 from tests.mlflow_server import mlflow_server, mlflow_tracking_uri  # noqa: F401 - fixtures
@@ -120,6 +125,7 @@ def test_a_failing_trial_is_recorded_and_the_study_goes_on(tmp_path, splits):
     assert code == 0, (tmp_path / "output" / "failure").read_text()
     trials = read_trials(tmp_path)
     assert [t["state"] for t in trials] == ["FAIL", "COMPLETE"]
+    assert "input_mode" in trials[0]["error"] and not trials[1]["error"]
     assert json.loads((study_dir(tmp_path) / search.BEST_PARAMS).read_text()) == {"input_mode": "preprocessed"}
 
 
@@ -129,7 +135,7 @@ def test_study_where_every_trial_fails_fails_the_step(tmp_path, splits):
                 search_space={"input_mode": {"type": "categorical", "choices": ["raw"]}})
     assert code == 2
     failure = (tmp_path / "output" / "failure").read_text()
-    assert failure.startswith("tune: 1 of 1 trial(s) failed") and "trial 0" in failure
+    assert failure.startswith("tune: 1 of 1 trial(s) failed") and "trial 0: StepError:" in failure
     assert not (study_dir(tmp_path) / "_manifest.json").exists()
 
 
@@ -139,3 +145,32 @@ def test_bad_search_space_fails_before_any_work_naming_the_key(tmp_path):
     first_line = (tmp_path / "output" / "failure").read_text().splitlines()[0]
     assert "search_space key 'lrr': not a train-seg hyperparameter" in first_line
     assert not (tmp_path / "checkpoints" / search.STORAGE_FILE).exists()
+
+
+@pytest.mark.slow
+def test_sigterm_mid_trial_then_rerun_continues_that_trial_from_its_checkpoint(tmp_path, splits):
+    """A stopped pod (SIGTERM): the step exits 143; the next run resumes the trial, not a new one."""
+    command = [sys.executable, "-m", "steps", "tune", "--root", str(tmp_path),
+               "--channel", f"train={splits['train']}", "--channel", f"validation={splits['validation']}",
+               "--model", "tiny_efficientvit_micro", "--batch-size", "2", "--device", "cpu", "--no-augment",
+               "--n-trials", "1", "--epochs", "3", "--checkpoint-every", "1", "--pruner", "none",
+               "--search-space", '{"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": true}}']
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    marker = tmp_path / "checkpoints" / "trials" / "trial_0000" / epoch_checkpoint_name("tiny_efficientvit_micro", 1)
+    deadline = time.monotonic() + 300
+    while not marker.exists():
+        assert process.poll() is None, process.stdout.read()[-3000:]
+        assert time.monotonic() < deadline, "no epoch-1 checkpoint within 300 s"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=300)
+    assert process.returncode == 143, output[-3000:]
+    assert not (study_dir(tmp_path) / "_manifest.json").exists()
+
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "trial_0000" in resumed.stderr and "resuming from" in resumed.stderr
+    trials = read_trials(tmp_path)
+    assert [t["state"] for t in trials] == ["FAIL", "COMPLETE"]
+    assert "interrupted by SIGTERM" in trials[0]["error"] and trials[0]["params"] == trials[1]["params"]
+    assert int(trials[1]["epochs_run"]) < 3  # it continued: the first epoch(s) were not trained again

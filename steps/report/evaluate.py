@@ -9,7 +9,6 @@ a model sees the same input here as in training: its `input_mode` picks gamma+CL
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,55 +16,19 @@ from typing import Any
 
 import datasets
 import numpy as np
-import onnxruntime as ort
 import torch
-from torch import nn
 
 from steps.data import transforms
 from steps.data.frames import SEG_CLASSES, normalize_image
 from steps.data.loading import SplitRows
 from steps.data.openeds import FrameError, find_openeds, read_frame
-from steps.export.onnx_export import INPUT_NAME, cpu_session, read_metadata
+from steps.report.models import ExportedModel
 from steps.runtime import StepError
 from steps.train.metrics import ConfusionMatrix, ellipse_errors
 
 log = logging.getLogger(__name__)
 PR_BINS = 1000  # pupil-probability histogram bins for the precision-recall curve
 PUPIL = SEG_CLASSES.index("pupil")
-
-
-@dataclass
-class ExportedModel:
-    """One ONNX file, its session and metadata, and its PyTorch checkpoint for parity (if any)."""
-
-    path: Path
-    session: ort.InferenceSession
-    metadata: dict[str, str]
-    torch_model: nn.Module | None = None
-
-    @property
-    def task(self) -> str:
-        return self.metadata["task"]
-
-    @property
-    def input_mode(self) -> str:
-        return self.metadata.get("input_mode", "preprocessed")
-
-    def run(self, inputs: np.ndarray) -> np.ndarray:
-        return self.session.run(None, {INPUT_NAME: inputs})[0]
-
-
-def open_exported(path: Path) -> ExportedModel:
-    """Load an ONNX file into onnxruntime; StepError naming the file when it does not load."""
-    try:
-        session = cpu_session(path)
-        metadata = read_metadata(path)
-    except Exception as error:  # noqa: BLE001 - onnx and onnxruntime raise many types
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise StepError(f"onnx file {path.name}: cannot be loaded by onnxruntime ({first})") from error
-    if metadata.get("task") not in ("segmentation", "ellipse"):
-        raise StepError(f"onnx file {path.name}: no 'task' in its metadata (not written by export-onnx)")
-    return ExportedModel(path=path, session=session, metadata=metadata)
 
 
 # ---------------------------------------------------------------- frames

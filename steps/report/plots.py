@@ -18,7 +18,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse as EllipsePatch
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
-from steps.report.evaluate import OverlaySample
+from steps.report.evaluate import OverlaySample, SplitEvaluation
 from steps.train.plots import overlay, save_curves
 
 DPI = 90
@@ -109,3 +109,20 @@ def _save(figure: Figure, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=DPI)
     return path
+
+
+def report_plots(out: Path, evaluations: dict[str, SplitEvaluation], metrics: Path | None) -> dict[str, str]:
+    """Every PNG of the report that can be drawn, file names by title; `metrics`: train-seg's
+    metrics folder (loss curves) or None."""
+    drawn: dict[str, Path | None] = {}
+    drawn["training curves"] = loss_curves(read_training_history(metrics), out / "loss_curves.png") if metrics else None
+    for name, evaluation in evaluations.items():
+        seg, ellipse = evaluation.segmentation, evaluation.ellipse
+        if seg is None:
+            continue
+        predictions = ellipse.predictions if ellipse else None
+        drawn[f"{name}: sample overlays"] = overlays(seg.overlays, out / f"overlays_{name}.png", predictions)
+        drawn[f"{name}: precision-recall of pupil pixels"] = pr_curve(seg.pr.curve(), out / f"pr_curve_{name}.png")
+        drawn[f"{name}: pupil IoU histogram"] = iou_histogram([r["pupil_iou"] for r in seg.rows],
+                                                                    out / f"iou_histogram_{name}.png")
+    return {title: path.name for title, path in drawn.items() if path is not None}

@@ -49,7 +49,8 @@ def write_per_sample(rows: list[dict[str, Any]], path: Path) -> Path:
 def gate_lines(report: dict[str, Any]) -> list[str]:
     verdict = "PASSED" if report["passed"] else "FAILED"
     rows = [(g["name"], g["model"], g["label"], g["value"], ("< " if g.get("strict") else "") + fmt(g["limit"]),
-             "pass" if g["passed"] else f"**FAIL** {g.get('reason', '')}".strip()) for g in report["gates"]]
+             f"skipped: {g['reason']}" if g.get("skipped") else "pass" if g["passed"]
+             else f"**FAIL** {g.get('reason', '')}".strip()) for g in report["gates"]]
     return [f"**Gates: {verdict}**", "", *table(("gate", "model", "figure", "value", "limit", "result"), rows)]
 
 

@@ -16,7 +16,9 @@ SEG = {"frames": 2, "miou": 0.5, "pixel_acc": 0.9, "iou_per_class": {"background
                           "radius_error_px": {"mean": 1.0, "median": 1.0, "p90": 1.0},
                           "ellipse_iou": {"mean": 0.8, "median": 0.8, "p90": 0.9}, "frames_without_pupil": 0},
        "parity": {"rows": 2, "max_abs_diff": 1e-7}}
-REPORT = {"passed": False, "gates": [GATE],
+SKIPPED = {**GATE, "name": "max_parity_diff", "label": "diff", "value": None, "limit": 1e-4, "skipped": True,
+           "reason": "no PyTorch checkpoint given", "passed": True}
+REPORT = {"passed": False, "gates": [GATE, SKIPPED],
           "models": {"seg.onnx": {"task": "segmentation", "model_type": "TinyEfficientViT", "parameters": 30934,
                                   "size_kb": 180.9, "input_mode": "preprocessed", "source_run_id": None,
                                   "latency": {"onnxruntime": {"median_ms": 8.4}, "pytorch": {"median_ms": 20.0}}}},
@@ -30,6 +32,7 @@ def test_markdown_has_the_verdict_tables_plots_and_warnings():
     assert "**Gates: FAILED**" in text
     assert "| min_miou | seg.onnx | mIoU | 0.5 | 0.8 | **FAIL** |" in text
     assert "| seg.onnx | TinyEfficientViT | 30934 | 180.9 | preprocessed | 8.4 | 20 | - |" in text
+    assert "| max_parity_diff | seg.onnx | diff | - | 0.0001 | skipped: no PyTorch checkpoint given |" in text
     assert "| IoU pupil | 0.1 |" in text
     assert "real frames not found at /x" in text
     assert "![test: sample overlays](overlays_test.png)" in text and "- something to know" in text

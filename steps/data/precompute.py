@@ -51,7 +51,7 @@ FEATURES = datasets.Features({
 SCHEMA_BYTES = FEATURES.arrow_schema.serialize().to_pybytes()
 # glibc returns large temporaries to the OS by default; keeping them made this 1.5-2x faster.
 MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
-MAX_SHARD_FRAMES = 64
+MAX_SHARD_FRAMES = 128  # about 460 MB of rows per shard file, like save_to_disk's 500 MB
 SHARDS_DIR = ".shards"
 
 

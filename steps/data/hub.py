@@ -119,22 +119,28 @@ def _split_rows(splits: list[SplitFacts]) -> list[tuple[Any, ...]]:
     return rows
 
 
+def _source_line(source: dict[str, Any]) -> str:
+    kind = source.get("source", "unknown")
+    line = f"- Source: `{kind}`"
+    if kind in ("kaggle", "kagglehub") and source.get("dataset"):
+        version = f", version {source['dataset_version']}" if source.get("dataset_version") else ""
+        line += f" (Kaggle dataset `{source['dataset']}`{version})"
+    if kind == "synthetic" and "seed" in source:
+        line += f", generator seed {source['seed']}"
+    return line
+
+
 def _provenance_lines(manifest: dict[str, Any]) -> list[str]:
     origin = manifest.get("provenance", {})
     source = origin.get("raw_source", {})
-    kind = source.get("source", "unknown")
-    lines = [f"- Raw frames: {origin.get('layout_description', 'unknown layout')}",
-             f"- Source: `{kind}`" + (f" (Kaggle dataset `{source['dataset']}`"
-                                       f"{', version ' + str(source['dataset_version']) if source.get('dataset_version') else ''})"
-                                       if kind in ("kaggle", "kagglehub") and source.get("dataset") else "")
-             + (f", generator seed {source['seed']}" if kind == "synthetic" and "seed" in source else "")]
+    lines = [f"- Raw frames: {origin.get('layout_description', 'unknown layout')}", _source_line(source)]
     versions = origin.get("versions", {})
     if versions:
         lines.append("- Built with " + ", ".join(f"{name} {version}" for name, version in versions.items()))
-    if kind in ("kaggle", "kagglehub", "local"):
+    if source.get("source") in ("kaggle", "kagglehub", "local"):
         lines.append("- OpenEDS (Meta Reality Labs) has its own research-use terms: check them before "
                      "redistributing or using these rows.")
-    elif kind == "synthetic":
+    elif source.get("source") == "synthetic":
         lines.append("- The frames are generated (OpenEDS-like), not real eye images.")
     return lines
 

@@ -75,26 +75,29 @@ class PythonListRows(torch.utils.data.Dataset):
                 **{k: torch.from_numpy(v) for k, v in out.items()}, "filename": row["filename"]}
 
 
-def rows_per_second(loader: DataLoader, epochs: int, set_epoch) -> float:
-    """Rows/s over `epochs` timed epochs after one warm-up epoch (workers started, pages mapped)."""
-    timings = []
+def rows_per_second(loader: DataLoader, epochs: int, set_epoch) -> tuple[float, float]:
+    """(rows per wall second, rows per CPU second of this process) over `epochs` timed epochs after
+    one warm-up epoch (workers started, pages mapped). The CPU rate counts this process's threads
+    only (not worker processes); it shows the cost per row even on a machine shared with others."""
+    wall, cpu = [], []
     for epoch in range(epochs + 1):
         set_epoch(epoch)
-        started, rows = time.perf_counter(), 0
+        started, cpu_started, rows = time.perf_counter(), time.process_time(), 0
         for batch in loader:
             rows += batch["image"].shape[0]
         if epoch:
-            timings.append(rows / (time.perf_counter() - started))
-    return float(np.median(timings))
+            wall.append(rows / (time.perf_counter() - started))
+            cpu.append(rows / max(time.process_time() - cpu_started, 1e-9))
+    return float(np.median(wall)), float(np.median(cpu))
 
 
-def project_rate(split: datasets.Dataset, workers: int, epochs: int) -> float:
+def project_rate(split: datasets.Dataset, workers: int, epochs: int) -> tuple[float, float]:
     train, _ = build_loaders(split, split, task="segmentation", batch_size=BATCH_SIZE, num_workers=workers,
                              augment=True, input_mode="preprocessed", seed=0, distributed=False, pin_memory=False)
     return rows_per_second(train, epochs, lambda epoch: set_loader_epoch(train, epoch))
 
 
-def reference_rate(split: datasets.Dataset, workers: int, epochs: int) -> float:
+def reference_rate(split: datasets.Dataset, workers: int, epochs: int) -> tuple[float, float]:
     rows = PythonListRows(split.select(range(min(REFERENCE_ROWS, len(split)))), seed=0)
 
     def set_epoch(epoch: int) -> None:
@@ -114,11 +117,14 @@ def measure(quick: bool = False, rows: int | None = None, workers_options: Seque
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as temp:
         split = datasets.load_from_disk(str(make_dataset(Path(temp), count, unique=min(unique, count))))
         for workers in workers_options:
+            (project, project_cpu), (reference, reference_cpu) = (project_rate(split, workers, epochs),
+                                                                  reference_rate(split, workers, epochs))
+            cpu_note = f"; rows per CPU-second {project_cpu:.0f} vs {reference_cpu:.1f}" if not workers else ""
             results.append(BenchRow(
                 area="loader", metric=f"rows/s, segmentation batch {BATCH_SIZE}, {workers} workers",
-                project=project_rate(split, workers, epochs), reference=reference_rate(split, workers, epochs),
-                reference_name=REFERENCE_NAME,
-                note=f"{count} rows x {epochs} epochs (reference {min(REFERENCE_ROWS, count)} rows), augmented"))
+                project=project, reference=reference, reference_name=REFERENCE_NAME,
+                note=f"{count} rows x {epochs} epochs (reference {min(REFERENCE_ROWS, count)} rows), "
+                     f"augmented{cpu_note}"))
         del split
     return results
 

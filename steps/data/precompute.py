@@ -58,7 +58,10 @@ SHARDS_DIR = ".shards"
 # ---------------------------------------------------------------- planning and running shards
 
 def resolve_workers(workers: int) -> int:
-    return workers if workers > 0 else (os.cpu_count() or 1)
+    """0 means one per core this process may run on (the CPU affinity a container grants)."""
+    if workers > 0:
+        return workers
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def shard_size(frames: int, workers: int) -> int:

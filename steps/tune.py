@@ -6,6 +6,21 @@ as train-seg flags), trials.csv, study.json, and trials/trial_NNNN/{model,metric
 Checkpoints of each trial: <checkpoints>/trials/trial_NNNN/. The study itself lives in the storage
 (default sqlite:///<checkpoints>/optuna.db), so a second run, or another worker given the same
 storage and study_name, adds its trials to the same study.
+
+    python -m steps tune --root R --channel train=T --channel validation=V --n-trials 20 --epochs 4 \
+        --search-space '{"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": true},
+                         "batch_size": {"type": "categorical", "choices": [4, 8, 16]}}'
+    # the best parameters into a full training run, as flags or as its hyperparameters.json:
+    python -m steps train-seg --root R2 --channel train=T --channel validation=V \
+        $(cat R/output/data/study/best_params.args) --epochs 40
+    cp R/output/data/study/best_params.json R2/input/config/hyperparameters.json
+    # many workers (pods): the same storage and study name on each, each with its own sampler seed;
+    # a URL with a password goes in the OPTUNA_STORAGE environment variable (a secret):
+    OPTUNA_STORAGE=postgresql://optuna:PASSWORD@db/studies python -m steps tune ... --sampler-seed 3
+
+A trial that fails on its own (diverged loss, out of memory) is recorded and the study goes on; a
+SIGTERM stops the step (exit 143) and the next run continues the interrupted trial from its
+checkpoints; a worker killed outright leaves a trial that heartbeats mark failed and re-queue.
 """
 
 from __future__ import annotations

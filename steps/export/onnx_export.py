@@ -210,7 +210,8 @@ def onnx_metadata(source: SourceModel, exporter: str, opset: int) -> dict[str, s
         "preprocessing": preprocessing_description(source.input_mode),
         "output_name": OUTPUT_NAMES[task],
         "output": output_description(task),
-        "class_names": json.dumps(list(SEG_CLASSES) if task == "segmentation" else []),
+        **({"class_names": json.dumps(list(SEG_CLASSES))} if task == "segmentation"
+           else {"output_fields": json.dumps(["cx", "cy", "rx", "ry"])}),
         "parameters": str(source.parameters),
         "source_run_id": str(source.run_id or ""),
         "checkpoint_file": source.checkpoint_path.name,

@@ -35,7 +35,9 @@ def test_step_writes_both_models_runnable_at_batch_1_and_3(exported):
         for batch in (1, 3):
             inputs = np.zeros((batch, 1, 400, 640), np.float32)
             assert session.run(None, {INPUT_NAME: inputs})[0].shape == (batch, *tail)
-    assert read_metadata(out / "best_ellipse_model.onnx")["input_mode"] == "raw"
+    ellipse_meta = read_metadata(out / "best_ellipse_model.onnx")
+    assert ellipse_meta["input_mode"] == "raw" and "no gamma" in ellipse_meta["preprocessing"]
+    assert json.loads(ellipse_meta["output_fields"]) == ["cx", "cy", "rx", "ry"]
     assert read_metadata(out / "best_efficientvit_model.onnx")["source_run_id"] == "abc"
 
 

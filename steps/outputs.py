@@ -65,10 +65,17 @@ class StagedOutput:
 
     def open(self) -> Path:
         self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.remove_leftovers()
         if self.staging.exists():
             shutil.rmtree(self.staging)
         self.staging.mkdir(parents=True)
         return self.staging
+
+    def remove_leftovers(self) -> None:
+        """Staging/old folders of killed runs (the root lock says no other run is alive)."""
+        for pattern in (f".{self.final.name}.staging-*", f".{self.final.name}.old-*"):
+            for leftover in self.final.parent.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Write the manifest into staging, then swap staging into the final path."""

@@ -43,3 +43,14 @@ def test_move_contents_fallback_writes_manifest_last(tmp_path):
     staged.commit({})
     assert sorted(os.listdir(final)) == [MANIFEST_NAME, "new.txt"]
     assert json.loads((final / MANIFEST_NAME).read_text())["files"][0]["path"] == "new.txt"
+
+
+def test_leftovers_of_a_killed_run_are_removed(tmp_path):
+    final = tmp_path / "model"
+    (tmp_path / ".model.staging-99999").mkdir()
+    (tmp_path / ".model.staging-99999" / "half.bin").write_bytes(b"x")
+    (tmp_path / ".model.old-99999").mkdir()
+    staged = StagedOutput("model", final)
+    staged.open()
+    staged.commit({})
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]

@@ -253,8 +253,14 @@ def study_summary(study: optuna.Study, worker_trials: list[FrozenTrial], storage
 
 def best_args(params: dict[str, Any]) -> str:
     """train-seg command-line flags for the best parameters (`$(cat best_params.args)`)."""
-    return " ".join(f"--{name.replace('_', '-')} {json.dumps(value) if not isinstance(value, str) else value}"
-                    for name, value in params.items())
+    flags = []
+    for name, value in params.items():
+        flag = name.replace("_", "-")
+        if TrainSegHyperparameters.model_fields[name].annotation is bool:  # --augment / --no-augment
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags.append(f"--{flag} {value if isinstance(value, str) else json.dumps(value)}")
+    return " ".join(flags)
 
 
 def write_study_outputs(folder: Path, study: optuna.Study, hp: TuneHyperparameters,

@@ -27,7 +27,9 @@ def tune_hp(**raw):
 SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
          "batch_size": {"type": "int", "low": 2, "high": 8, "step": 2},
          "momentum": {"type": "float", "low": 0.5, "high": 0.9, "step": 0.1},
-         "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]}}
+         "optimizer": {"type": "categorical", "choices": ["adam", "sgd"]},
+         "augment": {"type": "categorical", "choices": [True, False]},
+         "clip_grad_norm": {"type": "categorical", "choices": [None, 1.0]}}
 
 
 def test_suggestions_come_from_the_configured_distributions(tmp_path):

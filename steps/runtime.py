@@ -13,7 +13,9 @@ import importlib
 import json
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Mapping
@@ -187,20 +189,25 @@ def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict
     """Run the step module with staged outputs; commit them only when it succeeds."""
     module = importlib.import_module(contract.module)
     io = StepIO(contract=contract, layout=layout)
-    io.outputs = {o.name: StagedOutput(o.name, layout.output(o.name, o.path)) for o in contract.outputs}
+    # Non-zero torchrun ranks stage into a private folder: they never touch the real outputs.
+    scratch = None if is_primary_rank() else Path(tempfile.mkdtemp(prefix="openeds-rank-"))
+    io.outputs = {o.name: StagedOutput(o.name, scratch / o.name if scratch else layout.output(o.name, o.path))
+                  for o in contract.outputs}
     if hasattr(module, "check_inputs"):
         module.check_inputs(hp, io)
     started = time.time()
     try:
         for staged in io.outputs.values():
-            staged.open()
+            if is_primary_rank():  # other torchrun ranks write no outputs (and must not clear rank 0's)
+                staged.open()
         kept_failure = None
         try:
             summary = module.run(hp, io) or {}
         except FailAfterCommit as error:
             kept_failure = error
             summary = {**error.summary, "failure": str(error).strip().splitlines()[0]}
-        if not is_primary_rank():  # torchrun: rank 0 alone commits outputs and manifests
+        if scratch is not None:  # torchrun: rank 0 alone commits outputs and manifests
+            shutil.rmtree(scratch, ignore_errors=True)
             return {"step": contract.name, "summary": summary, "seconds": round(time.time() - started, 3)}
         base = {"step": contract.name, "hyperparameters": hp.model_dump(mode="json"),
                 "summary": summary, "seconds": round(time.time() - started, 3)}

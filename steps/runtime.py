@@ -198,8 +198,7 @@ def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict
     started = time.time()
     try:
         for staged in io.outputs.values():
-            if is_primary_rank():  # other torchrun ranks write no outputs (and must not clear rank 0's)
-                staged.open()
+            staged.open()
         kept_failure = None
         try:
             summary = module.run(hp, io) or {}

@@ -134,6 +134,7 @@ def apply_resume(run: TrainingRun, state: dict[str, Any] | None) -> LoopState:
     """Load model, optimizer, schedule, scaler and loop state; restore the RNGs (exact resume)."""
     if state is None:
         return LoopState()
+    check_resume_settings(run.hp, state)
     unwrap(run.model).load_state_dict(state["state_dict"], strict=True)
     run.optimizer.load_state_dict(state["optimizer"])
     run.schedule.load_state_dict(state["scheduler"])
@@ -152,6 +153,19 @@ def apply_resume(run: TrainingRun, state: dict[str, Any] | None) -> LoopState:
     log.info("resuming from %s: continuing at %s (best %s %.4f at epoch %d)", loop.resumed_from, where,
              PRIMARY_METRIC, loop.best_metric, loop.best_epoch)
     return loop
+
+
+def check_resume_settings(hp: Any, state: dict[str, Any]) -> None:
+    """Warn about settings that differ from the checkpoint's; refuse what cannot continue."""
+    saved, current = state.get("hyperparameters", {}), hp.model_dump(mode="json")
+    changed = sorted(k for k in current if k in saved and saved[k] != current[k])
+    if changed:
+        log.warning("resuming with settings that differ from the checkpoint's: %s",
+                    ", ".join(f"{k} {saved[k]!r} -> {current[k]!r}" for k in changed))
+    if hp.scheduler == "onecycle" and saved.get("epochs") not in (None, hp.epochs):
+        raise StepError(f"hyperparameter 'epochs': {hp.epochs} differs from the checkpoint's {saved['epochs']}, "
+                        f"and the onecycle schedule cannot be stretched\nkeep epochs={saved['epochs']} to resume, "
+                        f"or start afresh with an empty checkpoints folder")
 
 
 def training_state(run: TrainingRun, loop: LoopState, metrics: dict[str, Any], run_id: str | None,

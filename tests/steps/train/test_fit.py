@@ -111,3 +111,15 @@ def test_early_stopping_counts_epochs_without_improvement():
     assert (loop.best_epoch, loop.best_metric, loop.epochs_without_improvement) == (2, 0.7, 2)
     assert early_stop_due(hp, loop) and not early_stop_due(TrainSegHyperparameters(), loop)
     assert [row["best_valid_iou"] for row in loop.history] == [0.5, 0.7, 0.7, 0.7]
+
+
+def test_resume_refuses_to_stretch_a_onecycle_schedule(caplog):
+    from contracts.train_seg import TrainSegHyperparameters
+    from steps.runtime import StepError
+    from steps.train.fit import check_resume_settings
+
+    saved = {"hyperparameters": TrainSegHyperparameters(scheduler="onecycle", epochs=4).model_dump(mode="json")}
+    check_resume_settings(TrainSegHyperparameters(scheduler="onecycle", epochs=4, lr=0.001), saved)
+    assert "lr 0.003 -> 0.001" in caplog.text
+    with pytest.raises(StepError, match="^hyperparameter 'epochs': 6 differs from the checkpoint's 4"):
+        check_resume_settings(TrainSegHyperparameters(scheduler="onecycle", epochs=6), saved)

@@ -97,6 +97,9 @@ def load_raw_hyperparameters(layout: Layout, env: Mapping[str, str]) -> dict[str
     if path.is_file():
         try:
             raw = json.loads(path.read_text(encoding="utf-8") or "{}")
+        except UnicodeDecodeError as error:  # e.g. saved as UTF-16 by an editor
+            raise ContractError(f"hyperparameters.json: not UTF-8 text ({error.reason} at byte {error.start}) "
+                                f"in {path}; save it as UTF-8") from error
         except json.JSONDecodeError as error:
             raise ContractError(f"hyperparameters.json: not valid JSON ({error.msg} at line "
                                 f"{error.lineno} column {error.colno}) in {path}") from error

@@ -149,7 +149,8 @@ def extract_archive(archive: Path, target: Path) -> list[Path]:
         if target.exists():
             target.rmdir()
         os.replace(staging, target)
-    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError) as error:
+    # KeyError: a tar hardlink to a member that is not there; RuntimeError: a symlink loop (resolve).
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, KeyError, RuntimeError) as error:
         raise ArchiveError(f"{archive}: extraction failed: {error}") from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)

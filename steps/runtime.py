@@ -154,6 +154,10 @@ def check_channels(contract: StepContract, layout: Layout, hp: Hyperparameters) 
                                 f"({channel.doc})")
 
 
+class RootInUse(StepError):
+    """Another run holds the root: refuse without writing there (its failure file is not ours)."""
+
+
 class StepLock:
     """One run per root at a time: a second run refuses instead of corrupting the first."""
 
@@ -168,7 +172,7 @@ class StepLock:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
             self.handle.close()
-            raise StepError(f"root {self.path.parent.parent} is in use by another running step "
+            raise RootInUse(f"root {self.path.parent.parent} is in use by another running step "
                             f"(lock {self.path}); wait for it or use another root") from error
         return self
 
@@ -246,6 +250,9 @@ def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = N
             manifest = execute(contract, layout, hp)
         log.info("step %s: done in %.1fs; manifest %s", name, manifest["seconds"], layout.run_manifest_file)
         return 0
+    except RootInUse as error:  # stderr only: a failure file here would be the running step's
+        log.error("step %s refused: %s", name, redact(str(error)))
+        return 2
     except (ContractError, StepError) as error:
         write_failure(layout, str(error))
         log.error("step %s failed: %s", name, redact(str(error)).splitlines()[0])

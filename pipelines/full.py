@@ -237,9 +237,13 @@ def add_kfp_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pvc-storage-class", default=None, help="storage class of the workspace PVC")
     parser.add_argument("--pvc-access-mode", default="ReadWriteMany", help="access mode of the workspace PVC")
     parser.add_argument("--no-cache", action="store_true", help="disable KFP caching for every task")
+    parser.add_argument("--require-digest", action="store_true",
+                        help="refuse an --image that is not pinned by digest (@sha256:...)")
 
 
 def kfp_options(args: argparse.Namespace) -> PipelineOptions:
+    if args.require_digest:
+        check_image_reference(args.image or DEFAULT_IMAGE, require_digest=True)
     workspace = Workspace(args.pvc_size, args.pvc_storage_class, args.pvc_access_mode) if args.pvc_size else None
     return PipelineOptions(profile=args.profile, overrides=parse_assignments(args.assignments),
                            image=args.image or DEFAULT_IMAGE, evaluate_split=args.evaluate_split,

@@ -163,6 +163,13 @@ def test_digest_pinning_can_be_required():
         check_image_reference("openeds-steps:0.1.0", require_digest=True)
 
 
+def test_compile_can_require_a_pinned_image(tmp_path, capsys):
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--require-digest"]) == 2
+    assert "not pinned by digest" in capsys.readouterr().err
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--require-digest",
+                 "--image", f"registry.example.com/openeds-steps@{DIGEST}"]) == 0
+
+
 def test_image_and_settings_reach_the_compiled_yaml(tmp_path, capsys):
     image = f"registry.example.com/team/openeds-steps@{DIGEST}"
     spec, _ = kfp_emu.load(compile_to(tmp_path / "p.yaml", "--image", image, "--set", "train-seg.epochs=30"))

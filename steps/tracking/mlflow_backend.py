@@ -43,12 +43,17 @@ def tracking_uri() -> str | None:
     return os.environ.get("MLFLOW_TRACKING_URI") or None
 
 
-def printable_uri(uri: str) -> str:
-    """The URI without credentials (user:password@host), safe for messages."""
+def without_credentials(uri: str) -> str:
+    """The URI without a user:password@ part."""
     parts = urllib.parse.urlsplit(uri)
     if parts.password or parts.username:
         parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
-    return redact(urllib.parse.urlunsplit(parts))
+    return urllib.parse.urlunsplit(parts)
+
+
+def printable_uri(uri: str) -> str:
+    """The URI without credentials (user:password@host), safe for messages."""
+    return redact(without_credentials(uri))
 
 
 def check_reachable(uri: str, timeout: float = REACHABILITY_TIMEOUT_S) -> None:
@@ -56,7 +61,8 @@ def check_reachable(uri: str, timeout: float = REACHABILITY_TIMEOUT_S) -> None:
     if not uri.startswith(("http://", "https://")):
         return
     try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+        # urllib cannot take user:password@ in the host (MLflow's requests client can): probe without it
+        urllib.request.urlopen(f"{without_credentials(uri).rstrip('/')}/health", timeout=timeout).close()
     except urllib.error.HTTPError:
         return  # it answered (a server without /health, or behind auth): reachable
     except (OSError, ValueError) as error:
@@ -128,6 +134,8 @@ class MlflowBackend:
         if self.uri is None:
             raise ValueError("MLFLOW_TRACKING_URI is not set")
         check_reachable(self.uri)
+        if without_credentials(self.uri) != self.uri:  # MLflow prints run URLs to stdout, password included
+            os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
         self.client = mlflow.MlflowClient(tracking_uri=self.uri)
         experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment_id(experiment)
         parent = mlflow.active_run()

@@ -283,6 +283,8 @@ class TinyEfficientViTSeg(nn.Module):
         self.encoder = EfficientViTEncoder(config)
         self.decoder = SegDecoder(config.stem_dims, config.embed_dim, config.decoder_dim, config.num_classes,
                                   config.decoder_skips)
+        # He init everywhere, the head included: a near-zero head (logits ~ 0) was tried and learned the
+        # all-background answer first, reaching pupil IoU 0 after 300 steps where He init reached 0.90.
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -8,8 +8,8 @@ import torch
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
 from steps.data.transforms import signed_distance_maps, spatial_weights
-from steps.train.losses import (EllipseRegressionLoss, SegmentationLoss, generalized_dice_loss, one_hot,
-                                ritnet_alpha)
+from steps.train.losses import (EllipseRegressionLoss, SegmentationLoss, binary_terms, generalized_dice_loss,
+                                multiclass_terms, one_hot, ritnet_alpha)
 
 SIZE = (64, 96)
 
@@ -150,3 +150,23 @@ def test_ellipse_loss_gradient_moves_the_prediction_toward_the_target():
     pred = torch.tensor([[0.6, 0.4, 0.2, 0.05]], requires_grad=True)
     EllipseRegressionLoss()(pred, target)["loss"].backward()
     assert torch.equal(torch.sign(pred.grad), torch.sign(pred.detach() - target))
+
+
+def test_two_class_fast_path_equals_the_general_formulas():
+    label, weights, dist = disc_batch()
+    torch.manual_seed(0)
+    logits = (torch.randn(2, 2, *SIZE) * 3).requires_grad_()
+    fast = binary_terms(logits, label, weights, dist, 1e-5)
+    general = multiclass_terms(logits, label, weights, dist, 1e-5)
+    for a, b in zip(fast, general):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    grad_fast = torch.autograd.grad(sum(fast), logits)[0]
+    grad_general = torch.autograd.grad(sum(general), logits)[0]
+    torch.testing.assert_close(grad_fast, grad_general, atol=1e-8, rtol=1e-4)
+
+
+def test_more_classes_use_the_general_path():
+    label = torch.randint(0, 3, (2, *SIZE))
+    dist = torch.randn(2, 3, *SIZE)
+    out = SegmentationLoss()(torch.randn(2, 3, *SIZE), label, torch.zeros(2, *SIZE), dist)
+    assert all(torch.isfinite(v) for v in out.values())

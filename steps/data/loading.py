@@ -99,7 +99,10 @@ def load_split(path: Path | None, *, hf_repo: str | None, split: str, data_dir: 
 def load_disk_split(path: Path, split: str) -> datasets.Dataset:
     """A `save_to_disk` Dataset folder, or the `split` of a saved DatasetDict."""
     if (path / "state.json").is_file():
-        return datasets.load_from_disk(str(path))
+        try:
+            return datasets.load_from_disk(str(path))
+        except IndexError as error:  # datasets saves a 0-row Dataset without any data file, then cannot load it
+            raise StepError(f"{split}: {path} holds no rows (a 0-row save_to_disk folder has no data file)") from error
     if (path / "dataset_dict.json").is_file():
         splits = datasets.load_from_disk(str(path))
         if split not in splits:

@@ -35,7 +35,7 @@ from steps.bench import BenchRow, format_table
 DEFAULT_JSON = Path("runs") / "bench.json"
 ORDER = ("preprocess", "loader", "train", "onnx")  # the pipeline's order; others follow by name
 # Sizes of the full table (module -> keyword arguments of its `measure`).
-FULL_SIZES: dict[str, dict[str, Any]] = {"preprocess": {"frames": 120}, "loader": {"rows": 64}}
+FULL_SIZES: dict[str, dict[str, Any]] = {"preprocess": {"frames": 96}, "loader": {"rows": 32}}
 
 
 def bench_modules() -> list[str]:

@@ -19,7 +19,7 @@ import shutil
 import tarfile
 import zipfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -371,6 +371,13 @@ def train_run(ctx: Ctx, train: Path, validation: Path | None = None) -> StepRun:
 @case("empty train split")
 def _empty_train(ctx: Ctx) -> Expect:
     return Expect(train_run(ctx, ctx.inputs.empty_split), ["train: no usable rows"])
+
+
+@case("0-row split saved by datasets itself")
+def _zero_rows_by_datasets(ctx: Ctx) -> Expect:
+    folder = ctx.tmp / "zero-rows"
+    make_split(0, seed=1).save_to_disk(str(folder))  # no data file at all, unlike preprocess's 0-row splits
+    return Expect(train_run(ctx, folder), ["train:", str(folder), "holds no rows"])
 
 
 @case("train channel that is not a dataset")

@@ -27,8 +27,8 @@ import pytest
 import torch
 
 from steps.models import epoch_checkpoint_name
-from steps.outputs import MANIFEST_NAME, read_manifest, sha256_file
 from steps.data.synthetic import generate_openeds
+from steps.outputs import MANIFEST_NAME, read_manifest, sha256_file
 from steps.train.checkpoints import last_checkpoint_name
 from tests.reliability.conftest import REPO, read_failure, step_environment
 from tests.steps.train.tiny_data import write_tiny_splits
@@ -177,13 +177,16 @@ def test_training_killed_at_random_points_resumes_to_identical_weights(splits, c
     expected, train_seconds = clean_training
     root, log = tmp_path / "root", tmp_path / "runs.log"
     rng = random.Random(77)
+    killed_mid_run = 0
     for attempt in range(2):  # the second kill hits a run that resumed from the first
         process = start(train_argv(root, splits), log)
         wait_for(training_started(root), process, "training start")
         time.sleep(rng.uniform(0.05, 0.8) * train_seconds)
         code = kill_group(process)
         assert code in (0, -signal.SIGKILL), log.read_text()[-3000:]
+        killed_mid_run += code == -signal.SIGKILL
         assert code == 0 or not (root / "model" / MANIFEST_NAME).exists()
+    assert killed_mid_run >= 1, "every run finished before its kill point"
     final = subprocess.run([sys.executable, "-m", "steps", *train_argv(root, splits)], cwd=REPO,
                            capture_output=True, text=True, timeout=600, env=step_environment())
     assert final.returncode == 0, final.stderr[-3000:]

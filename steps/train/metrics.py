@@ -5,7 +5,7 @@
   from per-batch averages.
 - `RunningMeans`: weighted sums of scalar tensors (losses and their components).
 - ellipse metrics: center error and radius error in pixels, and the IoU of the two axis-aligned
-  ellipses rasterized on the 400x640 frame. `validate` imports these names.
+  ellipses inside the 400x640 frame. `validate` imports these names.
 
 Each accumulator has `reduce_()` (sum across DDP ranks), `state_dict()`/`load_state_dict()` (a
 mid-epoch resume point keeps the partial epoch).
@@ -23,8 +23,19 @@ from steps.train.distributed import all_reduce_sum
 
 # (cx, cy, rx, ry) are stored as fractions of these (preprocess's normalization).
 ELLIPSE_SCALE = (float(IMAGE_WIDTH), float(IMAGE_HEIGHT), MAX_RADIUS, MAX_RADIUS)
-# Rasterize this many ellipses at a time: bounds memory at about 16 x 400 x 640 floats.
-ELLIPSE_CHUNK = 16
+# Grid points per axis over the union's bounding box when measuring ellipse IoU.
+ELLIPSE_IOU_SAMPLES = 128
+
+
+def predicted_classes(logits: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) logits -> (B, H, W) class map, as argmax (ties go to the lower class).
+
+    For two classes a comparison gives the same map about 30x faster than argmax on CPU (argmax
+    over a short, strided class dimension is slow there).
+    """
+    if logits.shape[1] == 2:
+        return (logits[:, 1] > logits[:, 0]).to(torch.int64)
+    return logits.argmax(dim=1)
 
 
 class ConfusionMatrix:
@@ -117,25 +128,32 @@ def denormalize_ellipse(params: torch.Tensor) -> torch.Tensor:
     return params.to(torch.float32) * params.new_tensor(ELLIPSE_SCALE, dtype=torch.float32)
 
 
-def rasterize_ellipses(pixels: torch.Tensor, height: int = IMAGE_HEIGHT, width: int = IMAGE_WIDTH) -> torch.Tensor:
-    """(N, 4) pixel ellipses -> (N, H, W) bool masks; a pixel is inside when its center is."""
-    ys = torch.arange(height, device=pixels.device, dtype=torch.float32).view(1, height, 1) + 0.5
-    xs = torch.arange(width, device=pixels.device, dtype=torch.float32).view(1, 1, width) + 0.5
-    cx, cy, rx, ry = (pixels[:, i].view(-1, 1, 1) for i in range(4))
-    rx, ry = rx.clamp_min(1e-6), ry.clamp_min(1e-6)  # a negative or zero radius is an empty ellipse
-    return ((xs - cx) / rx) ** 2 + ((ys - cy) / ry) ** 2 <= 1.0
+def ellipse_iou(pred_pixels: torch.Tensor, target_pixels: torch.Tensor,
+                samples: int = ELLIPSE_IOU_SAMPLES) -> torch.Tensor:
+    """(N,) IoU of pairs of axis-aligned (cx, cy, rx, ry) pixel ellipses, the parts inside the frame.
 
-
-def ellipse_iou(pred_pixels: torch.Tensor, target_pixels: torch.Tensor) -> torch.Tensor:
-    """(N,) IoU of axis-aligned ellipses inside the frame (1.0 when both are empty)."""
-    scores = []
-    for start in range(0, pred_pixels.shape[0], ELLIPSE_CHUNK):
-        pred = rasterize_ellipses(pred_pixels[start:start + ELLIPSE_CHUNK])
-        target = rasterize_ellipses(target_pixels[start:start + ELLIPSE_CHUNK])
-        inter = (pred & target).sum(dim=(1, 2)).to(torch.float32)
-        union = (pred | target).sum(dim=(1, 2)).to(torch.float32)
-        scores.append(torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union)))
-    return torch.cat(scores) if scores else pred_pixels.new_zeros(0)
+    Both ellipses are sampled on one `samples` x `samples` grid over the bounding box of their union
+    (clipped to the frame): finer than the pixel grid for small pupils and about 16x fewer points
+    than rasterizing the whole 400x640 frame, vectorized over N with no host sync. An ellipse with
+    a radius <= 0 is empty; two empty ellipses have IoU 1.
+    """
+    if pred_pixels.shape[0] == 0:
+        return pred_pixels.new_zeros(0)
+    pred_pixels, target_pixels = pred_pixels.to(torch.float32), target_pixels.to(torch.float32)
+    frame = pred_pixels.new_tensor([IMAGE_WIDTH, IMAGE_HEIGHT])
+    both = torch.stack([pred_pixels, target_pixels])  # (2, N, 4)
+    centers, radii = both[..., :2], both[..., 2:].clamp_min(0)
+    low = torch.minimum(*(centers - radii)).clamp(min=0).minimum(frame)
+    high = torch.maximum(*(centers + radii)).clamp(min=0).minimum(frame)
+    steps = (torch.arange(samples, device=both.device, dtype=torch.float32) + 0.5) / samples
+    points = low.unsqueeze(-1) + (high - low).unsqueeze(-1) * steps  # (N, 2, samples): x row, y row
+    xs, ys = points[:, None, 0, None, :], points[:, None, 1, :, None]  # (N, 1, 1, S), (N, 1, S, 1)
+    cx, cy, rx, ry = (both.permute(1, 0, 2)[..., i, None, None] for i in range(4))  # (N, 2, 1, 1)
+    inside = (((xs - cx) / rx.clamp_min(1e-6)) ** 2 + ((ys - cy) / ry.clamp_min(1e-6)) ** 2 <= 1.0) \
+        & (rx > 0) & (ry > 0)  # (N, 2, S, S)
+    inter = (inside[:, 0] & inside[:, 1]).sum(dim=(1, 2)).to(torch.float32)
+    union = (inside[:, 0] | inside[:, 1]).sum(dim=(1, 2)).to(torch.float32)
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
 
 
 def ellipse_errors(pred: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -15,7 +15,7 @@ from torch import nn
 
 from steps.data.frames import SEG_CLASSES
 from steps.train.device import move_batch
-from steps.train.metrics import ConfusionMatrix, EllipseMetrics
+from steps.train.metrics import ConfusionMatrix, EllipseMetrics, predicted_classes
 
 PRIMARY_METRIC = "valid_iou"
 
@@ -59,7 +59,7 @@ class SegmentationTask:
         return ConfusionMatrix(len(SEG_CLASSES), device)
 
     def update_metrics(self, metrics: ConfusionMatrix, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> None:
-        metrics.update(outputs.argmax(dim=1), targets["label"])
+        metrics.update(predicted_classes(outputs), targets["label"])
 
     def summarize(self, values: dict[str, Any], split: str) -> dict[str, float]:
         summary = {f"{split}_iou": values["miou"], f"{split}_pixel_acc": values["pixel_acc"]}

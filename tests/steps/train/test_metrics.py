@@ -113,3 +113,26 @@ def test_ellipse_iou_agrees_with_opencv_rasterization():
 def test_ellipse_metrics_refuses_wrong_shapes():
     with pytest.raises(ValueError, match=r"\(N, 4\)"):
         ellipse_metrics(torch.zeros(3, 4), torch.zeros(3, 5))
+
+
+def test_predicted_classes_equals_argmax_with_ties_to_the_lower_class():
+    from steps.train.metrics import predicted_classes
+
+    logits = torch.randn(2, 2, 5, 7)
+    logits[0, :, 0, 0] = 0.0  # a tie
+    assert torch.equal(predicted_classes(logits), logits.argmax(dim=1))
+    three = torch.randn(1, 3, 4, 4)
+    assert torch.equal(predicted_classes(three), three.argmax(dim=1))
+
+
+def test_ellipse_iou_counts_only_the_part_inside_the_frame():
+    on_edge = torch.tensor([[0.0, 200.0, 40.0, 40.0]])  # half of it lies left of the frame
+    shifted = torch.tensor([[-10.0, 200.0, 40.0, 40.0]])
+    iou = float(ellipse_iou(on_edge, shifted)[0])
+    # inside the frame: a half disc vs a smaller cap of the same circle shifted 10 px left
+    canvas_a = np.zeros((IMAGE_HEIGHT, IMAGE_WIDTH), np.uint8)
+    canvas_b = np.zeros_like(canvas_a)
+    cv2.circle(canvas_a, (0, 200), 40, 1, -1)
+    cv2.circle(canvas_b, (-10, 200), 40, 1, -1)
+    reference = (canvas_a & canvas_b).sum() / (canvas_a | canvas_b).sum()
+    assert iou == pytest.approx(reference, abs=0.03)

@@ -12,7 +12,8 @@ batches in the same run.
   and loss, reading the running loss back (`loss.item()`) every batch as its progress bar did.
 
 Both paths train copies of the same initial weights on the same batches, taken once from the
-project's loader and kept in memory (the loader has its own benchmark row). Timed rounds alternate
+project's loader and kept in memory (the loader has its own benchmark row), on one CPU thread
+(CPU_THREADS) when there is no GPU. Timed rounds alternate
 between the paths, so a machine busy with other work slows both alike, and each path's fastest
 round counts.
 On a CPU the project turns on nothing the reference lacks (its extra per-batch work, the training
@@ -41,6 +42,9 @@ MODELS = tuple(MODEL_SPECS)  # tiny_efficientvit, tiny_efficientvit_micro, ellip
 QUICK_MODELS = ("tiny_efficientvit_micro",)
 BATCH_SIZE = 8
 REFERENCE_NAME = "plain fp32 loop (original project)"
+# One thread on CPU, as the ONNX rows: OpenMP threads waiting on a descheduled sibling make
+# two-thread timings on a shared 2-core machine swing several-fold (and slower than one thread).
+CPU_THREADS = 1
 
 
 def training_rows(count: int, seed: int = 0) -> datasets.Dataset:
@@ -69,6 +73,10 @@ def training_settings(model_name: str, device: torch.device) -> Any:
     step = "train-seg" if MODEL_SPECS[model_name].task == "segmentation" else "train-ellipse"
     return get_contract(step).hyperparameters(model=model_name, batch_size=BATCH_SIZE, augment=False,
                                               device=device.type, epochs=1)
+
+
+def describe(device: torch.device) -> str:
+    return f"cpu {torch.get_num_threads()} thread(s)" if device.type == "cpu" else str(device)
 
 
 def synchronize(device: torch.device) -> None:
@@ -147,7 +155,7 @@ def measure_model(model_name: str, rows: datasets.Dataset, device: torch.device,
     config = project.run.config
     return BenchRow(area="train", metric=f"images/s ({MODEL_SPECS[model_name].model_type}, batch {BATCH_SIZE})",
                     project=rates["project"], reference=rates["reference"], reference_name=REFERENCE_NAME,
-                    note=f"{device.type}, {config.precision.name}, {count_parameters(project.run.model)} params, "
+                    note=f"{describe(device)}, {config.precision.name}, {count_parameters(project.run.model)} params, "
                          f"best of {rounds} rounds of {steps_per_round} step(s)")
 
 
@@ -157,7 +165,13 @@ def measure(quick: bool = False) -> list[BenchRow]:
     rows = training_rows(BATCH_SIZE)
     names = QUICK_MODELS if quick else MODELS
     rounds, steps_per_round = (1, 1) if quick else (3, 1)
-    return [measure_model(name, rows, device, rounds, steps_per_round) for name in names]
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(CPU_THREADS)
+    try:
+        return [measure_model(name, rows, device, rounds, steps_per_round) for name in names]
+    finally:
+        torch.set_num_threads(threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

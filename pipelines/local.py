@@ -37,12 +37,13 @@ PASSED_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_ENVIRONMENT", "HF_TOK
               "MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
 # Variables that would move a step's outputs away from the wiring (SageMaker's own).
 SCRUBBED_ENV_PREFIXES = ("SM_", "SAGEMAKER_")
+STOP_GRACE_S = 60  # a training step saves a checkpoint when stopped
 
 
 @dataclass
 class TaskResult:
     task: str
-    status: str  # ok | failed | skipped | reused
+    status: str  # ok | failed | skipped | reused | interrupted
     seconds: float = 0.0
     reason: str = ""
 
@@ -152,6 +153,7 @@ def completed_with(plan: RunPlan, task: str) -> bool:
 def stream(process: subprocess.Popen, task: str, log: TextIO, out: TextIO) -> None:
     for line in process.stdout:  # type: ignore[union-attr]
         log.write(line)
+        log.flush()  # `tail -f <work-dir>/logs/<task>.log` follows the step live
         out.write(f"[{task}] {line}")
         out.flush()
 
@@ -171,13 +173,23 @@ def run_task(plan: RunPlan, runner: ProcessRunner, task: str, out: TextIO) -> Ta
             stream(process, task, log, out)
             code = process.wait()
         except KeyboardInterrupt:
-            process.terminate()
-            process.wait(timeout=30)
-            raise
+            return stop_interrupted(process, task, started)
     seconds = time.monotonic() - started
     if code == 0:
         return TaskResult(task, "ok", seconds)
     return TaskResult(task, "failed", seconds, failure_reason(plan, task, code))
+
+
+def stop_interrupted(process: subprocess.Popen, task: str, started: float) -> TaskResult:
+    """Ctrl-C: SIGTERM the step (training saves a checkpoint and exits), kill it if it lingers."""
+    process.terminate()
+    try:
+        process.wait(timeout=STOP_GRACE_S)
+    except (subprocess.TimeoutExpired, KeyboardInterrupt):
+        process.kill()
+        process.wait()
+    return TaskResult(task, "interrupted", time.monotonic() - started,
+                      "interrupted (Ctrl-C); rerun with --resume to continue from its checkpoints")
 
 
 def failure_reason(plan: RunPlan, task: str, code: int) -> str:
@@ -194,6 +206,9 @@ def run_dag(plan: RunPlan, runner: ProcessRunner, resume: bool = False,
     results: dict[str, TaskResult] = {}
     plan.mlflow_dir.mkdir(parents=True, exist_ok=True)
     for task in plan.dag.order():
+        if any(r.status == "interrupted" for r in results.values()):
+            results[task] = TaskResult(task, "skipped", reason="not started: the run was interrupted")
+            continue
         upstream = plan.dag.upstream(task)
         blocked = [name for name in upstream if results[name].status in ("failed", "skipped")]
         if blocked:
@@ -218,11 +233,11 @@ def indent(text: str) -> str:
 
 
 def format_table(results: Sequence[TaskResult], plan: RunPlan) -> str:
-    lines = [f"{'task':16s} {'status':8s} {'seconds':>8s}  root / reason", "-" * 72]
+    lines = [f"{'task':16s} {'status':11s} {'seconds':>8s}  root / reason", "-" * 76]
     for result in results:
         detail = result.reason.splitlines()[0] if result.status != "ok" and result.reason else str(plan.root(result.task))
-        lines.append(f"{result.task:16s} {result.status:8s} {result.seconds:8.1f}  {detail}")
-    lines.append(f"{'total':16s} {'':8s} {sum(r.seconds for r in results):8.1f}")
+        lines.append(f"{result.task:16s} {result.status:11s} {result.seconds:8.1f}  {detail}")
+    lines.append(f"{'total':16s} {'':11s} {sum(r.seconds for r in results):8.1f}")
     return "\n".join(lines)
 
 
@@ -261,6 +276,9 @@ def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
           f"MLflow {plan.env['MLFLOW_TRACKING_URI'].split('@')[-1]}", file=out, flush=True)
     results = run_dag(plan, runner, resume=args.resume, out=out)
     print("\n" + format_table(results, plan), file=out)
+    if any(r.status == "interrupted" for r in results):
+        print("\ninterrupted; rerun with --resume to reuse finished tasks", file=out)
+        return 130
     failed = [r for r in results if r.status in ("failed", "skipped")]
     if failed:
         for result in (r for r in results if r.status == "failed"):

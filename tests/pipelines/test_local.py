@@ -86,6 +86,33 @@ def test_a_failed_step_stops_its_dependents_and_its_failure_is_shown(tmp_path):
     assert "validation report" not in text
 
 
+def test_ctrl_c_stops_the_running_step_and_the_run(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "pipelines.full", "run", "--profile", "smoke", "--work-dir", str(tmp_path),
+         "--set", "download-kaggle.synthetic_train_frames=20000"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).resolve().parents[2])
+    seen = []
+    for line in runner.stdout:  # until the step itself has started and logged
+        seen.append(line)
+        if line.startswith("[download-kaggle]"):
+            break
+    started = time.monotonic()
+    runner.send_signal(signal.SIGINT)
+    output, _ = runner.communicate(timeout=120)
+    output = "".join(seen) + output
+    assert time.monotonic() - started < 30
+    assert runner.returncode == 130, output[-3000:]
+    assert "download-kaggle  interrupted" in output
+    assert "preprocess       skipped" in output and "Traceback" not in output
+    assert "step download-kaggle: root" in (tmp_path / "logs" / "download-kaggle.log").read_text()
+    assert not (tmp_path / "download-kaggle" / "output" / "data" / "raw").exists()
+
+
 def test_invalid_settings_stop_before_any_step(tmp_path):
     from pipelines.dag import DagError
 
@@ -103,7 +130,7 @@ def test_the_whole_pipeline_runs_as_processes_and_resumes(tmp_path):
     assert f"validation report: {report}" in text and report.exists()
     for task in build_dag().tasks:
         assert json.loads((tmp_path / task / "output" / "manifest.json").read_text())["step"] == task
-        assert f"{task:16s} ok" in text
+        assert f"{task:16s} ok " in text
     written = json.loads((tmp_path / "train-seg" / "input" / "config" / "hyperparameters.json").read_text())
     assert written == load_profile("smoke")["train-seg"]
     assert (tmp_path / "mlflow" / "mlflow.db").is_file()

@@ -232,11 +232,14 @@ def pupils(draw, margin: int = 2):
     label = np.full(IMAGE_SHAPE, 1, np.uint8)
     cv2.ellipse(label, (cx, cy), (int(ax * 1.8) + 2, int(ay * 1.8) + 2), angle, 0, 360, 2, -1)
     cv2.ellipse(label, (cx, cy), (ax, ay), angle, 0, 360, 3, -1)
-    if draw(st.booleans()):
+    blob = draw(st.booleans())
+    if blob:
         bx, by = draw(st.integers(0, W - 1)), draw(st.integers(0, H - 1))
         cv2.circle(label, (bx, by), draw(st.integers(0, 3)), 3, -1)
     image = np.random.default_rng(draw(st.integers(0, 2**16))).integers(0, 256, IMAGE_SHAPE, dtype=np.uint8)
-    return image, label, (cx, cy)
+    # the drawn centre, when the fit can be held to it: one ellipse a few pixels wide at least
+    centre = (cx, cy) if not blob and min(ax, ay) >= 4 else None
+    return image, label, centre
 
 
 def neighbours_differ(mask: np.ndarray) -> np.ndarray:
@@ -250,7 +253,7 @@ def neighbours_differ(mask: np.ndarray) -> np.ndarray:
 @settings(max_examples=30, deadline=None)
 @given(case=pupils())
 def test_distance_map_signs_boundary_values_and_ellipse_centre(case):
-    image, label, (cx, cy) = case
+    image, label, centre = case
     row = transforms.preprocess_frame(image, label)
     mask = row["label"].astype(bool)
     assert set(np.unique(row["label"])) <= {0, 1} and mask.any()
@@ -265,8 +268,8 @@ def test_distance_map_signs_boundary_values_and_ellipse_centre(case):
     assert (np.abs(dist[1]) >= unit * (1 - 1e-6)).all()                     # never 0
     assert 0.0 <= row["cx"] <= 1.0 and 0.0 <= row["cy"] <= 1.0
     assert row["rx"] > 0 and row["ry"] > 0 and math.isfinite(row["rx"]) and math.isfinite(row["ry"])
-    if np.count_nonzero(mask) == np.count_nonzero(label == 3) and row["ellipse_method"] == "fit":
-        assert abs(row["cx"] * W - cx) < 2.0 and abs(row["cy"] * H - cy) < 2.0
+    if centre is not None and row["ellipse_method"] == "fit":
+        assert abs(row["cx"] * W - centre[0]) < 1.5 and abs(row["cy"] * H - centre[1]) < 1.5
 
 
 @settings(max_examples=30, deadline=None)

@@ -3,8 +3,9 @@
 - SIGKILL at seeded random points of a preprocess run, three times on the same root: the next run
   completes with byte-identical datasets to an uninterrupted run, and no killed run ever leaves an
   output that looks complete but is not, nor staging folders after the successful run;
-- SIGKILL at seeded random points of training (twice, so a resumed run is itself killed): the final
-  run ends with exactly the weights of an uninterrupted run (CPU, deterministic mode).
+- SIGKILL at seeded random points of training (in epoch 2, after the epoch-1 resume point, then
+  in the run that resumed from it): the final run ends with exactly the weights of an
+  uninterrupted run (CPU, deterministic mode).
   tests/steps/train/test_fit.py covers the kill right after the first epoch checkpoint and SIGTERM
   followed by an exact resume; this adds random kill points and a resume of a resume;
 - SIGTERM during training: the process saves a resume point and exits (code 143) within a bound;
@@ -15,6 +16,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
@@ -97,9 +99,9 @@ def split_hashes(root: Path) -> dict[str, list[tuple[str, str]]]:
     return {split: [(f["path"], f["sha256"]) for f in read_manifest(data / split)["files"]] for split in SPLITS}
 
 
-def started_working(root: Path):
-    """The step holds its root and has opened its outputs (imports and checks are done)."""
-    return lambda: bool(list((root / "output" / "data").glob(".train.staging-*")))
+def started_working(root: Path, process: subprocess.Popen):
+    """This process holds the root and has opened its outputs (imports and checks are done)."""
+    return lambda: (root / "output" / "data" / f".train.staging-{process.pid}").is_dir()
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +109,7 @@ def clean_preprocess(raw, tmp_path_factory) -> tuple[dict, float]:
     """An uninterrupted run: its datasets' hashes and how long its work took (outputs opened -> exit)."""
     root = tmp_path_factory.mktemp("clean")
     process = start(preprocess_argv(root, raw), root.parent / "clean.log")
-    opened = wait_for(started_working(root), process, "preprocess staging folder")
+    opened = wait_for(started_working(root, process), process, "preprocess staging folder")
     assert process.wait(timeout=300) == 0, (root.parent / "clean.log").read_text()[-3000:]
     return split_hashes(root), time.monotonic() - opened
 
@@ -121,8 +123,8 @@ def test_preprocess_killed_at_random_points_reruns_to_identical_outputs(raw, cle
     killed_mid_run = 0
     for attempt in range(3):
         process = start(preprocess_argv(root, raw), log)
-        wait_for(started_working(root), process, "preprocess staging folder")
-        time.sleep(rng.uniform(0.0, 0.9) * work_seconds)
+        wait_for(started_working(root, process), process, "preprocess staging folder")
+        time.sleep(rng.uniform(0.0, 0.6) * work_seconds)
         code = kill_group(process)
         killed_mid_run += code == -signal.SIGKILL
         assert code in (0, -signal.SIGKILL), log.read_text()[-3000:]
@@ -150,10 +152,14 @@ def train_argv(root: Path, splits: dict[str, Path], epochs: int = EPOCHS) -> lis
             "--no-register-model", "--no-augment"]
 
 
-def training_started(root: Path):
-    """resolved_config.json is written once the model is built, the SIGTERM handler installed and
-    any resume point loaded: training proper starts right after."""
-    return lambda: bool(list((root / "output" / "data").glob(".metrics.staging-*/resolved_config.json")))
+def training_started(root: Path, process: subprocess.Popen):
+    """This process wrote resolved_config.json: the model is built, the SIGTERM handler installed
+    and any resume point loaded; training proper starts right after."""
+    return lambda: (root / "output" / "data" / f".metrics.staging-{process.pid}" / "resolved_config.json").is_file()
+
+
+def epoch_checkpoint(root: Path, epoch: int):
+    return lambda: (root / "checkpoints" / epoch_checkpoint_name(MODEL, epoch)).is_file()
 
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
@@ -164,29 +170,34 @@ def final_weights(root: Path) -> dict[str, torch.Tensor]:
 
 @pytest.fixture(scope="module")
 def clean_training(splits, tmp_path_factory) -> tuple[dict[str, torch.Tensor], float]:
+    """The uninterrupted run's final weights and its slowest epoch (train + evaluation), in seconds."""
     root = tmp_path_factory.mktemp("clean_training")
     log = root.parent / "clean_training.log"
     process = start(train_argv(root, splits), log)
-    began = wait_for(training_started(root), process, "training start")
     assert process.wait(timeout=600) == 0, log.read_text()[-3000:]
-    return final_weights(root), time.monotonic() - began
+    rows = json.loads((root / "output" / "data" / "metrics" / "metrics.json").read_text())
+    return final_weights(root), max(row["epoch_seconds"] for row in rows)
 
 
 @pytest.mark.slow
 def test_training_killed_at_random_points_resumes_to_identical_weights(splits, clean_training, tmp_path):
-    expected, train_seconds = clean_training
+    expected, epoch_seconds = clean_training
     root, log = tmp_path / "root", tmp_path / "runs.log"
     rng = random.Random(77)
     killed_mid_run = 0
-    for attempt in range(2):  # the second kill hits a run that resumed from the first
+    # First kill: a random point of epoch 2 (after the epoch-1 resume point); second kill: a random
+    # point of the run that resumed from it.
+    for marker in (lambda process: epoch_checkpoint(root, 1), lambda process: training_started(root, process)):
         process = start(train_argv(root, splits), log)
-        wait_for(training_started(root), process, "training start")
-        time.sleep(rng.uniform(0.05, 0.8) * train_seconds)
+        wait_for(marker(process), process, "kill marker")
+        time.sleep(rng.uniform(0.0, 0.5) * epoch_seconds)
         code = kill_group(process)
         assert code in (0, -signal.SIGKILL), log.read_text()[-3000:]
         killed_mid_run += code == -signal.SIGKILL
-        assert code == 0 or not (root / "model" / MANIFEST_NAME).exists()
+        # a kill after the commit leaves complete outputs; before it, none that look complete
+        assert_committed_outputs_are_whole([root / "model", root / "output" / "data" / "metrics"])
     assert killed_mid_run >= 1, "every run finished before its kill point"
+    assert "resuming from" in log.read_text()
     final = subprocess.run([sys.executable, "-m", "steps", *train_argv(root, splits)], cwd=REPO,
                            capture_output=True, text=True, timeout=600, env=step_environment())
     assert final.returncode == 0, final.stderr[-3000:]
@@ -198,11 +209,11 @@ def test_training_killed_at_random_points_resumes_to_identical_weights(splits, c
 
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_and_exits_within_a_bound(splits, clean_training, tmp_path):
-    _, train_seconds = clean_training
+    _, epoch_seconds = clean_training
     root, log = tmp_path / "root", tmp_path / "run.log"
     process = start(train_argv(root, splits, epochs=3), log)
-    wait_for(training_started(root), process, "training start")
-    time.sleep(random.Random(5).uniform(0.0, 0.4) * train_seconds / EPOCHS)  # inside the first epoch
+    wait_for(training_started(root, process), process, "training start")
+    time.sleep(random.Random(5).uniform(0.0, 0.5) * epoch_seconds)  # in the first epochs of three
     assert process.poll() is None, "training ended before the signal"
     signalled = time.monotonic()
     process.send_signal(signal.SIGTERM)

@@ -11,6 +11,11 @@ from contracts.training import TRAINING_CHANNELS, TRAINING_OUTPUTS, TrainingHype
 class TrainSegHyperparameters(TrainingHyperparameters):
     model: Literal["tiny_efficientvit", "tiny_efficientvit_micro"] = Field(
         "tiny_efficientvit", description="architecture variant")
+    # Measured on 150 generated training frames on a 2-core CPU: batch 2 for 10 epochs reached a
+    # validation mIoU of 0.916 (batch 4: 0.86 after 6 epochs, 0.91 after 10); lr 5e-3 collapsed to
+    # all-background. On GPUs raise the batch size (e.g. 32) with num_workers.
+    epochs: int = Field(10, ge=1, le=10_000, description="training epochs")
+    batch_size: int = Field(2, ge=1, le=4096, description="batch size per process")
     surface_loss_max: float = Field(1.0, ge=0, le=10, description="final weight of the surface loss (RITnet schedule)")
     dice_weight: float = Field(1.0, ge=0, le=10, description="weight of the generalized Dice loss")
 

@@ -1,21 +1,8 @@
-"""train-ellipse: train EllipseRegressionNet on normalized (cx, cy, rx, ry) (see steps.train.fit)."""
+"""train-ellipse: train EllipseRegressionNet on normalized (cx, cy, rx, ry) (see steps.train.fit).
 
-from __future__ import annotations
+The step's glue is train-seg's: the contract's `model` setting picks the task, loss and metrics.
+"""
 
-from typing import Any
+from steps.train_seg import channels_optional, check_inputs, run
 
-from steps.train.device import check_device_available
-from steps.train.fit import run_training_step
-
-
-def channels_optional(hp: Any) -> list[str]:
-    """With `hf_repo` the splits come from the Hub (cached), not from channels."""
-    return ["train", "validation"] if hp.hf_repo else []
-
-
-def check_inputs(hp: Any, io: Any) -> None:
-    check_device_available(hp.device)
-
-
-def run(hp: Any, io: Any) -> dict[str, Any]:
-    return run_training_step(hp, io)
+__all__ = ["channels_optional", "check_inputs", "run"]

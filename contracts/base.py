@@ -22,12 +22,17 @@ class ContractError(ValueError):
 
 
 class Channel(BaseModel):
-    """One input folder (`input/data/<name>/`)."""
+    """One input folder (`input/data/<name>/`).
+
+    A channel with `settings_file` carries hyperparameters rather than data (e.g. tune's best
+    parameters feeding train-seg): when fed, that JSON file's values override hyperparameters.json.
+    """
 
     model_config = ConfigDict(frozen=True)
     name: str
     doc: str
     required: bool = True
+    settings_file: str | None = None
 
 
 class Output(BaseModel):

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from contracts.base import StepContract
+from contracts.base import Channel, StepContract
 from contracts.training import TRAINING_CHANNELS, TRAINING_OUTPUTS, TrainingHyperparameters
 
 
@@ -20,11 +20,17 @@ class TrainSegHyperparameters(TrainingHyperparameters):
     dice_weight: float = Field(1.0, ge=0, le=10, description="weight of the generalized Dice loss")
 
 
+# The tune step's `study` output: its best parameters override this run's hyperparameters.json
+# (the pipeline's optional tune branch feeds it; see steps.runtime.resolve_hyperparameters).
+TUNED_CHANNEL = Channel(
+    name="tuned", required=False, settings_file="best_params.json",
+    doc="tune's study output (optional): best_params.json overrides hyperparameters.json")
+
 CONTRACT = StepContract(
     name="train-seg",
     summary="Train TinyEfficientViT (or -Micro) pupil segmentation",
     module="steps.train_seg",
-    channels=TRAINING_CHANNELS,
+    channels=(*TRAINING_CHANNELS, TUNED_CHANNEL),
     outputs=TRAINING_OUTPUTS,
     hyperparameters=TrainSegHyperparameters,
     uses_gpu=True,

@@ -22,6 +22,9 @@ from contracts.base import ContractError, decode_value
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 TASKS = ("download-kaggle", "preprocess", "push-hf", "train-seg", "train-ellipse", "export-onnx",
          "validate")
+# The optional branch (`--tune`): an Optuna search whose best parameters feed train-seg.
+TUNE_TASK = "tune"
+ALL_TASKS = (*TASKS[:3], TUNE_TASK, *TASKS[3:])
 EvaluateSplit = Literal["validation", "test"]
 
 
@@ -40,6 +43,11 @@ class Edge:
 
     def __str__(self) -> str:
         return f"{self.source_task}.{self.source_output} -> {self.target_task}.{self.channel}"
+
+
+def _tune_edges() -> list[Edge]:
+    return [*(Edge("preprocess", split, TUNE_TASK, split) for split in ("train", "validation")),
+            Edge(TUNE_TASK, "study", "train-seg", "tuned")]
 
 
 def _edges(evaluate_split: EvaluateSplit) -> tuple[Edge, ...]:
@@ -139,11 +147,13 @@ def _edge_problems(dag: Dag, edge: Edge) -> list[str]:
     return problems
 
 
-def build_dag(evaluate_split: EvaluateSplit = "validation") -> Dag:
-    """The pipeline of SPEC section 1; `evaluate_split` picks the split `validate` evaluates."""
+def build_dag(evaluate_split: EvaluateSplit = "validation", tune: bool = False) -> Dag:
+    """The pipeline of SPEC section 1; `evaluate_split` picks the split `validate` evaluates;
+    `tune` adds the optional search branch (preprocess -> tune -> train-seg's `tuned` channel)."""
     if evaluate_split not in ("validation", "test"):
         raise DagError(f"evaluate_split: expected 'validation' or 'test', got {evaluate_split!r}")
-    dag = Dag(tasks=TASKS, edges=_edges(evaluate_split))
+    edges = _edges(evaluate_split)
+    dag = Dag(tasks=ALL_TASKS if tune else TASKS, edges=(*edges, *_tune_edges()) if tune else edges)
     dag.validate()
     return dag
 
@@ -171,8 +181,8 @@ def parse_assignments(assignments: Iterable[str]) -> dict[str, dict[str, Any]]:
         task, dot, key = target.partition(".")
         if not sep or not dot or not task or not key:
             raise DagError(f"--set {text!r}: expected TASK.FIELD=VALUE (e.g. train-seg.epochs=3)")
-        if task not in TASKS:
-            raise DagError(f"--set {text!r}: unknown task {task!r} (tasks: {', '.join(TASKS)})")
+        if task not in ALL_TASKS:
+            raise DagError(f"--set {text!r}: unknown task {task!r} (tasks: {', '.join(ALL_TASKS)})")
         key = key.replace("-", "_")
         parsed.setdefault(task, {})[key] = decode_value(get_contract(task).hyperparameters, key, value)
     return parsed
@@ -186,9 +196,13 @@ def resolve_hyperparameters(base: Mapping[str, Mapping[str, Any]],
     Returns only the explicitly set values (JSON-ready), so the step's own defaults still apply
     to everything else and the written hyperparameters.json stays short.
     """
-    unknown = set(base) - set(tasks) | set(overrides or {}) - set(tasks)
+    unknown = set(base) - set(ALL_TASKS) | set(overrides or {}) - set(ALL_TASKS)
     if unknown:
         raise DagError(f"hyperparameters for unknown task(s): {', '.join(sorted(unknown))}")
+    absent = set(overrides or {}) - set(tasks)
+    if absent:  # e.g. --set tune.n_trials=4 without --tune: the setting would silently do nothing
+        raise DagError(f"--set for task(s) not in this pipeline: {', '.join(sorted(absent))}"
+                       + (" (add --tune for the tune branch)" if TUNE_TASK in absent else ""))
     resolved = {}
     for task in tasks:
         values = {**(base.get(task) or {}), **((overrides or {}).get(task) or {})}

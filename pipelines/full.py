@@ -5,6 +5,9 @@
     python -m pipelines.full submit --host URL [--namespace NS] [--experiment NAME] [--run-name NAME]
     python -m pipelines.full run [--mode process|docker] [--work-dir runs/default] [--set TASK.FIELD=VALUE]
 
+Every form takes `--tune`: the optional branch where an Optuna search (the `tune` step) runs on the
+preprocessed splits and its best parameters feed train-seg (its `tuned` channel).
+
 Every form takes `--set TASK.FIELD=VALUE` (a step's hyperparameter), `--profile` (the defaults in
 pipelines/defaults.yaml: `kfp` for compile/submit, `local` for run) and `--image`. The tasks and
 artifact edges come from `pipelines.dag`, the components from the step contracts.
@@ -38,7 +41,7 @@ from pipelines.kfp_components import (DEFAULT_IMAGE, WORKSPACE_MOUNT, ImageRefer
 
 PIPELINE_NAME = "openeds-pipeline"
 PIPELINE_DESCRIPTION = ("OpenEDS from Kaggle to tiny pupil models: download-kaggle, preprocess, push-hf, "
-                        "train-seg, train-ellipse, export-onnx, validate")
+                        "[tune,] train-seg, train-ellipse, export-onnx, validate")
 SHM_VOLUME = "dshm"
 NEVER_CACHED = {"push-hf"}  # a cached push would skip the upload
 
@@ -60,6 +63,7 @@ class PipelineOptions:
     evaluate_split: str = "validation"
     workspace: Workspace | None = None
     caching: bool = True
+    tune: bool = False  # the optional Optuna branch feeding train-seg
 
 
 def hyperparameter_parameter(task: str) -> str:
@@ -134,9 +138,9 @@ def add_tasks(dag: Dag, components: Mapping[str, Any], params: Mapping[str, Any]
 def build_pipeline(options: PipelineOptions = PipelineOptions()):
     """The KFP pipeline (a GraphComponent) for these options."""
     check_image_reference(options.image)
-    dag = build_dag(options.evaluate_split)  # type: ignore[arg-type]
+    dag = build_dag(options.evaluate_split, tune=options.tune)  # type: ignore[arg-type]
     settings = load_settings()
-    hyperparameters = resolve_hyperparameters(load_profile(options.profile), options.overrides)
+    hyperparameters = resolve_hyperparameters(load_profile(options.profile), options.overrides, tasks=dag.tasks)
     components = {name: build_component(dag.contract(name), options.image, hyperparameters[name],
                                         workspace=options.workspace is not None)
                   for name in dag.tasks}
@@ -228,6 +232,9 @@ def add_pipeline_options(parser: argparse.ArgumentParser, profile: str) -> None:
                                                       f"(default: {DEFAULT_IMAGE})")
     parser.add_argument("--evaluate-split", choices=("validation", "test"), default="validation",
                         help="split the validate task evaluates (default: validation; test may be empty)")
+    parser.add_argument("--tune", action="store_true",
+                        help="add the tune branch: an Optuna search (settings: --set tune.FIELD=VALUE) whose "
+                             "best parameters train-seg then uses")
 
 
 def add_kfp_options(parser: argparse.ArgumentParser) -> None:
@@ -247,7 +254,7 @@ def kfp_options(args: argparse.Namespace) -> PipelineOptions:
     workspace = Workspace(args.pvc_size, args.pvc_storage_class, args.pvc_access_mode) if args.pvc_size else None
     return PipelineOptions(profile=args.profile, overrides=parse_assignments(args.assignments),
                            image=args.image or DEFAULT_IMAGE, evaluate_split=args.evaluate_split,
-                           workspace=workspace, caching=not args.no_cache)
+                           workspace=workspace, caching=not args.no_cache, tune=args.tune)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -267,10 +267,11 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
-    hyperparameters = resolve_hyperparameters(load_profile(args.profile), parse_assignments(args.assignments))
+    dag = build_dag(args.evaluate_split, tune=args.tune)
+    hyperparameters = resolve_hyperparameters(load_profile(args.profile), parse_assignments(args.assignments),
+                                              tasks=dag.tasks)
     work_dir = args.work_dir.absolute()
-    plan = RunPlan(dag=build_dag(args.evaluate_split), work_dir=work_dir, hyperparameters=hyperparameters,
-                   env=base_environment(work_dir))
+    plan = RunPlan(dag=dag, work_dir=work_dir, hyperparameters=hyperparameters, env=base_environment(work_dir))
     runner = DockerRunner(args.image or DEFAULT_LOCAL_IMAGE) if args.mode == "docker" else ProcessRunner()
     print(f"pipeline: {len(plan.dag.tasks)} tasks, mode {runner.mode}, work dir {work_dir}, "
           f"MLflow {plan.env['MLFLOW_TRACKING_URI'].split('@')[-1]}", file=out, flush=True)

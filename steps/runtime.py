@@ -133,12 +133,36 @@ def settings_from_environment(contract: StepContract, env: Mapping[str, str]) ->
     return {**from_file, **from_env}
 
 
+def load_channel_settings(contract: StepContract, layout: Layout) -> dict[str, Any]:
+    """Values from the fed settings channels (e.g. train-seg's `tuned`: tune's best_params.json)."""
+    values: dict[str, Any] = {}
+    for channel in contract.channels:
+        folder = layout.channel(channel.name)
+        if channel.settings_file is None or not _has_content(folder):
+            continue
+        path = folder / channel.settings_file if folder.is_dir() else folder
+        if not path.is_file():
+            raise ContractError(f"channel '{channel.name}': no {channel.settings_file} in {folder} ({channel.doc})")
+        try:
+            found = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise ContractError(f"channel '{channel.name}': {path} is not a JSON object ({error})") from error
+        if not isinstance(found, dict):
+            raise ContractError(f"channel '{channel.name}': {path} is not a JSON object")
+        log.info("channel %s: %s from %s", channel.name,
+                 ", ".join(f"{key}={value!r}" for key, value in sorted(found.items())) or "nothing", path)
+        values.update(found)
+    return values
+
+
 def resolve_hyperparameters(contract: StepContract, layout: Layout, cli_values: Mapping[str, Any],
                             env: Mapping[str, str] | None = None) -> Hyperparameters:
-    """Precedence, lowest first: contract defaults < hyperparameters.json (or SM_HPS) < .env file <
-    OPENEDS_<NAME> environment variables < command-line flags. Then validate the whole."""
+    """Precedence, lowest first: contract defaults < hyperparameters.json (or SM_HPS) < settings
+    channels (train-seg's `tuned`) < .env file < OPENEDS_<NAME> environment variables < command-line
+    flags. Then validate the whole."""
     env = os.environ if env is None else env
     raw = load_raw_hyperparameters(layout, env)
+    raw.update(load_channel_settings(contract, layout))
     raw.update(settings_from_environment(contract, env))
     raw.update(cli_values)
     return contract.parse_hyperparameters(raw)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.dag import load_profile, parse_assignments, resolve_hyperparameters
+from pipelines.dag import build_dag, load_profile, parse_assignments, resolve_hyperparameters
 from pipelines.full import build_parser
 from tests.docker.test_image import image  # noqa: F401  (the docker tests' image fixture)
 
@@ -62,17 +62,20 @@ def test_every_pipeline_command_parses_and_its_settings_validate():
     assert {c[3] for c in documented} == {"run", "compile", "submit"}
     for words in documented:
         args = build_parser().parse_args(words[3:])
-        resolve_hyperparameters(load_profile(args.profile), parse_assignments(args.assignments))
+        resolve_hyperparameters(load_profile(args.profile), parse_assignments(args.assignments),
+                                tasks=build_dag(args.evaluate_split, tune=args.tune).tasks)
 
 
 def test_documented_compile_commands_write_loadable_yaml(tmp_path):
     from kfp import components
 
     for words in commands("python -m pipelines.full compile"):
-        words = [str(tmp_path / "pipeline.yaml") if w == "pipeline.yaml" else w for w in words]
+        output = tmp_path / words[words.index("--output") + 1]
+        words = [str(output) if w == output.name else w for w in words]
         result = subprocess.run([sys.executable, *words[1:]], cwd=REPO, capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr
-        components.load_component_from_file(str(tmp_path / "pipeline.yaml"))
+        components.load_component_from_file(str(output))
+        output.unlink()
 
 
 def test_documented_submit_fails_fast_without_a_cluster():

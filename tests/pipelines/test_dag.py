@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from contracts import all_contracts
-from pipelines.dag import (TASKS, Dag, DagError, Edge, build_dag, load_profile, parse_assignments,
+from pipelines.dag import (ALL_TASKS, TASKS, Dag, DagError, Edge, build_dag, load_profile, parse_assignments,
                            resolve_hyperparameters)
 
 SPEC_EDGES = {
@@ -66,6 +66,28 @@ def test_evaluate_split_test_moves_only_the_validate_edge():
         build_dag("train")  # type: ignore[arg-type]
 
 
+def test_tune_branch_adds_one_task_between_preprocess_and_train_seg():
+    dag = build_dag(tune=True)
+    assert dag.tasks == ALL_TASKS and set(ALL_TASKS) - set(TASKS) == {"tune"}
+    assert as_tuples(dag) - SPEC_EDGES == {("preprocess", "train", "tune", "train"),
+                                          ("preprocess", "validation", "tune", "validation"),
+                                          ("tune", "study", "train-seg", "tuned")}
+    assert as_tuples(dag) > SPEC_EDGES
+    assert dag.upstream("train-seg") == ["preprocess", "tune"]
+    assert dag.downstream("tune") == {"train-seg", "export-onnx", "validate"}
+    order = dag.order()
+    assert order.index("tune") < order.index("train-seg")
+    # without the branch, train-seg's optional channel stays unfed
+    assert "tuned" not in build_dag().inputs_of("train-seg")
+
+
+def test_tune_settings_need_the_tune_branch():
+    with pytest.raises(DagError, match=r"not in this pipeline: tune \(add --tune"):
+        resolve_hyperparameters(load_profile("local"), {"tune": {"n_trials": 2}})
+    resolved = resolve_hyperparameters(load_profile("local"), {"tune": {"n_trials": 2}}, tasks=ALL_TASKS)
+    assert resolved["tune"]["n_trials"] == 2 and "tune" not in resolve_hyperparameters(load_profile("local"))
+
+
 @pytest.mark.parametrize("bad_edge, message", [
     (Edge("train-seg", "weights", "export-onnx", "seg_model"), "train-seg has no output 'weights'"),
     (Edge("train-seg", "model", "export-onnx", "model"), "export-onnx has no channel 'model'"),
@@ -91,10 +113,10 @@ def test_a_cycle_is_refused():
         Dag(dag.tasks, dag.edges + (Edge("validate", "report", "download-kaggle", "source"),)).order()
 
 
-@pytest.mark.parametrize("profile", ["local", "kfp"])
+@pytest.mark.parametrize("profile", ["local", "smoke", "kfp"])
 def test_profiles_validate_against_the_contracts(profile):
-    resolved = resolve_hyperparameters(load_profile(profile))
-    assert set(resolved) == set(TASKS)
+    resolved = resolve_hyperparameters(load_profile(profile), tasks=ALL_TASKS)
+    assert set(resolved) == set(ALL_TASKS)
     assert resolved["push-hf"]["push"] is False
 
 

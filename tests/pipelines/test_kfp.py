@@ -15,7 +15,7 @@ from kfp import components
 
 from contracts import get_contract
 from pipelines import launch
-from pipelines.dag import TASKS, build_dag, load_profile
+from pipelines.dag import ALL_TASKS, TASKS, build_dag, load_profile
 from pipelines.full import hyperparameter_parameter, main, probe_endpoint, EndpointError
 from pipelines.kfp_components import ImageReferenceError, check_image_reference
 from steps.__main__ import build_parser, parse_pairs
@@ -294,6 +294,48 @@ def test_workspace_variant_keeps_data_on_the_volume(tmp_path):
     assert pointed == workspace / "preprocess" / "train" and (pointed / "_manifest.json").is_file()
     raw = tmp_path / "artifacts" / "download-kaggle" / "raw"
     assert not (raw / "openEDS").exists() and (workspace / "download-kaggle" / "raw" / "openEDS").is_dir()
+
+
+def test_tune_branch_is_compiled_only_when_asked_and_feeds_train_seg(documents, tmp_path):
+    spec, _ = documents
+    assert "tune" not in spec["root"]["dag"]["tasks"]
+    tuned, platform = kfp_emu.load(compile_to(tmp_path / "tune.yaml", "--tune", "--set", "tune.n_trials=40"))
+    tasks = tuned["root"]["dag"]["tasks"]
+    assert set(tasks) == set(ALL_TASKS)
+    assert tasks["train-seg"]["inputs"]["artifacts"]["tuned"] == \
+        {"taskOutputArtifact": {"outputArtifactKey": "study", "producerTask": "tune"}}
+    assert set(tasks["tune"]["dependentTasks"]) == {"preprocess"}
+    assert set(tasks["train-seg"]["dependentTasks"]) == {"preprocess", "tune"}
+    parameters = tuned["root"]["inputDefinitions"]["parameters"]
+    assert json.loads(parameters["tune_hyperparameters"]["defaultValue"]) == {**load_profile("kfp")["tune"], "n_trials": 40}
+    assert "accelerator" in kfp_emu.executor_of(tuned, "tune")["resources"]
+    label = tuned["components"][tasks["tune"]["componentRef"]["name"]]["executorLabel"]
+    secrets = {s["secretName"] for s in platform["deploymentSpec"]["executors"][label]["secretAsEnv"]}
+    assert {"optuna-storage", "mlflow-credentials"} <= secrets
+
+
+def test_tune_settings_without_the_branch_are_refused(tmp_path, capsys):
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--set", "tune.n_trials=4"]) == 2
+    assert "add --tune" in capsys.readouterr().err and not (tmp_path / "p.yaml").exists()
+
+
+@pytest.mark.slow
+def test_compiled_tune_branch_feeds_its_best_parameters_to_train_seg(tmp_path):
+    spec, _ = kfp_emu.load(compile_to(tmp_path / "tune.yaml", "--tune"))
+    arguments = {**TINY,
+                 "tune_hyperparameters": json.dumps({
+                     "device": "cpu", "n_trials": 2, "epochs": 1, "batch_size": 2, "max_train_rows": 4,
+                     "search_space": {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True}}}),
+                 "train_seg_hyperparameters": json.dumps({"device": "cpu", "epochs": 1, "lr": 0.5,
+                                                          "batch_size": 2, "max_train_rows": 4})}
+    for task in ("download-kaggle", "preprocess", "tune", "train-seg"):
+        result = kfp_emu.run_task(spec, task, tmp_path / "artifacts", {"/opt/ml": tmp_path / task}, arguments)
+        assert result.returncode == 0, result.stderr[-3000:]
+    best = json.loads((tmp_path / "artifacts" / "tune" / "study" / "best_params.json").read_text())
+    assert set(best) == {"lr"} and 0.001 <= best["lr"] <= 0.01
+    manifest = json.loads((tmp_path / "artifacts" / "train-seg" / "model" / "_manifest.json").read_text())
+    assert manifest["hyperparameters"]["lr"] == best["lr"]  # the tuned value beat the task's own lr 0.5
+    assert manifest["hyperparameters"]["epochs"] == 1
 
 
 class FakeKfpApi:

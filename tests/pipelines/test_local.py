@@ -14,14 +14,24 @@ from pipelines import local
 from pipelines.dag import build_dag, load_profile, resolve_hyperparameters
 
 
-def make_plan(tmp_path: Path, profile: str = "smoke", env: dict | None = None) -> local.RunPlan:
-    return local.RunPlan(dag=build_dag(), work_dir=tmp_path, hyperparameters=resolve_hyperparameters(
-        load_profile(profile)), env=env if env is not None else local.base_environment(tmp_path))
+def make_plan(tmp_path: Path, profile: str = "smoke", env: dict | None = None, tune: bool = False) -> local.RunPlan:
+    dag = build_dag(tune=tune)
+    return local.RunPlan(dag=dag, work_dir=tmp_path, hyperparameters=resolve_hyperparameters(
+        load_profile(profile), tasks=dag.tasks), env=env if env is not None else local.base_environment(tmp_path))
 
 
-def run_args(work_dir: Path, *assignments: str, profile: str = "smoke", resume: bool = False) -> Namespace:
+def run_args(work_dir: Path, *assignments: str, profile: str = "smoke", resume: bool = False,
+             tune: bool = False) -> Namespace:
     return Namespace(profile=profile, assignments=list(assignments), work_dir=work_dir, mode="process",
-                     image=None, evaluate_split="validation", resume=resume)
+                     image=None, evaluate_split="validation", resume=resume, tune=tune)
+
+
+def test_tune_branch_feeds_train_seg_its_study_folder(tmp_path):
+    plan = make_plan(tmp_path, tune=True)
+    assert plan.channels("train-seg")["tuned"] == tmp_path / "tune" / "output" / "data" / "study"
+    assert plan.channels("tune") == {split: tmp_path / "preprocess" / "output" / "data" / split
+                                     for split in ("train", "validation")}
+    assert "tuned" not in make_plan(tmp_path).channels("train-seg")
 
 
 def test_channels_are_the_upstream_output_folders(tmp_path):

@@ -24,6 +24,44 @@ def test_precedence_file_dotenv_env_cli(tmp_path):
     assert (hp.epochs, hp.lr, hp.batch_size, hp.seed) == (5, 0.2, 7, 9)
 
 
+def _tuned(layout, best_params):
+    folder = layout.channel("tuned")
+    folder.mkdir(parents=True)
+    (folder / "best_params.json").write_text(best_params if isinstance(best_params, str) else json.dumps(best_params))
+
+
+def test_tuned_channel_overrides_the_file_and_yields_to_env_and_flags(tmp_path):
+    layout = _root(tmp_path, {"lr": 0.1, "batch_size": 4, "weight_decay": 0.5, "epochs": 3})
+    _tuned(layout, {"lr": 0.002, "batch_size": 8, "weight_decay": 0.001})
+    hp = resolve_hyperparameters(get_contract("train-seg"), layout, {"batch_size": 16},
+                                 env={"OPENEDS_WEIGHT_DECAY": "0.01"})
+    assert (hp.lr, hp.batch_size, hp.weight_decay, hp.epochs) == (0.002, 16, 0.01, 3)
+
+
+def test_unfed_tuned_channel_changes_nothing(tmp_path):
+    layout = _root(tmp_path, {"lr": 0.1})
+    layout.channel("tuned").mkdir(parents=True)  # an empty folder is an unfed channel
+    assert resolve_hyperparameters(get_contract("train-seg"), layout, {}, env={}).lr == 0.1
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "^channel 'tuned': no best_params.json in "),
+    ("{broken", "^channel 'tuned': .*best_params.json is not a JSON object"),
+    ("[0.1]", "^channel 'tuned': .*best_params.json is not a JSON object"),
+    ({"lr": -1}, "^hyperparameter 'lr'"),
+    ({"n_trials": 3}, "^hyperparameter 'n_trials'"),  # a tune setting is not a train-seg one
+])
+def test_bad_tuned_channel_is_named(tmp_path, content, message):
+    layout = _root(tmp_path, {})
+    if content is None:
+        layout.channel("tuned").mkdir(parents=True)
+        (layout.channel("tuned") / "trials.csv").write_text("number\n")
+    else:
+        _tuned(layout, content)
+    with pytest.raises(ContractError, match=message):
+        resolve_hyperparameters(get_contract("train-seg"), layout, {}, env={})
+
+
 def test_environment_value_is_validated_and_named(tmp_path):
     layout = _root(tmp_path, {})
     with pytest.raises(ContractError, match="^hyperparameter 'epochs'"):

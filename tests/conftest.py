@@ -16,6 +16,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
+@pytest.fixture
+def one_torch_thread():
+    """Small tensors: one thread is faster, and two stall badly on a shared, oversubscribed CPU."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture(scope="session")
 def real_frames_dir() -> Path:
     """The five real OpenEDS frames from ../shared; skipped in a user's fresh clone without it."""

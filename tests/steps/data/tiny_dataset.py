@@ -14,21 +14,13 @@ import datasets
 import numpy as np
 
 from steps.data.frames import IMAGE_DIAGONAL, IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
+from steps.data.precompute import FEATURES
 
 H, W = IMAGE_HEIGHT, IMAGE_WIDTH
 
 
 def preprocessed_features(*, raw_image: bool = False) -> datasets.Features:
-    features = {
-        "image": datasets.Array2D((H, W), "uint8"),
-        "label": datasets.Array2D((H, W), "uint8"),
-        "spatial_weights": datasets.Array2D((H, W), "float32"),
-        "dist_map": datasets.Array3D((2, H, W), "float32"),
-        "cx": datasets.Value("float32"), "cy": datasets.Value("float32"),
-        "rx": datasets.Value("float32"), "ry": datasets.Value("float32"),
-        "filename": datasets.Value("string"),
-        "preprocessed": datasets.Value("bool"),
-    }
+    features = dict(FEATURES)  # preprocess's on-disk schema
     if raw_image:
         features["raw_image"] = datasets.Array2D((H, W), "uint8")
     return datasets.Features(features)

@@ -17,13 +17,7 @@ SEG_MODELS = ("tiny_efficientvit", "tiny_efficientvit_micro")
 EXPECTED_PARAMETERS = {"tiny_efficientvit": 30_310, "tiny_efficientvit_micro": 9_927}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster, and two stall badly on a shared, oversubscribed CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -12,13 +12,7 @@ from steps.train.losses import EllipseRegressionLoss
 EXPECTED_PARAMETERS = 43_564
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster, and two stall badly on a shared, oversubscribed CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -14,13 +14,7 @@ from steps.train.losses import (EllipseRegressionLoss, SegmentationLoss, binary_
 SIZE = (64, 96)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small tensors: one thread is faster, and two stall badly on a shared, oversubscribed CPU."""
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def disc_batch(centres=((20, 30), (40, 60)), radius=10):

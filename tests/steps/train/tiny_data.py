@@ -11,18 +11,10 @@ import numpy as np
 
 from steps.data.frames import IMAGE_HEIGHT as H
 from steps.data.frames import IMAGE_WIDTH as W
+from steps.data.precompute import FEATURES  # preprocess's on-disk schema
 from steps.data.transforms import preprocess_frame
 
-FEATURES = datasets.Features({
-    "image": datasets.Array2D((H, W), "uint8"),
-    "label": datasets.Array2D((H, W), "uint8"),
-    "spatial_weights": datasets.Array2D((H, W), "float32"),
-    "dist_map": datasets.Array3D((2, H, W), "float32"),
-    "cx": datasets.Value("float32"), "cy": datasets.Value("float32"),
-    "rx": datasets.Value("float32"), "ry": datasets.Value("float32"),
-    "filename": datasets.Value("string"),
-    "preprocessed": datasets.Value("bool"),
-})
+
 
 
 def synthetic_frame(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:

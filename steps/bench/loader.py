@@ -3,7 +3,7 @@ original project's per-row python-list path, on the same saved dataset in the sa
 
 The dataset is made by the preprocess library path (generated frames -> precompute) and its rows
 repeated to the wanted size, so every row has the real schema and real sizes (about 3.5 MB).
-Both paths deliver the same batch (image normalized, int64 label, weights, distance map, ellipse)
+Both paths deliver the same batch (image normalized, uint8 label, weights, distance map, ellipse)
 with the same augmentations (steps.data.augment), through a DataLoader with the same workers;
 only the way rows are read and assembled differs. One warm-up epoch each, then timed epochs.
 
@@ -69,7 +69,6 @@ class PythonListRows(torch.utils.data.Dataset):
                   "dist_map": np.array(row["dist_map"], np.float32),
                   "ellipse": np.array([row["cx"], row["cy"], row["rx"], row["ry"]], np.float32)}
         out = {name: np.empty_like(value) for name, value in source.items()}
-        out["label"] = np.empty(source["label"].shape, np.int64)
         augment_row(source, params_for(self.seed, self.epoch, index), out)
         return {"image": torch.from_numpy(normalize_image(out.pop("image"))[None]),
                 **{k: torch.from_numpy(v) for k, v in out.items()}, "filename": row["filename"]}

@@ -8,9 +8,11 @@ Public interface (the training engine's):
   e depend only on (seed, e, row), so a run resumed at an epoch boundary repeats them exactly.
 
 Batches are dicts: "image" float32 (B,1,400,640) (steps.data.frames.normalize_image), "label"
-int64 (B,400,640) 0/1, "spatial_weights" float32 (B,400,640), "dist_map" float32 (B,2,400,640),
+uint8 (B,400,640) 0/1, "spatial_weights" float32 (B,400,640), "dist_map" float32 (B,2,400,640),
 "ellipse" float32 (B,4) (cx, cy, rx, ry normalized), "filename" list[str], "index" int64 (B,) (the
-dataset row). task="ellipse" batches hold only image, ellipse, filename and index.
+dataset row). task="ellipse" batches hold only image, ellipse, filename and index. The label stays
+uint8 (1 byte per pixel to write and to copy to the GPU, not int64's 8); the training task casts it
+to int64 on the device, after the copy (steps.train.tasks.SegmentationTask.targets).
 
 Speed: rows are read as zero-copy numpy views of the memory-mapped Arrow columns and written once,
 already augmented (flip, lines, blur), into the batch tensors. With num_workers=0 (fastest on a few
@@ -75,7 +77,7 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "segmentation": ("image", "label", "spatial_weights", "dist_map", "ellipse"),
     "ellipse": ("image", "ellipse"),
 }
-BATCH_DTYPES = {"label": torch.int64, "spatial_weights": torch.float32, "dist_map": torch.float32,
+BATCH_DTYPES = {"label": torch.uint8, "spatial_weights": torch.float32, "dist_map": torch.float32,
                 "ellipse": torch.float32}
 # normalize_image as a 256-entry table: cv2.LUT gives bit-identical values 5x faster.
 _NORMALIZE_LUT = normalize_image(np.arange(256, dtype=np.uint8)).reshape(1, 256)

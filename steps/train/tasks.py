@@ -50,7 +50,11 @@ class SegmentationTask:
     name: str = "segmentation"
 
     def targets(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        return {key: move_batch(batch[key], device) for key in ("label", "spatial_weights", "dist_map")}
+        targets = {key: move_batch(batch[key], device) for key in ("label", "spatial_weights", "dist_map")}
+        # The loader ships uint8 labels (1 byte per pixel over the host-to-device copy); the loss
+        # (nll_loss, one-hot) wants int64 class indices: cast after the copy, on the device.
+        targets["label"] = targets["label"].long()
+        return targets
 
     def loss(self, loss_fn: nn.Module, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return loss_fn(outputs, targets["label"], targets["spatial_weights"], targets["dist_map"])

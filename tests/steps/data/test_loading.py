@@ -66,7 +66,7 @@ def test_batches_hold_the_stored_rows_unchanged_without_augmentation(splits):
     batch = next(iter(valid_loader))
     assert set(batch) == SEG_KEYS
     assert batch["image"].shape == (4, 1, 400, 640) and batch["image"].dtype == torch.float32
-    assert batch["label"].shape == (4, 400, 640) and batch["label"].dtype == torch.int64
+    assert batch["label"].shape == (4, 400, 640) and batch["label"].dtype == torch.uint8
     assert batch["spatial_weights"].dtype == torch.float32 and batch["dist_map"].shape == (4, 2, 400, 640)
     assert batch["ellipse"].shape == (4, 4) and batch["ellipse"].dtype == torch.float32
     stored = valid.with_format("numpy", dtype=None)[:4]
@@ -191,7 +191,7 @@ def test_raw_mode_trains_on_camera_frames(splits):
     _, camera_loader = loaders(camera, camera, input_mode="raw", augment=False)
     batch, raw = next(iter(camera_loader)), camera.with_format("numpy", dtype=None)[:4]
     np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(raw["image"]))
-    np.testing.assert_array_equal(batch["label"].numpy(), (raw["label"] == 3).astype(np.int64))
+    np.testing.assert_array_equal(batch["label"].numpy(), (raw["label"] == 3).astype(np.uint8))
 
 
 def test_raw_mode_refuses_enhanced_images(splits):

@@ -3,7 +3,8 @@ original project's per-row python-list path, on the same saved dataset in the sa
 
 The dataset is made by the preprocess library path (generated frames -> precompute) and its rows
 repeated to the wanted size, so every row has the real schema and real sizes (about 3.5 MB).
-Both paths deliver the same batch (image normalized, uint8 label, weights, distance map, ellipse)
+Both paths deliver the same batch (uint8 image and label, weights, distance map, ellipse; training
+normalizes the image and widens the label on the device, after the copy, in steps.train.tasks)
 with the same augmentations (steps.data.augment), through a DataLoader with the same workers;
 only the way rows are read and assembled differs. One warm-up epoch each, then timed epochs.
 
@@ -27,7 +28,6 @@ from torch.utils.data import DataLoader
 
 from steps.bench import BenchRow, format_table
 from steps.data.augment import augment_row, params_for
-from steps.data.frames import normalize_image
 from steps.data.loading import build_loaders, set_loader_epoch
 
 FULL_ROWS, QUICK_ROWS = 256, 48
@@ -70,7 +70,7 @@ class PythonListRows(torch.utils.data.Dataset):
                   "ellipse": np.array([row["cx"], row["cy"], row["rx"], row["ry"]], np.float32)}
         out = {name: np.empty_like(value) for name, value in source.items()}
         augment_row(source, params_for(self.seed, self.epoch, index), out)
-        return {"image": torch.from_numpy(normalize_image(out.pop("image"))[None]),
+        return {"image": torch.from_numpy(out.pop("image")[None]),
                 **{k: torch.from_numpy(v) for k, v in out.items()}, "filename": row["filename"]}
 
 

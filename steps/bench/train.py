@@ -109,17 +109,22 @@ class ReferencePath:
     """A copy of the same initial model, trained by the plain loop."""
 
     def __init__(self, project: ProjectPath, device: torch.device):
+        from steps.train.tasks import normalize_input
+
         run = project.run
         self.model: nn.Module = copy.deepcopy(run.model).to(device=device, memory_format=torch.contiguous_format)
         self.loss_fn, self.task, self.device = run.loss_fn, run.task, device
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=run.hp.lr, weight_decay=run.hp.weight_decay)
         self.batch = project.batch
+        # The original project's loader delivered normalized float32 frames: so does this path's
+        # batch (normalized once, here, off the clock), copied to the device every step.
+        self.image = normalize_input(project.batch["image"])
         self.running_loss = 0.0
 
     def steps(self, count: int) -> None:
         self.model.train()
         for _ in range(count):
-            image = self.batch["image"].to(self.device)
+            image = self.image.to(self.device)
             targets = self.task.targets(self.batch, self.device)
             loss = self.task.loss(self.loss_fn, self.model(image), targets)["loss"]
             loss.backward()

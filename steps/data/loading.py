@@ -7,12 +7,14 @@ Public interface (the training engine's):
 - `set_loader_epoch(loader, epoch)`: call before every epoch; shuffling and augmentations of epoch
   e depend only on (seed, e, row), so a run resumed at an epoch boundary repeats them exactly.
 
-Batches are dicts: "image" float32 (B,1,400,640) (steps.data.frames.normalize_image), "label"
+Batches are dicts: "image" uint8 (B,1,400,640) (the augmented frame, not yet normalized), "label"
 uint8 (B,400,640) 0/1, "spatial_weights" float32 (B,400,640), "dist_map" float32 (B,2,400,640),
 "ellipse" float32 (B,4) (cx, cy, rx, ry normalized), "filename" list[str], "index" int64 (B,) (the
-dataset row). task="ellipse" batches hold only image, ellipse, filename and index. The label stays
-uint8 (1 byte per pixel to write and to copy to the GPU, not int64's 8); the training task casts it
-to int64 on the device, after the copy (steps.train.tasks.SegmentationTask.targets).
+dataset row). task="ellipse" batches hold only image, ellipse, filename and index. Image and label
+stay uint8: 1 byte per pixel to write and to copy to the GPU (not float32's 4 or int64's 8). The
+training tasks finish them on the device, after the copy: `steps.train.tasks.batch_inputs`
+normalizes the image (bit-identical to steps.data.frames.normalize_image) and
+`SegmentationTask.targets` casts the label to int64.
 
 Speed: rows are read as zero-copy numpy views of the memory-mapped Arrow columns and written once,
 already augmented (flip, lines, blur), into the batch tensors. With num_workers=0 (fastest on a few
@@ -56,7 +58,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from steps.data import transforms
 from steps.data.augment import AugmentParams, augment_row, params_for
-from steps.data.frames import IMAGE_SHAPE, normalize_image
+from steps.data.frames import IMAGE_SHAPE
 from steps.runtime import StepError
 
 log = logging.getLogger(__name__)
@@ -79,8 +81,6 @@ TASK_FIELDS: dict[str, tuple[str, ...]] = {
 }
 BATCH_DTYPES = {"label": torch.uint8, "spatial_weights": torch.float32, "dist_map": torch.float32,
                 "ellipse": torch.float32}
-# normalize_image as a 256-entry table: cv2.LUT gives bit-identical values 5x faster.
-_NORMALIZE_LUT = normalize_image(np.arange(256, dtype=np.uint8)).reshape(1, 256)
 
 
 # ---------------------------------------------------------------- loading a split
@@ -288,7 +288,7 @@ class TrainingBatches(torch.utils.data.Dataset):
     """Map-style dataset whose `__getitems__` builds a whole batch; keys are (epoch, position).
 
     `threads` > 1: in the main process (num_workers=0) the rows of a batch are written by that many
-    threads; the copies, flips and table lookups run in numpy/OpenCV without the GIL, into private
+    threads; the copies, flips and augmentations run in numpy/OpenCV without the GIL, into private
     memory that the allocator reuses batch after batch (worker processes must allocate fresh shared
     memory for every batch instead, and pay its page faults).
     """
@@ -314,9 +314,7 @@ class TrainingBatches(torch.utils.data.Dataset):
     def _fill_row(self, arrays: dict[str, np.ndarray], k: int, epoch: int, position: int) -> None:
         source = self.rows.fields(position, self.fields)
         targets = {name: arrays[name][k] for name in self.fields[1:]}
-        image = np.empty(IMAGE_SHAPE, np.uint8)  # augmented uint8 image, then normalized by table
-        augment_row(source, self.augment_params(epoch, position), {"image": image, **targets})
-        cv2.LUT(image, _NORMALIZE_LUT, dst=arrays["image"][k, 0])
+        augment_row(source, self.augment_params(epoch, position), {"image": arrays["image"][k, 0], **targets})
 
     def _executor(self) -> ThreadPoolExecutor | None:
         if self.threads <= 1 or torch.utils.data.get_worker_info() is not None or not self.rows.zero_copy():
@@ -328,7 +326,7 @@ class TrainingBatches(torch.utils.data.Dataset):
     def __getitems__(self, keys: list[int | tuple[int, int]]) -> dict[str, Any]:
         keys = [key if isinstance(key, tuple) else (self.epoch, int(key)) for key in keys]
         size = len(keys)
-        batch: dict[str, Any] = {"image": _batch_tensor((size, 1, *IMAGE_SHAPE), torch.float32)}
+        batch: dict[str, Any] = {"image": _batch_tensor((size, 1, *IMAGE_SHAPE), torch.uint8)}
         for name in self.fields[1:]:
             shape = (size, 4) if name == "ellipse" else (size, *ARRAY_COLUMNS[name][0])
             batch[name] = _batch_tensor(shape, BATCH_DTYPES[name])

@@ -41,7 +41,7 @@ from steps.train.plots import overlay
 from steps.train.profiling import ResourceMonitor, TrainingProfiler
 from steps.train.records import MetricsLog, package_versions, write_resolved_config
 from steps.train.signals import StopRequest, TrainingInterrupted
-from steps.train.tasks import PRIMARY_METRIC, Task, task_for
+from steps.train.tasks import PRIMARY_METRIC, Task, normalize_input, task_for
 
 log = logging.getLogger(__name__)
 
@@ -361,7 +361,7 @@ def log_overlays(run: TrainingRun, tracker: Any, model: nn.Module, step: int, co
     if run.task.name != "segmentation":
         return
     batch = next(iter(run.valid_loader))
-    images = batch["image"][:count]
+    images = normalize_input(batch["image"][:count])  # the loader ships uint8 frames
     with torch.inference_mode():
         predictions = model.eval()(images).argmax(dim=1)
     tracker.log_images({f"valid_{Path(name).stem}": overlay(image[0].numpy(), label.numpy(), pred.numpy())

@@ -10,6 +10,7 @@ import torch
 
 from steps.bench import format_table
 from steps.bench.train import BATCH_SIZE, ProjectPath, ReferencePath, measure, training_rows, training_settings
+from steps.train.tasks import batch_inputs
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +25,8 @@ def test_both_paths_start_equal_and_compute_the_same_loss(rows):
     assert project.batch["image"].shape == (BATCH_SIZE, 1, 400, 640)
     ours, theirs = project.run.model.state_dict(), reference.model.state_dict()
     assert all(torch.equal(ours[name], theirs[name]) for name in ours)
-    image, targets = project.batch["image"], project.run.task.targets(project.batch, device)
+    image, targets = batch_inputs(project.batch, device, False), project.run.task.targets(project.batch, device)
+    assert torch.equal(image, reference.image)  # the reference trains on the same normalized frames
     with torch.no_grad():
         losses = [project.run.task.loss(project.run.loss_fn, model.eval()(image), targets)["loss"]
                   for model in (project.run.model, reference.model)]

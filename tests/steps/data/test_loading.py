@@ -13,7 +13,6 @@ import torch
 
 from steps.data import transforms
 from steps.data.augment import params_for
-from steps.data.frames import normalize_image
 from steps.data.hf_cache import MARKER, snapshot_folder
 from steps.data.loading import build_loaders, load_split, set_loader_epoch
 from steps.runtime import StepError
@@ -65,13 +64,13 @@ def test_batches_hold_the_stored_rows_unchanged_without_augmentation(splits):
     train_loader, valid_loader = loaders(train, valid, augment=False)
     batch = next(iter(valid_loader))
     assert set(batch) == SEG_KEYS
-    assert batch["image"].shape == (4, 1, 400, 640) and batch["image"].dtype == torch.float32
+    assert batch["image"].shape == (4, 1, 400, 640) and batch["image"].dtype == torch.uint8
     assert batch["label"].shape == (4, 400, 640) and batch["label"].dtype == torch.uint8
     assert batch["spatial_weights"].dtype == torch.float32 and batch["dist_map"].shape == (4, 2, 400, 640)
     assert batch["ellipse"].shape == (4, 4) and batch["ellipse"].dtype == torch.float32
     stored = valid.with_format("numpy", dtype=None)[:4]
     assert batch["filename"] == list(stored["filename"]) and batch["index"].tolist() == [0, 1, 2, 3]
-    np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(stored["image"]))
+    np.testing.assert_array_equal(batch["image"][:, 0].numpy(), stored["image"])
     np.testing.assert_array_equal(batch["label"].numpy(), stored["label"])
     assert set(np.unique(batch["label"].numpy())) == {0, 1}
     np.testing.assert_array_equal(batch["spatial_weights"].numpy(), stored["spatial_weights"])
@@ -98,7 +97,7 @@ def test_training_rows_are_augmented_consistently(splits):
             expected_cx = (639 - 640 * float(row["cx"])) / 640 if params.flip else row["cx"]
             assert batch["ellipse"][k, 0].item() == pytest.approx(expected_cx, abs=1e-6)
             if not params.lines and params.blur_sigma is None:
-                np.testing.assert_array_equal(batch["image"][k, 0].numpy(), normalize_image(mirror(row["image"])))
+                np.testing.assert_array_equal(batch["image"][k, 0].numpy(), mirror(row["image"]))
             flipped += params.flip
     assert 0 < flipped < 8
 
@@ -162,7 +161,7 @@ def test_unpreprocessed_rows_get_the_spec_preprocessing_at_load_time(splits):
     raw = camera.with_format("numpy", dtype=None)[:4]
     for k in range(4):
         expected = transforms.preprocess_frame(raw["image"][k], raw["label"][k])
-        np.testing.assert_array_equal(batch["image"][k, 0].numpy(), normalize_image(expected["image"]))
+        np.testing.assert_array_equal(batch["image"][k, 0].numpy(), expected["image"])
         np.testing.assert_array_equal(batch["label"][k].numpy(), expected["label"])
         np.testing.assert_array_equal(batch["spatial_weights"][k].numpy(), expected["spatial_weights"])
         np.testing.assert_array_equal(batch["dist_map"][k].numpy(), expected["dist_map"])
@@ -185,12 +184,12 @@ def test_raw_mode_trains_on_camera_frames(splits):
     # preprocessed rows with a `raw_image` column: the camera frame, everything else as stored
     _, valid_loader = loaders(train, train, input_mode="raw", augment=False)
     batch, stored = next(iter(valid_loader)), train.with_format("numpy", dtype=None)[:4]
-    np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(stored["raw_image"]))
+    np.testing.assert_array_equal(batch["image"][:, 0].numpy(), stored["raw_image"])
     np.testing.assert_array_equal(batch["dist_map"].numpy(), stored["dist_map"])
     # preprocessed=False rows: the stored camera frame, no gamma or CLAHE; label etc. derived
     _, camera_loader = loaders(camera, camera, input_mode="raw", augment=False)
     batch, raw = next(iter(camera_loader)), camera.with_format("numpy", dtype=None)[:4]
-    np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(raw["image"]))
+    np.testing.assert_array_equal(batch["image"][:, 0].numpy(), raw["image"])
     np.testing.assert_array_equal(batch["label"].numpy(), (raw["label"] == 3).astype(np.uint8))
 
 
@@ -285,7 +284,7 @@ def test_columns_chunked_differently_and_png_images_are_read_right(splits):
         features=datasets.Features({**stored.features, "image": datasets.Image()}))
     for split in (datasets.Dataset(rechunked), png):
         batch = next(iter(loaders(split, split, augment=False)[1]))
-        np.testing.assert_array_equal(batch["image"][:, 0].numpy(), normalize_image(columns["image"][:4]))
+        np.testing.assert_array_equal(batch["image"][:, 0].numpy(), columns["image"][:4])
         np.testing.assert_array_equal(batch["dist_map"].numpy(), columns["dist_map"][:4])
         np.testing.assert_array_equal(batch["label"].numpy(), columns["label"][:4])
 

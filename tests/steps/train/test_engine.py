@@ -57,8 +57,9 @@ class ToyMetric:
 
 
 def batches(sizes: list[int], seed: int = 0) -> list[dict]:
+    """Batches as the loader ships them: uint8 images (the engine normalizes them on the device)."""
     generator = torch.Generator().manual_seed(seed)
-    return [{"image": torch.randn(n, 1, 4, 4, generator=generator),
+    return [{"image": torch.randint(0, 256, (n, 1, 4, 4), dtype=torch.uint8, generator=generator),
              "target": torch.randn(n, 1, 4, 4, generator=generator), "filename": [f"row{i}" for i in range(n)]}
             for n in sizes]
 
@@ -92,7 +93,8 @@ def test_accumulation_equals_the_larger_batch_including_a_short_last_window():
 
 
 def test_clipping_bounds_the_update():
-    data = [{"image": torch.ones(2, 1, 4, 4) * 100, "target": torch.zeros(2, 1, 4, 4), "filename": []}]
+    data = [{"image": torch.full((2, 1, 4, 4), 255, dtype=torch.uint8), "target": torch.full((2, 1, 4, 4), -100.0),
+             "filename": []}]
     torch.manual_seed(0)
     before = [p.detach().clone() for p in nn.Conv2d(1, 1, 3, padding=1).parameters()]
     model, _ = trained(data, clip=0.5)
@@ -116,8 +118,8 @@ def test_non_finite_loss_stops_naming_epoch_batch_and_rows():
 def test_evaluate_averages_over_samples_not_batches():
     model = nn.Conv2d(1, 1, 1, bias=False)
     nn.init.zeros_(model.weight)
-    data = [{"image": torch.zeros(3, 1, 2, 2), "target": torch.ones(3, 1, 2, 2)},
-            {"image": torch.zeros(1, 1, 2, 2), "target": torch.full((1, 1, 2, 2), 3.0)}]
+    data = [{"image": torch.zeros(3, 1, 2, 2, dtype=torch.uint8), "target": torch.ones(3, 1, 2, 2)},
+            {"image": torch.zeros(1, 1, 2, 2, dtype=torch.uint8), "target": torch.full((1, 1, 2, 2), 3.0)}]
     config = StepConfig(device=torch.device("cpu"), precision=Precision(None, False))
     values = evaluate(model, ToyTask(), nn.MSELoss(), data, config)
     assert values["valid_loss"] == pytest.approx((3 * 1.0 + 1 * 9.0) / 4)

@@ -1,12 +1,15 @@
-"""Tasks adapt loader batches to the loss: the segmentation label travels as uint8, the loss gets int64."""
+"""Tasks adapt loader batches to model and loss: image and label travel as uint8 and are finished on
+the device (normalized image, int64 label)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from steps.data.frames import normalize_image
 from steps.train.losses import SegmentationLoss, multiclass_terms
 from steps.train.metrics import ConfusionMatrix, predicted_classes
-from steps.train.tasks import SegmentationTask
+from steps.train.tasks import EllipseTask, SegmentationTask, _DEVICE_TABLES, batch_inputs, normalize_input
 
 
 def loader_like_batch() -> dict[str, torch.Tensor]:
@@ -39,3 +42,36 @@ def test_targets_feed_the_losses_and_metrics_that_need_int64_classes():
     assert int(matrix.matrix.sum()) == batch["label"].numel()
     assert int(matrix.matrix[1].sum()) == int(batch["label"].sum())
     assert int(matrix.matrix.diag().sum()) == int((predicted_classes(logits) == targets["label"]).sum())
+
+
+def every_pixel_value_image() -> torch.Tensor:
+    """(2, 1, 4, 160) uint8: every value 0..255, five times each, shuffled."""
+    values = torch.arange(256, dtype=torch.uint8).repeat(5)
+    return values[torch.randperm(values.numel(), generator=torch.Generator().manual_seed(2))].reshape(2, 1, 4, 160)
+
+
+def test_normalize_input_is_bit_identical_to_normalize_image():
+    image = every_pixel_value_image()
+    expected = torch.from_numpy(normalize_image(image.numpy()))
+    cpu = normalize_input(image)
+    assert cpu.dtype == torch.float32 and torch.equal(cpu, expected)
+    assert torch.equal(normalize_input(image[:, :, :, ::2]), expected[:, :, :, ::2])  # strided views too
+    assert not _DEVICE_TABLES  # the CPU path uses OpenCV's lookup, no device table
+    with pytest.raises(TypeError, match="uint8"):
+        normalize_input(expected)  # an already normalized image is refused, not normalized twice
+
+
+def test_batch_inputs_normalize_the_loader_image_for_both_tasks():
+    image = every_pixel_value_image()
+    batch = {"image": image, "ellipse": torch.zeros(2, 4)}
+    inputs = batch_inputs(batch, torch.device("cpu"), channels_last=True)
+    assert batch["image"].dtype == torch.uint8 and inputs.dtype == torch.float32 and inputs.shape == image.shape
+    assert torch.equal(inputs, torch.from_numpy(normalize_image(image.numpy())))
+    assert torch.equal(EllipseTask().targets(batch, torch.device("cpu"))["ellipse"], batch["ellipse"])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_normalize_input_on_cuda_matches_normalize_image():
+    image = every_pixel_value_image()
+    on_device = normalize_input(image.cuda())
+    assert on_device.is_cuda and torch.equal(on_device.cpu(), torch.from_numpy(normalize_image(image.numpy())))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import mmap
 from pathlib import Path
 
 import pytest
@@ -72,14 +73,16 @@ def test_resource_monitor_reports_process_memory_on_cpu():
     monitor = ResourceMonitor("cpu")
     monitor.start_epoch()
     before = monitor.end_epoch()
-    block = torch.ones(64, 1024, 1024, dtype=torch.uint8)  # 64 MB the process really holds
-    block.fill_(1)
+    # 64 MB of fresh pages the process really holds: an anonymous mmap, not the allocator, which
+    # may hand back memory earlier tests freed but kept resident (RSS would not grow).
+    block = mmap.mmap(-1, 64 << 20)
+    block.write(b"\x01" * (64 << 20))
     monitor.start_epoch()
     after = monitor.end_epoch()
     monitor.close()
     assert set(before) == {"memory_rss_mb"}  # no CUDA columns on CPU
     assert after["memory_rss_mb"] - before["memory_rss_mb"] > 48
-    del block
+    block.close()
 
 
 @pytest.mark.slow

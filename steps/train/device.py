@@ -79,12 +79,15 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
     return Precision(torch.float16, True)
 
 
-def configure_backends(device: torch.device, deterministic: bool) -> None:
-    """Fast kernels on CUDA (cudnn autotuning, TF32); deterministic algorithms on request.
+def configure_backends(device: torch.device, deterministic: bool, cpu_threads: int | None = None) -> None:
+    """Fast kernels on CUDA (cudnn autotuning, TF32); deterministic algorithms on request; the
+    number of torch CPU threads when given.
 
     On CUDA a few kernels this project uses (bilinear upsampling backward) have no deterministic
     version: `warn_only` keeps training running and says so instead of failing.
     """
+    if cpu_threads is not None:
+        torch.set_num_threads(cpu_threads)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     # Set either way: several runs in one process (tune's trials, tests) must not inherit the mode.
@@ -144,4 +147,5 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
-    return f"cpu ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"cpu ({threads} thread{'s' if threads != 1 else ''})"

@@ -390,7 +390,7 @@ def train(hp: Any, *, train_split: Any, valid_split: Any, paths: TrainingPaths,
     device = select_device(hp.device, dist.local_rank)
     with process_group(dist, device), StopRequest() as stop:
         seed_everything(hp.seed)
-        configure_backends(device, hp.deterministic)
+        configure_backends(device, hp.deterministic, hp.cpu_threads)
         run = build_run(hp, train_split, valid_split, device, dist)
         loop = apply_resume(run, find_resume_state(run, paths.checkpoint_dir))
         config = resolved_config(run, loop)

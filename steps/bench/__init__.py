@@ -6,6 +6,9 @@ runs them all and prints one table (and writes it as JSON).
 
 from __future__ import annotations
 
+import argparse
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 
@@ -37,3 +40,18 @@ def format_table(rows: list[BenchRow]) -> str:
         lines.append(f"{row.area:10s} {row.metric:44s} {row.project:11.2f} {row.reference:11.2f} "
                      f"{row.ratio:6.2f}x  {row.reference_name}{'  ' + row.note if row.note else ''}")
     return "\n".join(lines)
+
+
+def area_main(module: str, doc: str | None, measure: Callable[..., list[BenchRow]], quick_help: str,
+              size_option: tuple[str, str] | None = None, argv: Sequence[str] | None = None) -> int:
+    """`python -m steps.bench.<area> [--quick] [--<size> N]`: one area's rows as a table.
+
+    `size_option` is (name, help) of an optional integer passed to `measure` under that name."""
+    parser = argparse.ArgumentParser(prog=f"python -m {module}", description=(doc or "").split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    if size_option is not None:
+        parser.add_argument(f"--{size_option[0]}", type=int, default=None, help=size_option[1])
+    args = vars(parser.parse_args(argv))
+    print(f"cores: {os.cpu_count()}")
+    print(format_table(measure(**args)))
+    return 0

@@ -13,8 +13,6 @@ only the way rows are read and assembled differs. One warm-up epoch each, then t
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -26,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from steps.bench import BenchRow, format_table
+from steps.bench import BenchRow, area_main
 from steps.data.augment import augment_row, params_for
 from steps.data.loading import build_loaders, set_loader_epoch
 
@@ -129,13 +127,8 @@ def measure(quick: bool = False, rows: int | None = None, workers_options: Seque
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps.bench.loader", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_ROWS} rows instead of {FULL_ROWS}")
-    parser.add_argument("--rows", type=int, default=None, help="rows in the benchmark dataset")
-    args = parser.parse_args(argv)
-    print(f"cores: {os.cpu_count()}")
-    print(format_table(measure(quick=args.quick, rows=args.rows)))
-    return 0
+    return area_main("steps.bench.loader", __doc__, measure, f"{QUICK_ROWS} rows instead of {FULL_ROWS}",
+                     ("rows", "rows in the benchmark dataset"), argv)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ alternating (steps.report.latency.paired_latency).
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
 import torch
 
-from steps.bench import BenchRow, format_table
+from steps.bench import BenchRow, area_main
 from steps.export.onnx_export import export_to_onnx, onnx_file_name
 from steps.models import MODEL_SPECS, count_parameters, create_model
 from steps.models.layers import fuse_conv_bn
@@ -44,10 +43,7 @@ def measure(quick: bool = False) -> list[BenchRow]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps.bench.onnx", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="default segmentation model only, fewer calls")
-    print(format_table(measure(parser.parse_args(argv).quick)))
-    return 0
+    return area_main("steps.bench.onnx", __doc__, measure, "default segmentation model only, fewer calls", argv=argv)
 
 
 if __name__ == "__main__":

@@ -13,8 +13,6 @@ a path that disagrees raises instead of printing a figure.
 
 from __future__ import annotations
 
-import argparse
-import os
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -24,7 +22,7 @@ import cv2
 import datasets
 import numpy as np
 
-from steps.bench import BenchRow, format_table
+from steps.bench import BenchRow, area_main
 from steps.data import reference, transforms
 from steps.data.openeds import Frame, find_openeds, read_frame
 from steps.data.precompute import precompute_splits, resolve_workers
@@ -108,13 +106,8 @@ def measure(quick: bool = False, frames: int | None = None) -> list[BenchRow]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps.bench.preprocess", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help=f"{QUICK_FRAMES} frames instead of {FULL_FRAMES}")
-    parser.add_argument("--frames", type=int, default=None, help="generated frames to process")
-    args = parser.parse_args(argv)
-    print(f"cores: {os.cpu_count()}")
-    print(format_table(measure(quick=args.quick, frames=args.frames)))
-    return 0
+    return area_main("steps.bench.preprocess", __doc__, measure, f"{QUICK_FRAMES} frames instead of {FULL_FRAMES}",
+                     ("frames", "generated frames to process"), argv)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ metrics, shows as a ratio below 1 there); its speed-ups are CUDA ones.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps.bench import BenchRow, format_table
+from steps.bench import BenchRow, area_main
 from steps.models import MODEL_SPECS, count_parameters
 
 MODELS = tuple(MODEL_SPECS)  # tiny_efficientvit, tiny_efficientvit_micro, ellipse_regression
@@ -180,10 +179,7 @@ def measure(quick: bool = False) -> list[BenchRow]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m steps.bench.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="the micro model only, one timed step per path")
-    print(format_table(measure(parser.parse_args(argv).quick)))
-    return 0
+    return area_main("steps.bench.train", __doc__, measure, "the micro model only, one timed step per path", argv=argv)
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 SERVICE_PREFIX = "/api/v1/datasets.DatasetApiService/"
 DEFAULT_PORT = 7777
@@ -72,67 +73,74 @@ class FakeKaggle:
         return scheme == "Bearer" and value == self.key
 
 
-def _handler(state: FakeKaggle) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args) -> None:  # keep test output clean
-            pass
+class KaggleHandler(BaseHTTPRequestHandler):
+    """kagglesdk's RPC endpoints (POST) and the archive downloads they redirect to (GET)."""
 
-        def _json(self, status: int, payload: dict) -> None:
-            body = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+    state: FakeKaggle  # set per server by _handler
 
-        def _record(self) -> None:
-            with state.lock:
-                state.requests.append((self.command, self.path))
+    def log_message(self, *args) -> None:  # keep test output clean
+        pass
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
-            self._record()
-            length = int(self.headers.get("Content-Length") or 0)
-            body = json.loads(self.rfile.read(length) or b"{}")
-            if not self.path.startswith(SERVICE_PREFIX):
-                return self._json(404, {"code": 404, "message": f"no route {self.path}"})
-            if not state.authorized(self.headers.get("Authorization")):
-                return self._json(401, {"code": 401, "message": "Unauthenticated"})
-            dataset = state.datasets.get(f"{body.get('ownerSlug')}/{body.get('datasetSlug')}")
-            if dataset is None:
-                return self._json(404, {"code": 404, "message": "Dataset not found"})
-            rpc = self.path[len(SERVICE_PREFIX):]
-            if rpc == "GetDataset":
-                return self._json(200, {"id": 1, "ref": f"{dataset.owner}/{dataset.slug}",
-                                        "title": "OpenEDS (test)", "currentVersionNumber": dataset.current})
-            if rpc == "DownloadDataset":
-                version = int(body.get("datasetVersionNumber") or dataset.current)
-                if version not in dataset.versions:
-                    return self._json(404, {"code": 404, "message": f"version {version} not found"})
-                self.send_response(302)
-                self.send_header("Location", f"/files/{dataset.owner}/{dataset.slug}/{version}/archive.zip")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-                return None
+    def _json(self, status: int, payload: dict) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _record(self) -> None:
+        with self.state.lock:
+            self.state.requests.append((self.command, self.path))
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self._record()
+        length = int(self.headers.get("Content-Length") or 0)
+        body = json.loads(self.rfile.read(length) or b"{}")
+        if not self.path.startswith(SERVICE_PREFIX):
+            return self._json(404, {"code": 404, "message": f"no route {self.path}"})
+        if not self.state.authorized(self.headers.get("Authorization")):
+            return self._json(401, {"code": 401, "message": "Unauthenticated"})
+        dataset = self.state.datasets.get(f"{body.get('ownerSlug')}/{body.get('datasetSlug')}")
+        if dataset is None:
+            return self._json(404, {"code": 404, "message": "Dataset not found"})
+        return self._rpc(self.path[len(SERVICE_PREFIX):], dataset, body)
+
+    def _rpc(self, rpc: str, dataset: Any, body: dict) -> None:
+        if rpc == "GetDataset":
+            return self._json(200, {"id": 1, "ref": f"{dataset.owner}/{dataset.slug}",
+                                    "title": "OpenEDS (test)", "currentVersionNumber": dataset.current})
+        if rpc != "DownloadDataset":
             return self._json(404, {"code": 404, "message": f"unknown rpc {rpc}"})
+        version = int(body.get("datasetVersionNumber") or dataset.current)
+        if version not in dataset.versions:
+            return self._json(404, {"code": 404, "message": f"version {version} not found"})
+        self.send_response(302)
+        self.send_header("Location", f"/files/{dataset.owner}/{dataset.slug}/{version}/archive.zip")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return None
 
-        def do_GET(self) -> None:  # noqa: N802
-            self._record()
-            parts = self.path.strip("/").split("/")
-            if len(parts) != 5 or parts[0] != "files":
-                return self._json(404, {"code": 404, "message": "not found"})
-            dataset = state.datasets.get(f"{parts[1]}/{parts[2]}")
-            archive = dataset.versions.get(int(parts[3])) if dataset else None
-            if archive is None:
-                return self._json(404, {"code": 404, "message": "not found"})
-            self.send_response(200)
-            self.send_header("Content-Type", "application/zip")
-            self.send_header("Content-Length", str(len(archive)))
-            self.send_header("Last-Modified", email.utils.formatdate(usegmt=True))
-            self.end_headers()
-            self.wfile.write(archive)
-            return None
+    def do_GET(self) -> None:  # noqa: N802
+        self._record()
+        parts = self.path.strip("/").split("/")
+        if len(parts) != 5 or parts[0] != "files":
+            return self._json(404, {"code": 404, "message": "not found"})
+        dataset = self.state.datasets.get(f"{parts[1]}/{parts[2]}")
+        archive = dataset.versions.get(int(parts[3])) if dataset else None
+        if archive is None:
+            return self._json(404, {"code": 404, "message": "not found"})
+        self.send_response(200)
+        self.send_header("Content-Type", "application/zip")
+        self.send_header("Content-Length", str(len(archive)))
+        self.send_header("Last-Modified", email.utils.formatdate(usegmt=True))
+        self.end_headers()
+        self.wfile.write(archive)
+        return None
 
-    return Handler
+
+def _handler(state: FakeKaggle) -> type[BaseHTTPRequestHandler]:
+    return type("Handler", (KaggleHandler,), {"state": state})
 
 
 @contextmanager

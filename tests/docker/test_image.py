@@ -16,7 +16,6 @@ import subprocess
 import sys
 import time
 import uuid
-from argparse import Namespace
 from pathlib import Path
 
 import pytest
@@ -184,9 +183,10 @@ def test_docker_stop_reaches_the_step_at_once(image):
 @pytest.mark.slow
 def test_the_pipeline_runs_in_docker_mode(image, tmp_path):
     from pipelines import local
+    from pipelines.full import build_parser
 
-    args = Namespace(profile="smoke", assignments=[], work_dir=tmp_path / "run", mode="docker", image=image,
-                     evaluate_split="validation", resume=False)
+    args = build_parser().parse_args(["run", "--profile", "smoke", "--work-dir", str(tmp_path / "run"),
+                                      "--mode", "docker", "--image", image])
     out = io.StringIO()
     code = local.run_from_args(args, out=out)
     assert code == 0, out.getvalue()[-6000:]

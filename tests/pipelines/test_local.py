@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from argparse import Namespace
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pytest
 
 from pipelines import local
 from pipelines.dag import build_dag, load_profile, resolve_hyperparameters
+from pipelines.full import build_parser
 
 
 def make_plan(tmp_path: Path, profile: str = "smoke", env: dict | None = None, tune: bool = False) -> local.RunPlan:
@@ -20,10 +20,11 @@ def make_plan(tmp_path: Path, profile: str = "smoke", env: dict | None = None, t
         load_profile(profile), tasks=dag.tasks), env=env if env is not None else local.base_environment(tmp_path))
 
 
-def run_args(work_dir: Path, *assignments: str, profile: str = "smoke", resume: bool = False,
-             tune: bool = False) -> Namespace:
-    return Namespace(profile=profile, assignments=list(assignments), work_dir=work_dir, mode="process",
-                     image=None, evaluate_split="validation", resume=resume, tune=tune)
+def run_args(work_dir: Path, *assignments: str, profile: str = "smoke", resume: bool = False) -> Namespace:
+    """`python -m pipelines.full run` arguments, parsed by the real command line."""
+    words = ["run", "--profile", profile, "--work-dir", str(work_dir)]
+    words += [f"--set={assignment}" for assignment in assignments] + (["--resume"] if resume else [])
+    return build_parser().parse_args(words)
 
 
 def test_tune_branch_feeds_train_seg_its_study_folder(tmp_path):

@@ -203,12 +203,23 @@ def resolve_hyperparameters(base: Mapping[str, Mapping[str, Any]],
     if absent:  # e.g. --set tune.n_trials=4 without --tune: the setting would silently do nothing
         raise DagError(f"--set for task(s) not in this pipeline: {', '.join(sorted(absent))}"
                        + (" (add --tune for the tune branch)" if TUNE_TASK in absent else ""))
-    resolved = {}
+    resolved, parsed = {}, {}
     for task in tasks:
         values = {**(base.get(task) or {}), **((overrides or {}).get(task) or {})}
         try:
-            get_contract(task).parse_hyperparameters(values)
+            parsed[task] = get_contract(task).parse_hyperparameters(values)
         except ContractError as error:
             raise DagError(f"task {task}: {str(error).splitlines()[0]}") from error
         resolved[task] = json.loads(json.dumps(values))
+    if TUNE_TASK in parsed:
+        _refuse_overridden_search_keys(parsed[TUNE_TASK].search_space, (overrides or {}).get("train-seg") or {})
     return resolved
+
+
+def _refuse_overridden_search_keys(search_space: Mapping[str, Any], train_seg_overrides: Mapping[str, Any]) -> None:
+    """With the tune branch, tune's best values replace train-seg's for the searched keys (its
+    `tuned` channel outranks hyperparameters.json): a --set of such a key would be silently lost."""
+    clash = sorted(set(search_space) & set(train_seg_overrides))
+    if clash:
+        raise DagError(f"--set train-seg.{clash[0]}: tune searches {', '.join(clash)} and its best value replaces "
+                       f"train-seg's; set tune.search_space without it, or run without --tune")

@@ -38,6 +38,8 @@ PASSED_ENV = ("KAGGLE_USERNAME", "KAGGLE_KEY", "KAGGLE_API_ENVIRONMENT", "HF_TOK
 # Variables that would move a step's outputs away from the wiring (SageMaker's own).
 SCRUBBED_ENV_PREFIXES = ("SM_", "SAGEMAKER_")
 STOP_GRACE_S = 60  # a training step saves a checkpoint when stopped
+# Beside hyperparameters.json: the settings and channel wiring a task ran with (for --resume).
+TASK_RECORD = "pipeline_task.json"
 
 
 @dataclass
@@ -132,22 +134,45 @@ class DockerRunner(ProcessRunner):
                 folder.chmod(0o777)
 
 
+def task_record(plan: RunPlan, task: str) -> dict[str, Any]:
+    """What a task run depends on besides its upstream outputs' content: its settings and wiring."""
+    return {"hyperparameters": dict(plan.hyperparameters[task]),
+            "channels": {channel: f"{edge.source_task}.{edge.source_output}"
+                         for channel, edge in sorted(plan.dag.inputs_of(task).items())}}
+
+
+def record_file(plan: RunPlan, task: str) -> Path:
+    return plan.root(task) / "input" / "config" / TASK_RECORD
+
+
 def write_task_config(plan: RunPlan, task: str) -> Path:
     path = plan.root(task) / "input" / "config" / "hyperparameters.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(plan.hyperparameters[task], indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    record_file(plan, task).write_text(json.dumps(task_record(plan, task), indent=2, sort_keys=True) + "\n",
+                                       encoding="utf-8")
     return path
 
 
-def completed_with(plan: RunPlan, task: str) -> bool:
-    """A previous run of `task` finished with the same hyperparameters (for --resume)."""
+def finished(plan: RunPlan, task: str) -> bool:
     root = plan.root(task)
-    config = root / "input" / "config" / "hyperparameters.json"
     if not (root / "output" / "manifest.json").is_file() or (root / "output" / "failure").exists():
         return False
-    if not config.is_file() or json.loads(config.read_text()) != dict(plan.hyperparameters[task]):
-        return False
     return all((plan.output_dir(task, o.name) / "_manifest.json").is_file() for o in get_contract(task).outputs)
+
+
+def resume_action(plan: RunPlan, task: str, upstream_reused: bool) -> str:
+    """--resume: 'reuse' a run that finished with the same settings, wiring and upstream outputs;
+    'continue' an unfinished one in its root (training resumes from its checkpoints); else 'fresh'
+    (a finished run whose inputs changed must not hand its checkpoints or study to the new run)."""
+    path = record_file(plan, task)
+    try:
+        same = json.loads(path.read_text(encoding="utf-8")) == json.loads(json.dumps(task_record(plan, task)))
+    except (OSError, ValueError):
+        same = False
+    if not same or not upstream_reused:
+        return "fresh"
+    return "reuse" if finished(plan, task) else "continue"
 
 
 def stream(process: subprocess.Popen, task: str, log: TextIO, out: TextIO) -> None:
@@ -215,11 +240,13 @@ def run_dag(plan: RunPlan, runner: ProcessRunner, resume: bool = False,
             results[task] = TaskResult(task, "skipped", reason=f"upstream {', '.join(blocked)} did not finish")
             print(f"== {task}: skipped (upstream {', '.join(blocked)} did not finish)", file=out)
             continue
-        if resume and all(results[n].status == "reused" for n in upstream) and completed_with(plan, task):
+        action = resume_action(plan, task, all(results[n].status == "reused" for n in upstream)) \
+            if resume else "fresh"
+        if action == "reuse":
             results[task] = TaskResult(task, "reused", reason="completed earlier with the same settings")
             print(f"== {task}: reused (completed earlier with the same settings)", file=out)
             continue
-        if not resume and plan.root(task).exists():
+        if action == "fresh" and plan.root(task).exists():
             shutil.rmtree(plan.root(task))
         print(f"== {task}: running ({runner.mode}, root {plan.root(task)})", file=out, flush=True)
         results[task] = run_task(plan, runner, task, out)
@@ -262,8 +289,9 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
                         help=f"one /opt/ml-style root per task under it (default: {DEFAULT_WORK_DIR})")
     parser.add_argument("--resume", action="store_true",
-                        help="keep task roots: reuse tasks finished with the same settings, resume training "
-                             "from checkpoints")
+                        help="reuse tasks finished with the same settings, wiring and upstream outputs; "
+                             "continue unfinished ones in their roots (training resumes from checkpoints); "
+                             "run the rest from scratch")
 
 
 def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:

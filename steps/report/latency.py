@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from torch import nn
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
 from steps.export.onnx_export import INPUT_NAME, cpu_session
+from steps.train.device import torch_threads
 
 
 @dataclass
@@ -63,16 +63,6 @@ def onnx_latency(path: Path, runs: int = 30, warmup: int = 5, threads: int = 1, 
     session = cpu_session(path, threads=threads)
     feed = {INPUT_NAME: frame_input(batch)}
     return summarize(time_calls(lambda: session.run(None, feed), runs, warmup), runs, warmup, threads, batch)
-
-
-@contextmanager
-def torch_threads(threads: int):
-    previous = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 def paired_latency(path: Path, model: nn.Module, runs: int = 30, warmup: int = 5, threads: int = 1,

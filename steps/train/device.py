@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import os
 import random
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,15 +80,25 @@ def resolve_precision(amp: str, device: torch.device) -> Precision:
     return Precision(torch.float16, True)
 
 
-def configure_backends(device: torch.device, deterministic: bool, cpu_threads: int | None = None) -> None:
-    """Fast kernels on CUDA (cudnn autotuning, TF32); deterministic algorithms on request; the
-    number of torch CPU threads when given.
+@contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """torch's CPU threads set to `threads` (None: unchanged) and restored afterwards, so runs
+    sharing a process (tune's trials, tests) do not inherit each other's setting."""
+    previous = torch.get_num_threads()
+    if threads is not None:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def configure_backends(device: torch.device, deterministic: bool) -> None:
+    """Fast kernels on CUDA (cudnn autotuning, TF32); deterministic algorithms on request.
 
     On CUDA a few kernels this project uses (bilinear upsampling backward) have no deterministic
     version: `warn_only` keeps training running and says so instead of failing.
     """
-    if cpu_threads is not None:
-        torch.set_num_threads(cpu_threads)
     if deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_DETERMINISTIC_WORKSPACE)
     # Set either way: several runs in one process (tune's trials, tests) must not inherit the mode.

@@ -32,7 +32,7 @@ from steps.models import get_spec, unwrap
 from steps.runtime import StepError
 from steps.train import checkpoints as ckpt
 from steps.train.device import (configure_backends, describe_device, prepare_model, resolve_precision, rng_state,
-                                seed_everything, select_device, set_rng_state)
+                                seed_everything, select_device, set_rng_state, torch_threads)
 from steps.train.distributed import (DistInfo, any_rank, barrier, broadcast_object, dist_info_from_env,
                                      process_group, wrap_ddp)
 from steps.train.engine import EpochProgress, StepConfig, evaluate, new_progress, summarize_epoch, train_one_epoch
@@ -388,9 +388,9 @@ def train(hp: Any, *, train_split: Any, valid_split: Any, paths: TrainingPaths,
     started = time.perf_counter()
     dist = dist_info_from_env()
     device = select_device(hp.device, dist.local_rank)
-    with process_group(dist, device), StopRequest() as stop:
+    with process_group(dist, device), StopRequest() as stop, torch_threads(hp.cpu_threads):
         seed_everything(hp.seed)
-        configure_backends(device, hp.deterministic, hp.cpu_threads)
+        configure_backends(device, hp.deterministic)
         run = build_run(hp, train_split, valid_split, device, dist)
         loop = apply_resume(run, find_resume_state(run, paths.checkpoint_dir))
         config = resolved_config(run, loop)

@@ -240,14 +240,23 @@ def write_trials_csv(path: Path, trials: list[FrozenTrial]) -> None:
         writer.writerows(rows)
 
 
-def study_summary(study: optuna.Study, worker_trials: list[FrozenTrial], storage: str) -> dict[str, Any]:
-    """Best trial over the whole study; counts for the whole study and for this worker."""
+def fits_space(trial: FrozenTrial, space: dict[str, SearchParam]) -> bool:
+    """The trial searched exactly these keys, within these distributions (an earlier search in the
+    same stored study may have used another space: its best must not feed train-seg now)."""
+    return set(trial.params) == set(space) and all(space[k].contains(v) for k, v in trial.params.items())
+
+
+def study_summary(study: optuna.Study, worker_trials: list[FrozenTrial], storage: str,
+                  space: dict[str, SearchParam]) -> dict[str, Any]:
+    """Best trial of the current search space over the whole study; counts for the whole study and
+    for this worker."""
     everything = study.get_trials(deepcopy=False)
-    completed = [t for t in everything if t.state == TrialState.COMPLETE]
+    completed = [t for t in everything if t.state == TrialState.COMPLETE and fits_space(t, space)]
     best = max(completed, key=lambda t: t.value) if completed else None
     return {"study_name": study.study_name, "storage": storage, "objective": OBJECTIVE, "direction": "maximize",
             "best_value": best.value if best else None, "best_trial": best.number if best else None,
             "best_params": best.params if best else {}, "counts": count_states(everything),
+            "other_space_trials": sum(not fits_space(t, space) for t in everything),
             "this_run": {"trials": [t.number for t in worker_trials], "counts": count_states(worker_trials)}}
 
 
@@ -266,7 +275,7 @@ def best_args(params: dict[str, Any]) -> str:
 def write_study_outputs(folder: Path, study: optuna.Study, hp: TuneHyperparameters,
                         worker_trials: list[FrozenTrial], storage: str) -> dict[str, Any]:
     """best_params.json, best_hyperparameters.json, best_params.args, trials.csv, study.json."""
-    summary = study_summary(study, worker_trials, storage)
+    summary = study_summary(study, worker_trials, storage, hp.search_space)
     folder.mkdir(parents=True, exist_ok=True)
     write_trials_csv(folder / TRIALS_CSV, study.get_trials())
     (folder / STUDY_JSON).write_text(json.dumps(summary, indent=2, default=str) + "\n", encoding="utf-8")

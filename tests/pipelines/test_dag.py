@@ -88,6 +88,16 @@ def test_tune_settings_need_the_tune_branch():
     assert resolved["tune"]["n_trials"] == 2 and "tune" not in resolve_hyperparameters(load_profile("local"))
 
 
+def test_a_searched_train_seg_setting_cannot_be_set_beside_the_tune_branch():
+    # the local profile's tune searches lr and weight_decay; tuned values would replace these
+    with pytest.raises(DagError, match=r"--set train-seg\.lr: tune searches lr and its best value replaces"):
+        resolve_hyperparameters(load_profile("local"), {"train-seg": {"lr": 0.01}}, tasks=ALL_TASKS)
+    narrowed = {"tune": {"search_space": {"weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2}}},
+                "train-seg": {"lr": 0.01, "epochs": 3}}
+    assert resolve_hyperparameters(load_profile("local"), narrowed, tasks=ALL_TASKS)["train-seg"]["lr"] == 0.01
+    assert resolve_hyperparameters(load_profile("local"), {"train-seg": {"lr": 0.01}})["train-seg"]["lr"] == 0.01
+
+
 @pytest.mark.parametrize("bad_edge, message", [
     (Edge("train-seg", "weights", "export-onnx", "seg_model"), "train-seg has no output 'weights'"),
     (Edge("train-seg", "model", "export-onnx", "model"), "export-onnx has no channel 'model'"),

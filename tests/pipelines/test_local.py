@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from contracts import get_contract
 from pipelines import local
 from pipelines.dag import build_dag, load_profile, resolve_hyperparameters
 from pipelines.full import build_parser
@@ -33,6 +34,35 @@ def test_tune_branch_feeds_train_seg_its_study_folder(tmp_path):
     assert plan.channels("tune") == {split: tmp_path / "preprocess" / "output" / "data" / split
                                      for split in ("train", "validation")}
     assert "tuned" not in make_plan(tmp_path).channels("train-seg")
+
+
+def finish(plan: local.RunPlan, task: str) -> None:
+    """Leave a root as a finished run of `task` under `plan` would (config, record, manifests)."""
+    local.write_task_config(plan, task)
+    (plan.root(task) / "output").mkdir(parents=True, exist_ok=True)
+    (plan.root(task) / "output" / "manifest.json").write_text("{}")
+    for output in get_contract(task).outputs:
+        plan.output_dir(task, output.name).mkdir(parents=True, exist_ok=True)
+        (plan.output_dir(task, output.name) / "_manifest.json").write_text("{}")
+
+
+def test_resume_reuses_only_runs_with_the_same_settings_wiring_and_upstream(tmp_path):
+    plan = make_plan(tmp_path)
+    assert local.resume_action(plan, "train-seg", upstream_reused=True) == "fresh"  # never ran
+    finish(plan, "train-seg")
+    assert local.resume_action(plan, "train-seg", upstream_reused=True) == "reuse"
+    # preprocess ran again: the finished model was trained on other data
+    assert local.resume_action(plan, "train-seg", upstream_reused=False) == "fresh"
+    # the tune branch now feeds train-seg: same settings, other wiring
+    assert local.resume_action(make_plan(tmp_path, tune=True), "train-seg", upstream_reused=True) == "fresh"
+    changed = make_plan(tmp_path)
+    changed.hyperparameters["train-seg"]["epochs"] = 3
+    assert local.resume_action(changed, "train-seg", upstream_reused=True) == "fresh"
+    # an interrupted run with the same settings continues in its root (its checkpoints)
+    (plan.root("train-seg") / "output" / "manifest.json").unlink()
+    assert local.resume_action(plan, "train-seg", upstream_reused=True) == "continue"
+    (plan.root("train-seg") / "output" / "failure").write_text("interrupted")
+    assert local.resume_action(plan, "train-seg", upstream_reused=True) == "continue"
 
 
 def test_channels_are_the_upstream_output_folders(tmp_path):

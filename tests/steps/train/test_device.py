@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from steps.runtime import StepError
-from steps.train.device import configure_backends, describe_device, resolve_precision, select_device
+from steps.train.device import configure_backends, describe_device, resolve_precision, select_device, torch_threads
 
 NO_CUDA = not torch.cuda.is_available()
 
@@ -30,19 +30,20 @@ def test_mixed_precision_is_off_on_cpu(amp):
     assert precision.name == "fp32" and precision.grad_scaler(torch.device("cpu")) is None
 
 
-@pytest.fixture
-def restore_threads():
+def test_cpu_threads_apply_inside_and_are_restored_after():
     previous = torch.get_num_threads()
-    yield
-    torch.set_num_threads(previous)
-    torch.use_deterministic_algorithms(False)
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1 and describe_device(torch.device("cpu")) == "cpu (1 thread)"
+    assert torch.get_num_threads() == previous
+    with torch_threads(None):  # None: torch's own count, untouched
+        assert torch.get_num_threads() == previous
 
 
-def test_cpu_threads_is_applied_and_shown_and_none_keeps_the_current_count(restore_threads):
-    configure_backends(torch.device("cpu"), deterministic=False, cpu_threads=1)
-    assert torch.get_num_threads() == 1 and describe_device(torch.device("cpu")) == "cpu (1 thread)"
-    torch.set_num_threads(2)
-    configure_backends(torch.device("cpu"), deterministic=True)
-    assert torch.get_num_threads() == 2 and torch.are_deterministic_algorithms_enabled()
-    configure_backends(torch.device("cpu"), deterministic=False)
-    assert not torch.are_deterministic_algorithms_enabled()  # a later run in the process is not stuck with it
+def test_deterministic_mode_is_set_either_way():
+    try:
+        configure_backends(torch.device("cpu"), deterministic=True)
+        assert torch.are_deterministic_algorithms_enabled()
+        configure_backends(torch.device("cpu"), deterministic=False)
+        assert not torch.are_deterministic_algorithms_enabled()  # a later run in the process is not stuck with it
+    finally:
+        torch.use_deterministic_algorithms(False)

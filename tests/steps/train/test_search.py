@@ -118,3 +118,24 @@ def test_study_outputs_feed_train_seg_directly(tmp_path):
     assert [r["state"] for r in rows] == ["COMPLETE", "COMPLETE", "PRUNED", "COMPLETE"]
     assert [r["pruned"] for r in rows] == ["False", "False", "True", "False"]
     assert json.loads(rows[1]["params"]) == best
+
+
+def test_best_ignores_trials_of_another_search_space_in_the_same_study(tmp_path):
+    storage = search.default_storage(tmp_path)
+    earlier = tune_hp(search_space={"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
+                                    "batch_size": {"type": "categorical", "choices": [4, 8]}})
+    study = search.open_study(earlier, storage)
+    study.enqueue_trial({"lr": 0.05, "batch_size": 8})
+    trial = study.ask()
+    search.suggest(trial, earlier.search_space)
+    study.tell(trial, 0.99)  # the study's best, but of a space that is no longer searched
+    now = tune_hp(search_space={"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True}},
+                  sampler="random", sampler_seed=0)
+    study = search.open_study(now, storage)
+    trial = study.ask()
+    params = search.suggest(trial, now.search_space)
+    study.tell(trial, 0.6)
+    summary = search.write_study_outputs(tmp_path / "study", study, now, [study.trials[-1]], storage)
+    assert summary["best_params"] == params and summary["best_value"] == 0.6 and summary["best_trial"] == 1
+    assert summary["other_space_trials"] == 1
+    assert json.loads((tmp_path / "study" / search.BEST_PARAMS).read_text()) == params

@@ -56,7 +56,7 @@ def test_normalize_input_is_bit_identical_to_normalize_image():
     cpu = normalize_input(image)
     assert cpu.dtype == torch.float32 and torch.equal(cpu, expected)
     assert torch.equal(normalize_input(image[:, :, :, ::2]), expected[:, :, :, ::2])  # strided views too
-    assert not _DEVICE_TABLES  # the CPU path uses OpenCV's lookup, no device table
+    assert torch.device("cpu") not in _DEVICE_TABLES  # the CPU path uses OpenCV's lookup, no device table
     with pytest.raises(TypeError, match="uint8"):
         normalize_input(expected)  # an already normalized image is refused, not normalized twice
 

@@ -31,18 +31,10 @@ from typing import Any
 from steps.models import get_spec
 from steps.runtime import StepError
 from steps.train import search
-from steps.train.device import check_device_available
+from steps.train_seg import channels_optional, check_inputs  # the same data and device checks
 
 log = logging.getLogger(__name__)
-
-
-def channels_optional(hp: Any) -> list[str]:
-    """With `hf_repo` the splits come from the Hub (cached), not from channels."""
-    return ["train", "validation"] if hp.hf_repo else []
-
-
-def check_inputs(hp: Any, io: Any) -> None:
-    check_device_available(hp.device)
+__all__ = ["channels_optional", "check_inputs", "run"]
 
 
 def run(hp: Any, io: Any) -> dict[str, Any]:

@@ -19,12 +19,10 @@ os.environ.setdefault("WANDB_MODE", "offline")
 @pytest.fixture
 def one_torch_thread():
     """Small tensors: one thread is faster, and two stall badly on a shared, oversubscribed CPU."""
-    import torch
+    from steps.train.device import torch_threads
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+    with torch_threads(1):
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,7 @@ from torch import nn
 
 from steps.bench import BenchRow, area_main
 from steps.models import MODEL_SPECS, count_parameters
+from steps.train.device import describe_device, torch_threads
 
 MODELS = tuple(MODEL_SPECS)  # tiny_efficientvit, tiny_efficientvit_micro, ellipse_regression
 QUICK_MODELS = ("tiny_efficientvit_micro",)
@@ -72,10 +73,6 @@ def training_settings(model_name: str, device: torch.device) -> Any:
     step = "train-seg" if MODEL_SPECS[model_name].task == "segmentation" else "train-ellipse"
     return get_contract(step).hyperparameters(model=model_name, batch_size=BATCH_SIZE, augment=False,
                                               device=device.type, epochs=1)
-
-
-def describe(device: torch.device) -> str:
-    return f"cpu {torch.get_num_threads()} thread(s)" if device.type == "cpu" else str(device)
 
 
 def synchronize(device: torch.device) -> None:
@@ -159,7 +156,7 @@ def measure_model(model_name: str, rows: datasets.Dataset, device: torch.device,
     config = project.run.config
     return BenchRow(area="train", metric=f"images/s ({MODEL_SPECS[model_name].model_type}, batch {BATCH_SIZE})",
                     project=rates["project"], reference=rates["reference"], reference_name=REFERENCE_NAME,
-                    note=f"{describe(device)}, {config.precision.name}, {count_parameters(project.run.model)} params, "
+                    note=f"{describe_device(device)}, {config.precision.name}, {count_parameters(project.run.model)} params, "
                          f"best of {rounds} rounds of {steps_per_round} step(s)")
 
 
@@ -169,13 +166,8 @@ def measure(quick: bool = False) -> list[BenchRow]:
     rows = training_rows(BATCH_SIZE)
     names = QUICK_MODELS if quick else MODELS
     rounds, steps_per_round = (1, 1) if quick else (3, 1)
-    threads = torch.get_num_threads()
-    if device.type == "cpu":
-        torch.set_num_threads(CPU_THREADS)
-    try:
+    with torch_threads(CPU_THREADS if device.type == "cpu" else None):
         return [measure_model(name, rows, device, rounds, steps_per_round) for name in names]
-    finally:
-        torch.set_num_threads(threads)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -36,6 +36,7 @@ from steps.train.device import (configure_backends, describe_device, prepare_mod
 from steps.train.distributed import (DistInfo, any_rank, barrier, broadcast_object, dist_info_from_env,
                                      process_group, wrap_ddp)
 from steps.train.engine import EpochProgress, StepConfig, evaluate, new_progress, summarize_epoch, train_one_epoch
+from steps.train.metrics import predicted_classes
 from steps.train.optim import LRSchedule, build_optimizer, build_scheduler, current_lr, optimizer_steps_per_epoch
 from steps.train.plots import overlay
 from steps.train.profiling import ResourceMonitor, TrainingProfiler
@@ -363,7 +364,7 @@ def log_overlays(run: TrainingRun, tracker: Any, model: nn.Module, step: int, co
     batch = next(iter(run.valid_loader))
     images = normalize_input(batch["image"][:count])  # the loader ships uint8 frames
     with torch.inference_mode():
-        predictions = model.eval()(images).argmax(dim=1)
+        predictions = predicted_classes(model.eval()(images))
     tracker.log_images({f"valid_{Path(name).stem}": overlay(image[0].numpy(), label.numpy(), pred.numpy())
                         for name, image, label, pred in zip(batch["filename"], images, batch["label"], predictions)},
                        step=step)

@@ -9,12 +9,26 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
 # Keys SageMaker (or its SDK) injects into hyperparameters.json that are not the step's settings.
 SAGEMAKER_RESERVED_PREFIXES = ("sagemaker_", "_tuning_objective_metric")
 # Selects the step under SageMaker's `train` entry; never a setting of the step itself.
 STEP_SELECTOR_KEY = "step"
+# Bounds every setting of every step has, whatever its own field says: nothing a consumer
+# (torch, numpy, a manifest) accepts is larger, and a bigger value only costs memory and time.
+MAX_SETTING_INT = 2**31 - 1
+MAX_SETTING_ITEMS = 1_000
+MAX_SETTING_CHARS = 4_096
+# Seeds go to numpy, which takes 32 bits.
+MAX_SEED = 2**32 - 1
+# How much of a value any message echoes back (failure file, stderr).
+MAX_ECHO_CHARS = 200
+
+
+def shorten(text: str, limit: int = MAX_ECHO_CHARS) -> str:
+    """`text` cut to `limit` characters, saying how long it was: echoes stay readable and small."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 class ContractError(ValueError):
@@ -48,6 +62,29 @@ class Hyperparameters(BaseModel):
     """Base of every step's settings: unknown keys are refused, floats must be finite."""
 
     model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _bounded_and_strict(cls, value: Any, info: ValidationInfo) -> Any:
+        """No bool passes as a number (`true` would run as 1), no integer past what torch and
+        numpy take (a 2**64 seed crashes training), no unbounded list or string."""
+        if isinstance(value, bool):
+            if not _accepts_bool(cls.model_fields[info.field_name].annotation):
+                raise ValueError("a boolean is not valid here")
+        elif isinstance(value, int) and abs(value) > MAX_SETTING_INT:
+            raise ValueError(f"integer out of range (at most {MAX_SETTING_INT:,} in magnitude)")
+        elif isinstance(value, (list, tuple, dict)) and len(value) > MAX_SETTING_ITEMS:
+            raise ValueError(f"too many items ({len(value):,}; at most {MAX_SETTING_ITEMS:,})")
+        elif isinstance(value, str) and len(value) > MAX_SETTING_CHARS:
+            raise ValueError(f"too long ({len(value):,} characters; at most {MAX_SETTING_CHARS:,})")
+        return value
+
+
+def _accepts_bool(annotation: Any) -> bool:
+    """Whether a field's type admits a bool as such (bool itself, or a union or Literal holding one)."""
+    if annotation is bool or annotation is Any:
+        return True
+    return any(_accepts_bool(arg) or arg is True or arg is False for arg in getattr(annotation, "__args__", ()))
 
 
 class StepContract(BaseModel):
@@ -143,6 +180,6 @@ def describe_validation_error(contract: StepContract, error: ValidationError) ->
                          f"(allowed: {', '.join(allowed)})")
         else:
             got = problem.get("input")
-            shown = json.dumps(got) if isinstance(got, (str, int, float, bool)) else type(got).__name__
+            shown = shorten(json.dumps(got)) if isinstance(got, (str, int, float, bool)) else type(got).__name__
             lines.append(f"hyperparameter '{key}': {problem['msg']} (got {shown})")
     return "\n".join(lines)

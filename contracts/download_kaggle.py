@@ -5,7 +5,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from contracts.base import Channel, Hyperparameters, Output, StepContract
+from contracts.base import MAX_SEED, Channel, Hyperparameters, Output, StepContract
 
 
 class DownloadKaggleHyperparameters(Hyperparameters):
@@ -20,7 +20,7 @@ class DownloadKaggleHyperparameters(Hyperparameters):
     synthetic_train_frames: int = Field(160, ge=1, le=100_000, description="generated frames in train")
     synthetic_validation_frames: int = Field(40, ge=1, le=100_000, description="generated frames in validation")
     synthetic_test_frames: int = Field(16, ge=0, le=100_000, description="generated frames in test")
-    seed: int = Field(0, ge=0, description="seed of the frame generator")
+    seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the frame generator")
 
 
 CONTRACT = StepContract(

@@ -4,7 +4,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from contracts.base import Channel, Hyperparameters, Output
+from contracts.base import MAX_SEED, Channel, Hyperparameters, Output
 
 TRAINING_CHANNELS = (
     Channel(name="train", doc="preprocessed train split (preprocess's `train`)"),
@@ -55,7 +55,7 @@ class TrainingHyperparameters(Hyperparameters):
         None, ge=1, le=1024, description="torch CPU threads (None: torch's default, one per core); "
                                          "1 is steadier on a machine shared with other work")
     # reproducibility and checkpoints
-    seed: int = Field(42, ge=0, description="one seed for Python, NumPy and torch")
+    seed: int = Field(42, ge=0, le=MAX_SEED, description="one seed for Python, NumPy and torch")
     deterministic: bool = Field(False, description="deterministic algorithms (slower)")
     checkpoint_every: int = Field(10, ge=1, description="save <model>_epoch_{n}.pt every n epochs (and the last)")
     keep_top_k: int = Field(3, ge=1, description="epoch checkpoints kept, best first")

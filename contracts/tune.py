@@ -12,7 +12,7 @@ from typing import Any, Literal
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 
-from contracts.base import Output, StepContract
+from contracts.base import MAX_SEED, Output, StepContract
 from contracts.train_seg import TrainSegHyperparameters
 from contracts.training import TRAINING_CHANNELS
 
@@ -114,7 +114,7 @@ class TuneHyperparameters(TrainSegHyperparameters):
     pruner_warmup_epochs: int = Field(1, ge=0, description="median: epochs a trial runs before it can be pruned")
     sampler: Literal["tpe", "random"] = Field("tpe", description="Optuna sampler")
     sampler_seed: int | None = Field(
-        None, ge=0, description="sampler seed (None: random; give each worker sharing a study its own)")
+        None, ge=0, le=MAX_SEED, description="sampler seed (None: random; give each worker sharing a study its own)")
     storage: str | None = Field(
         None, description="Optuna RDB storage URL shared by workers, e.g. postgresql://user@host/db "
                           "(default: $OPTUNA_STORAGE, else sqlite:///<checkpoints>/optuna.db, which outlives "

@@ -15,10 +15,11 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from contracts import ContractError, Layout, StepContract, all_contracts, get_contract
 from contracts.base import STEP_SELECTOR_KEY, decode_value
-from steps.runtime import (check_channels, configure_logging, load_raw_hyperparameters,
+from steps.runtime import (check_channels, configure_logging, fail, load_raw_hyperparameters,
                            resolve_hyperparameters, run_step, write_failure)
 
 DEFAULT_SAGEMAKER_STEP = "train-seg"
@@ -28,8 +29,16 @@ def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
 
 
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse that raises instead of exiting: a bad flag is a contract error like any other, so it
+    reaches the failure file (where KFP and SageMaker users look), not only stderr."""
+
+    def error(self, message: str) -> NoReturn:
+        raise ContractError(f"command line: {message}")
+
+
 def build_parser(contract: StepContract) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m steps {contract.name}", description=contract.summary)
+    parser = CommandLineParser(prog=f"python -m steps {contract.name}", description=contract.summary)
     parser.add_argument("--root", default=None, help="layout root (default: $SAGEMAKER_BASE_DIR or /opt/ml)")
     parser.add_argument("--channel", action="append", default=[], metavar="NAME=PATH",
                         help="input channel folder override (KFP artifact paths)")
@@ -57,12 +66,26 @@ def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
     return parsed
 
 
+def root_from_argv(argv: Sequence[str]) -> str | None:
+    """The --root a command line names, read even when the rest of it does not parse."""
+    parser = CommandLineParser(add_help=False)
+    parser.add_argument("--root", default=None)
+    try:
+        return parser.parse_known_args(list(argv))[0].root
+    except ContractError:  # `--root` without its value
+        return None
+
+
 def run_command(step: str, argv: Sequence[str]) -> int:
-    contract = get_contract(step)
-    args = vars(build_parser(contract).parse_args(argv))
-    layout = Layout.resolve(args.pop("root"), parse_pairs(args.pop("channel"), "channel"),
-                            parse_pairs(args.pop("output"), "output"))
-    cli_values = {key: decode_value(contract.hyperparameters, key, value) for key, value in args.items()}
+    try:
+        contract = get_contract(step)
+        args = vars(build_parser(contract).parse_args(argv))
+        layout = Layout.resolve(args.pop("root"), parse_pairs(args.pop("channel"), "channel"),
+                                parse_pairs(args.pop("output"), "output"))
+        cli_values = {key: decode_value(contract.hyperparameters, key, value) for key, value in args.items()}
+    except ContractError as error:
+        configure_logging()
+        return fail(Layout.resolve(root_from_argv(argv)), step, str(error))
     return run_step(contract.name, layout, cli_values)
 
 

@@ -27,6 +27,7 @@ from pydantic import create_model
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
 
 from contracts import ContractError, Hyperparameters, Layout, StepContract, get_contract
+from contracts.base import shorten
 from steps.outputs import StagedOutput, write_json_atomic
 from steps.secrets import RedactingFilter, redact, redact_obj
 
@@ -94,24 +95,43 @@ def _has_content(path: Path) -> bool:
 def load_raw_hyperparameters(layout: Layout, env: Mapping[str, str]) -> dict[str, Any]:
     """hyperparameters.json, or SageMaker's SM_HPS when the file is absent."""
     path = layout.hyperparameters_file
-    if path.is_file():
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8") or "{}")
-        except UnicodeDecodeError as error:  # e.g. saved as UTF-16 by an editor
-            raise ContractError(f"hyperparameters.json: not UTF-8 text ({error.reason} at byte {error.start}) "
-                                f"in {path}; save it as UTF-8") from error
-        except json.JSONDecodeError as error:
-            raise ContractError(f"hyperparameters.json: not valid JSON ({error.msg} at line "
-                                f"{error.lineno} column {error.colno}) in {path}") from error
-        if not isinstance(raw, dict):
-            raise ContractError(f"hyperparameters.json: expected a JSON object in {path}")
-        return raw
+    if path.exists() or path.is_symlink():
+        return _read_settings_file(path, "hyperparameters.json")
     if env.get("SM_HPS"):
-        try:
-            return json.loads(env["SM_HPS"])
-        except json.JSONDecodeError as error:
-            raise ContractError(f"SM_HPS: not valid JSON ({error.msg})") from error
+        return _decode_settings_object(env["SM_HPS"], "SM_HPS")
     return {}
+
+
+# A settings file is a few KB; anything this large is not one (and is not read into memory).
+MAX_SETTINGS_FILE_BYTES = 1 << 20
+
+
+def _read_settings_file(path: Path, what: str) -> dict[str, Any]:
+    """A JSON object from a regular file: a folder, FIFO or dangling link is refused, not skipped."""
+    if not path.is_file():
+        kind = "a dangling link" if path.is_symlink() and not path.exists() else \
+            "a folder" if path.is_dir() else "not a regular file"
+        raise ContractError(f"{what}: {path} is {kind}; expected a JSON file")
+    size = path.stat().st_size
+    if size > MAX_SETTINGS_FILE_BYTES:
+        raise ContractError(f"{what}: {path} is {size:,} bytes (at most {MAX_SETTINGS_FILE_BYTES:,})")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as error:  # e.g. saved as UTF-16 by an editor
+        raise ContractError(f"{what}: not UTF-8 text ({error.reason} at byte {error.start}) "
+                            f"in {path}; save it as UTF-8") from error
+    return _decode_settings_object(text or "{}", what, f" in {path}")
+
+
+def _decode_settings_object(text: str, what: str, where: str = "") -> dict[str, Any]:
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ContractError(f"{what}: not valid JSON ({error.msg} at line {error.lineno} column "
+                            f"{error.colno}){where}") from error
+    if not isinstance(raw, dict):
+        raise ContractError(f"{what}: expected a JSON object, got {type(raw).__name__}{where}")
+    return raw
 
 
 ENV_PREFIX = "OPENEDS_"
@@ -141,16 +161,17 @@ def load_channel_settings(contract: StepContract, layout: Layout) -> dict[str, A
         if channel.settings_file is None or not _has_content(folder):
             continue
         path = folder / channel.settings_file if folder.is_dir() else folder
-        if not path.is_file():
+        if folder.is_dir() and not path.resolve().is_relative_to(folder.resolve()):
+            raise ContractError(f"channel '{channel.name}': {path} leads outside the channel folder {folder}")
+        if not path.exists() and not path.is_symlink():
             raise ContractError(f"channel '{channel.name}': no {channel.settings_file} in {folder} ({channel.doc})")
         try:
-            found = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ContractError(f"channel '{channel.name}': {path} is not a JSON object ({error})") from error
-        if not isinstance(found, dict):
-            raise ContractError(f"channel '{channel.name}': {path} is not a JSON object")
+            found = _read_settings_file(path, f"channel '{channel.name}'")
+        except ContractError as error:  # the file the channel fed is the one thing to name
+            raise ContractError(f"channel '{channel.name}': {path} is not a JSON object "
+                                f"({str(error).split(': ', 1)[-1]})") from error
         log.info("channel %s: %s from %s", channel.name,
-                 ", ".join(f"{key}={value!r}" for key, value in sorted(found.items())) or "nothing", path)
+                 shorten(", ".join(f"{key}={value!r}" for key, value in sorted(found.items())) or "nothing"), path)
         values.update(found)
     return values
 
@@ -205,15 +226,47 @@ class StepLock:
         self.handle.close()
 
 
-def write_failure(layout: Layout, reason: str, details: str = "") -> Path:
-    """First line: the reason (SageMaker shows the first 1,024 characters); then details."""
-    first = redact(reason.strip().splitlines()[0] if reason.strip() else "step failed")
-    rest = redact("\n".join(reason.strip().splitlines()[1:]) + ("\n" + details if details else ""))
-    layout.failure_file.parent.mkdir(parents=True, exist_ok=True)
+# SageMaker shows the first 1,024 characters of the failure file.
+MAX_REASON_CHARS = 1_000
+
+
+def write_failure(layout: Layout, reason: str, details: str = "") -> Path | None:
+    """First line: the reason; then details. Best effort: an unwritable root is already being
+    reported on stderr, and must not turn into a second, raw error."""
+    lines = reason.strip().splitlines()
+    first = shorten(redact(lines[0] if lines else "step failed"), MAX_REASON_CHARS)
+    rest = redact("\n".join(lines[1:]) + ("\n" + details if details else ""))
     temp = layout.failure_file.with_name(".failure.tmp")
-    temp.write_text(first + "\n" + rest.strip() + "\n", encoding="utf-8")
-    os.replace(temp, layout.failure_file)
+    try:
+        layout.failure_file.parent.mkdir(parents=True, exist_ok=True)
+        temp.write_text(first + "\n" + rest.strip() + "\n", encoding="utf-8")
+        os.replace(temp, layout.failure_file)
+    except OSError as error:
+        log.error("cannot write the failure file %s (%s)", layout.failure_file, error.strerror or error)
+        return None
     return layout.failure_file
+
+
+def fail(layout: Layout, name: str, reason: str, details: str = "", code: int = 2) -> int:
+    """The failure contract: failure file, one line on stderr naming the cause, non-zero exit."""
+    write_failure(layout, reason, details)
+    log.error("step %s failed: %s", name, shorten(redact(reason.strip().splitlines()[0] if reason.strip()
+                                                          else "step failed"), MAX_REASON_CHARS))
+    return code
+
+
+def check_root(layout: Layout) -> None:
+    """A root the step can work in: a folder (or creatable) whose output/ can be written."""
+    root = layout.root
+    if root.exists() and not root.is_dir():
+        raise StepError(f"root {root}: is a file, not a folder")
+    probe = layout.failure_file.parent / f".write-probe-{os.getpid()}"
+    try:
+        probe.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        raise StepError(f"root {root}: cannot write {probe.parent} ({error.strerror or error})") from error
 
 
 def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict[str, Any]:
@@ -265,6 +318,8 @@ def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = N
     try:
         contract = get_contract(name)
         primary = is_primary_rank()
+        if primary:
+            check_root(layout)
         with StepLock(layout.lock_file) if primary else contextlib.nullcontext():
             if primary:
                 layout.failure_file.unlink(missing_ok=True)
@@ -278,17 +333,12 @@ def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = N
         log.error("step %s refused: %s", name, redact(str(error)))
         return 2
     except (ContractError, StepError) as error:
-        write_failure(layout, str(error))
-        log.error("step %s failed: %s", name, redact(str(error)).splitlines()[0])
-        return getattr(error, "exit_code", 2)
+        return fail(layout, name, str(error), code=getattr(error, "exit_code", 2))
     except KeyboardInterrupt:
-        write_failure(layout, "interrupted", traceback.format_exc())
-        return 130
+        return fail(layout, name, "interrupted", traceback.format_exc(), code=130)
     except Exception as error:  # noqa: BLE001 - every failure must reach the failure file
-        write_failure(layout, f"{type(error).__name__}: {error}", traceback.format_exc())
-        log.error("step %s failed: %s: %s", name, type(error).__name__, redact(str(error)).splitlines()[0]
-                  if str(error) else "")
-        return 1
+        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+        return fail(layout, name, reason, traceback.format_exc(), code=1)
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -19,6 +19,11 @@ KNOWN_SECRET_VARIABLES = (
 )
 _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|_KEY$)", re.IGNORECASE)
 MASK = "***"
+# Credentials written inside a value rather than a variable: `scheme://user:password@host` (database
+# and tracking URLs) and `password=...` / `token=...` pairs (libpq DSNs, query strings).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]+)(?=@)")
+_PAIR_SECRET = re.compile(r"(?P<head>\b(?:password|passwd|pwd|token|api_key|apikey|secret|access_key)\s*=\s*)"
+                          r"(?P<secret>[^\s&;,'\"]+)", re.IGNORECASE)
 
 
 def secret_values(env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> list[str]:
@@ -30,10 +35,17 @@ def secret_values(env: Mapping[str, str] | None = None, extra: Iterable[str] = (
     return sorted(values, key=len, reverse=True)
 
 
+def mask_url_credentials(text: str) -> str:
+    """Mask passwords written inside values: `postgresql://user:***@db/x`, `password=***`."""
+    text = _URL_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+    return _PAIR_SECRET.sub(lambda m: m["head"] + MASK, text)
+
+
 def redact(text: str, env: Mapping[str, str] | None = None) -> str:
+    """`text` with every secret masked: values of secret variables and credentials inside values."""
     for value in secret_values(env):
         text = text.replace(value, MASK)
-    return text
+    return mask_url_credentials(text)
 
 
 def redact_obj(obj: Any, env: Mapping[str, str] | None = None) -> Any:

@@ -21,6 +21,11 @@ class DownloadKaggleHyperparameters(Hyperparameters):
     synthetic_validation_frames: int = Field(40, ge=1, le=100_000, description="generated frames in validation")
     synthetic_test_frames: int = Field(16, ge=0, le=100_000, description="generated frames in test")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the frame generator")
+    # Archive limits, checked before extracting (the Kaggle copy: 13 GB, ~15 GiB extracted, ratio ~1.2).
+    max_extracted_gb: float = Field(50.0, gt=0, le=10_000, description="largest total an archive may extract to (GiB)")
+    max_archive_members: int = Field(500_000, ge=1, le=100_000_000, description="most entries an archive may hold")
+    max_compression_ratio: float = Field(
+        100.0, ge=1, le=100_000, description="largest ratio of extracted bytes to archive bytes (archive bombs exceed it)")
 
 
 CONTRACT = StepContract(

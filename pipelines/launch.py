@@ -22,7 +22,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from contracts.layout import DEFAULT_ROOT
+from contracts.layout import DEFAULT_ROOT, Layout
+from steps.paths import PathOutsideFolder
 
 POINTER_FILE = "_workspace.json"
 MANIFEST_FILE = "_manifest.json"
@@ -61,12 +62,21 @@ def write_hyperparameters(root: Path, text: str) -> Path:
     return path
 
 
-def resolve_channel(path: str) -> str:
-    """A workspace pointer artifact stands for the folder it names."""
+def resolve_channel(path: str, workspace: Path | None) -> str:
+    """A workspace pointer artifact stands for the folder it names, which must be on the workspace."""
     pointer = Path(path) / POINTER_FILE
-    if pointer.is_file():
-        return json.loads(pointer.read_text(encoding="utf-8"))["path"]
-    return path
+    if not pointer.is_file():
+        return path
+    if workspace is None:
+        raise PathOutsideFolder(f"{pointer}: a workspace pointer, but this task has no --workspace")
+    try:
+        named = json.loads(pointer.read_text(encoding="utf-8"))["path"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise PathOutsideFolder(f"{pointer}: not a workspace pointer ({type(error).__name__})") from error
+    target = Path(str(named)).resolve()
+    if not target.is_relative_to(workspace.resolve()):
+        raise PathOutsideFolder(f"{pointer} field 'path': {str(named)[:200]!r} leads outside the workspace {workspace}")
+    return str(target)
 
 
 def write_pointer(artifact: Path, target: Path) -> None:
@@ -85,7 +95,7 @@ def build_step_args(step_args: Sequence[str], step: str,
     rest, outputs = split_pairs(rest, "--output")
     args = list(rest)
     for name, path in channels:
-        args += ["--channel", f"{name}={resolve_channel(path)}"]
+        args += ["--channel", f"{name}={resolve_channel(path, workspace)}"]
     redirected: dict[Path, Path] = {}
     for name, path in outputs:
         target = Path(path)
@@ -108,8 +118,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_hyperparameters(root_of(step_args), args.hyperparameters)
     if workspace is not None:
         os.environ["OPENEDS_CHECKPOINT_DIR"] = str(workspace / args.step / "checkpoints")
-    command, redirected = build_step_args(step_args, args.step, workspace)
     from steps.__main__ import main as steps_main
+    from steps.runtime import configure_logging, fail
+
+    try:
+        command, redirected = build_step_args(step_args, args.step, workspace)
+    except PathOutsideFolder as error:
+        configure_logging()
+        return fail(Layout.resolve(root_of(step_args)), args.step, str(error))
 
     code = steps_main([args.step, *command])
     if code == 0:

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts.download_kaggle import DownloadKaggleHyperparameters
-from steps.data.archive import ArchiveError, extract_archive
+from steps.data.archive import ArchiveError, ArchiveLimits, extract_archive
 from steps.data.kaggle import KaggleDownloadError, download_with_kaggle_api, download_with_kagglehub
 from steps.data.openeds import (FrameError, OpenEDSLayout, check_frames, find_openeds, publish_frames,
                                 select_frames)
@@ -61,7 +61,12 @@ def is_archive(path: Path) -> bool:
     return path.is_file() and path.name.lower().endswith(ARCHIVE_SUFFIXES)
 
 
-def local_dataset(source: Path, work: Path) -> Path:
+def archive_limits(hp: DownloadKaggleHyperparameters) -> ArchiveLimits:
+    return ArchiveLimits(max_bytes=int(hp.max_extracted_gb * 1024**3), max_members=hp.max_archive_members,
+                         max_ratio=hp.max_compression_ratio)
+
+
+def local_dataset(source: Path, work: Path, limits: ArchiveLimits = ArchiveLimits()) -> Path:
     """The folder holding the dataset: the channel itself, or its one archive extracted into `work`."""
     if source.is_file():
         archive = source
@@ -75,7 +80,7 @@ def local_dataset(source: Path, work: Path) -> Path:
                 raise
             archive = archives[0]
     log.info("extracting %s", archive)
-    extract_archive(archive, work / "extracted")
+    extract_archive(archive, work / "extracted", limits)
     return work / "extracted"
 
 
@@ -85,12 +90,13 @@ def fetch(hp: DownloadKaggleHyperparameters, io: StepIO, work: Path) -> tuple[Pa
         counts = synthetic_counts(hp)
         log.info("generating synthetic OpenEDS-like frames (seed %d): %s", hp.seed, counts)
         root = generate_openeds(work / "synthetic", counts, seed=hp.seed)
-        return local_dataset(root, work), {"seed": hp.seed}
+        return local_dataset(root, work, archive_limits(hp)), {"seed": hp.seed}
     if hp.source == "local":
         channel = io.require_channel("source")
-        return local_dataset(channel, work), {"channel": str(channel)}
+        return local_dataset(channel, work, archive_limits(hp)), {"channel": str(channel)}
     if hp.source == "kaggle":
-        result = download_with_kaggle_api(hp.dataset, hp.dataset_version, Path(hp.cache_dir))
+        result = download_with_kaggle_api(hp.dataset, hp.dataset_version, Path(hp.cache_dir),
+                                          limits=archive_limits(hp))
     else:
         result = download_with_kagglehub(hp.dataset, hp.dataset_version)
     return result.path, {"dataset": hp.dataset, "version": result.version, "cache_used": result.cache_used,

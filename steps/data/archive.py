@@ -5,6 +5,11 @@ target leaves the extraction folder (or goes through another link), device files
 refused, naming the member. The archive is then extracted into a temp folder beside the target and
 renamed into place, so the target either holds the whole archive or does not exist. tarfile's
 "data" filter runs as a second line of defence.
+
+Size limits (`ArchiveLimits`) are checked on the members' declared sizes before anything is
+written: the total uncompressed size, the member count, and the ratio of the total to the archive's
+own size (a zip bomb's giveaway). zipfile never writes more than a member's declared size, and a
+tar member's size is exact, so declared sizes bound what extraction writes.
 """
 
 from __future__ import annotations
@@ -34,6 +39,33 @@ class Member:
     name: str
     kind: str  # "file", "dir", "symlink", "hardlink", "special"
     link: str = ""
+    size: int = 0  # uncompressed bytes
+
+
+@dataclass(frozen=True)
+class ArchiveLimits:
+    """What one extraction may write. The defaults fit the 13 GB Kaggle copy (PNG frames that do
+    not compress and .npy labels that do: about 15 GB extracted, ratio ~1.2, ~80,000 members)."""
+
+    max_bytes: int = 50 * 1024**3
+    max_members: int = 500_000
+    max_ratio: float = 100.0
+
+
+def check_limits(archive: Path, members: list[Member], limits: ArchiveLimits) -> None:
+    """Refuse an archive whose members would exceed `limits`, before extracting any of them."""
+    if len(members) > limits.max_members:
+        raise ArchiveError(f"{archive}: {len(members):,} members, more than the limit of "
+                           f"{limits.max_members:,} (hyperparameter max_archive_members)")
+    total = sum(m.size for m in members)
+    if total > limits.max_bytes:
+        raise ArchiveError(f"{archive}: would extract {total / 1024**3:.2f} GiB, more than the limit of "
+                           f"{limits.max_bytes / 1024**3:.2f} GiB (hyperparameter max_extracted_gb)")
+    ratio = total / max(archive.stat().st_size, 1)
+    if ratio > limits.max_ratio:
+        raise ArchiveError(f"{archive}: expands {ratio:.0f}x ({archive.stat().st_size:,} bytes to {total:,}), more "
+                           f"than the limit of {limits.max_ratio:g}x (hyperparameter max_compression_ratio): "
+                           f"refused as a likely archive bomb")
 
 
 def archive_kind(archive: Path) -> str:
@@ -56,21 +88,27 @@ def zip_members(archive: zipfile.ZipFile) -> list[Member]:
         elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
             members.append(Member(info.filename, "special"))
         else:
-            members.append(Member(info.filename, "dir" if info.is_dir() else "file"))
+            members.append(Member(info.filename, "dir" if info.is_dir() else "file", size=info.file_size))
     return members
 
 
-def tar_members(archive: tarfile.TarFile) -> list[Member]:
-    members = []
-    for info in archive.getmembers():
+def tar_members(archive: tarfile.TarFile, path: Path | None = None, limits: ArchiveLimits | None = None) -> list[Member]:
+    """The members, read one at a time. With `limits`, the listing stops as soon as they are passed
+    (every limit only grows with more members): a compressed tar can hold millions of entries or
+    gigabytes of zeros, and reading it all would cost what the limits protect."""
+    members: list[Member] = []
+    for info in archive:
         if info.issym():
             members.append(Member(info.name, "symlink", info.linkname))
         elif info.islnk():
             members.append(Member(info.name, "hardlink", info.linkname))
         elif info.isdir() or info.isfile():
-            members.append(Member(info.name, "dir" if info.isdir() else "file"))
+            members.append(Member(info.name, "dir" if info.isdir() else "file", size=info.size))
         else:
             members.append(Member(info.name, "special"))
+        # Checked before the next header is read, which for a big member means decompressing it.
+        if limits is not None and path is not None and (len(members) % 1024 == 0 or info.size >= 1 << 20):
+            check_limits(path, members, limits)
     return members
 
 
@@ -122,10 +160,9 @@ def check_members(archive: Path, members: list[Member]) -> None:
             raise ArchiveError(f"{where}: {member.kind} to '{member.link}' {why}")
 
 
-def extract_archive(archive: Path, target: Path) -> list[Path]:
-    """Check every member, extract into a temp folder beside `target`, rename it into place.
-
-    `target` must not exist or be an empty folder. Returns the extracted files (sorted).
+def extract_archive(archive: Path, target: Path, limits: ArchiveLimits = ArchiveLimits()) -> list[Path]:
+    """Check every member and the limits, extract into a temp folder beside `target`, rename it
+    into place. `target` must not exist or be an empty folder. Returns the extracted files (sorted).
     """
     archive, target = Path(archive), Path(target)
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
@@ -137,12 +174,16 @@ def extract_archive(archive: Path, target: Path) -> list[Path]:
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as handle:
-                check_members(archive, zip_members(handle))
+                members = zip_members(handle)
+                check_members(archive, members)
+                check_limits(archive, members, limits)
                 staging.mkdir()
                 handle.extractall(staging)
         else:
             with tarfile.open(archive) as handle:
-                check_members(archive, tar_members(handle))
+                members = tar_members(handle, archive, limits)
+                check_members(archive, members)
+                check_limits(archive, members, limits)
                 staging.mkdir()
                 handle.extractall(staging, filter="data")
         check_tree(staging, archive)

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from steps.data.archive import check_tree, extract_archive
+from steps.data.archive import ArchiveLimits, check_tree, extract_archive
 from steps.data.openeds import find_openeds
 from steps.outputs import sha256_file, write_json_atomic
 
@@ -195,7 +195,7 @@ def stream_archive(client, owner: str, slug: str, version: int, target: Path) ->
     return target
 
 
-def _install_version(client, cache: DatasetCache, version: int) -> Path:
+def _install_version(client, cache: DatasetCache, version: int, limits: ArchiveLimits) -> Path:
     """Download, extract safely, check the layout, then write the completion marker."""
     folder = cache.version_dir(version)
     folder.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ def _install_version(client, cache: DatasetCache, version: int) -> Path:
     files = folder / "files"
     if files.exists():  # an earlier run died after extracting: start the extraction over
         shutil.rmtree(files)
-    extracted = extract_archive(archive, files)
+    extracted = extract_archive(archive, files, limits)
     layout = find_openeds(files)
     write_json_atomic(folder / MARKER, {"dataset": f"{cache.owner}/{cache.slug}", "version": version,
                                         "archive_sha256": sha256_file(archive), "files": len(extracted),
@@ -213,7 +213,8 @@ def _install_version(client, cache: DatasetCache, version: int) -> Path:
 
 
 def download_with_kaggle_api(dataset: str, version: int | None, cache_dir: Path,
-                             env: Mapping[str, str] | None = None) -> DownloadResult:
+                             env: Mapping[str, str] | None = None,
+                             limits: ArchiveLimits = ArchiveLimits()) -> DownloadResult:
     """The dataset's files folder in our cache, downloading only what is not complete there."""
     owner, slug = split_handle(dataset)
     cache = DatasetCache(Path(cache_dir).expanduser(), owner, slug)
@@ -242,7 +243,7 @@ def download_with_kaggle_api(dataset: str, version: int | None, cache_dir: Path,
             if files := cache.complete(version):
                 log.info("Kaggle cache used: %s v%d complete at %s; nothing downloaded", dataset, version, files)
                 return DownloadResult(files, version, True)
-            return DownloadResult(_install_version(client, cache, version), version, False)
+            return DownloadResult(_install_version(client, cache, version, limits), version, False)
         except requests.RequestException as error:
             raise _http_error(error, f"dataset '{dataset}' version {version or 'latest'}", credentials) from None
 

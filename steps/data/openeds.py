@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from steps.data.frames import IMAGE_SHAPE, RAW_CLASSES
+from steps.data.headers import HeaderError, npy_header, png_size
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -151,6 +152,12 @@ def read_image(path: Path) -> np.ndarray:
     """An 8-bit grayscale PNG of shape (400, 640); FrameError naming the file otherwise."""
     if not path.is_file():
         raise FrameError(f"{path}: image file is missing")
+    try:
+        width, height = png_size(path)
+    except HeaderError as error:
+        raise FrameError(f"{path}: not a readable image ({error})") from None
+    if (height, width) != IMAGE_SHAPE:  # checked before decoding: a header can claim any size
+        raise FrameError(f"{path}: image shape {(height, width)}, expected {IMAGE_SHAPE} (640 wide x 400 tall)")
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise FrameError(f"{path}: not a readable image (corrupt or truncated PNG?)")
@@ -167,6 +174,7 @@ def read_image(path: Path) -> np.ndarray:
 
 def read_label(path: Path) -> np.ndarray:
     """A uint8 (400, 640) .npy with values 0..3; FrameError naming the file otherwise."""
+    check_label_header(path)
     try:
         label = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -184,6 +192,22 @@ def read_label(path: Path) -> np.ndarray:
         raise FrameError(f"{path}: label values {bad} outside 0..{len(RAW_CLASSES) - 1} "
                          f"({', '.join(RAW_CLASSES)})")
     return label
+
+
+def check_label_header(path: Path) -> None:
+    """Shape and dtype from the .npy header, before numpy allocates what the header claims."""
+    try:
+        shape, dtype = npy_header(path)
+    except FileNotFoundError:
+        raise FrameError(f"{path}: label file is missing") from None
+    except (HeaderError, OSError) as error:
+        raise FrameError(f"{path}: unreadable .npy label (truncated or not an array): {error}") from None
+    if dtype.hasobject:
+        raise FrameError(f"{path}: unreadable .npy label (it holds pickled objects, which are never loaded)")
+    if shape != IMAGE_SHAPE:
+        raise FrameError(f"{path}: label shape {shape}, expected {IMAGE_SHAPE}")
+    if dtype != np.uint8:
+        raise FrameError(f"{path}: label dtype {dtype}, expected uint8")
 
 
 def read_frame(frame: Frame) -> tuple[np.ndarray, np.ndarray | None]:

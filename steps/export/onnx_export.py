@@ -32,7 +32,9 @@ from steps.data.frames import (IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_MEAN, INPUT_STD,
 from steps.data.transforms import PreprocessParams
 from steps.models import ModelSpec, count_parameters, create_model, get_spec
 from steps.models.layers import fuse_conv_bn
+from steps.models.checkpoint_file import CheckpointRefused, read_checkpoint
 from steps.outputs import sha256_file
+from steps.paths import PathOutsideFolder, inside_folder
 from steps.runtime import StepError
 
 Exporter = Literal["dynamo", "legacy"]
@@ -115,7 +117,10 @@ def find_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]]:
             raise StepError(f"{card_path}: not valid JSON ({error.msg} at line {error.lineno})") from error
         if not isinstance(card, dict) or not card.get("checkpoint"):
             raise StepError(f"{card_path}: expected a JSON object naming its 'checkpoint'")
-        path = folder / str(card["checkpoint"])
+        try:
+            path = inside_folder(folder, str(card["checkpoint"]), f"{card_path} field 'checkpoint'")
+        except PathOutsideFolder as error:
+            raise StepError(str(error)) from error
         if not path.is_file():
             raise StepError(f"{path}: checkpoint named by {MODEL_CARD_NAME} is missing")
         return path, card
@@ -159,10 +164,12 @@ def load_source_model(folder: Path, task: str | None = None) -> SourceModel:
     """Load a training `model` folder; `task` ("segmentation"/"ellipse") is checked when given."""
     path, card = find_checkpoint(folder)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        checkpoint = read_checkpoint(path)
+    except CheckpointRefused as error:
+        raise StepError(str(error)) from error
     except Exception as error:  # noqa: BLE001 - any unreadable file is the same user-facing problem
         raise StepError(f"{path}: cannot be read as a PyTorch checkpoint ({type(error).__name__}: {error})") from error
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "model_name" not in checkpoint:
+    if "state_dict" not in checkpoint or "model_name" not in checkpoint:
         raise StepError(f"{path}: not an openeds checkpoint (expected a dict with model_name and state_dict)")
     try:
         spec = get_spec(checkpoint["model_name"])

@@ -96,10 +96,13 @@ CHECKPOINT_FORMAT = "openeds-checkpoint/1"
 def load_checkpoint(path: Any, map_location: str = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """Rebuild the model a checkpoint was saved from and load its weights (strict).
 
-    Checkpoints are plain dicts: format, model_name, model_config, state_dict, plus training facts.
+    Checkpoints are plain dicts: format, model_name, model_config, state_dict, plus training facts;
+    they are read weights-only (`steps.models.checkpoint_file`), so loading one runs no code.
     """
-    checkpoint = torch.load(path, map_location=map_location, weights_only=False)
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint or "model_name" not in checkpoint:
+    from steps.models.checkpoint_file import read_checkpoint
+
+    checkpoint = read_checkpoint(path, map_location=map_location)
+    if "state_dict" not in checkpoint or "model_name" not in checkpoint:
         raise ValueError(f"{path}: not an openeds checkpoint (expected a dict with model_name and state_dict)")
     model = create_model(checkpoint["model_name"], **checkpoint.get("model_config", {}))
     model.load_state_dict(checkpoint["state_dict"], strict=True)

@@ -6,7 +6,9 @@ server that does not answer fails the step within seconds (MLflow's own retries 
 minutes). A run started while another is active (tune's parent run) is nested under it.
 
 Registered models are logged with `serialization_format="pickle"`: it loads at any batch size,
-where MLflow 3's default torch.export ("pt2") fixes the example's shapes. Each version gets tags
+where MLflow 3's default torch.export ("pt2") fixes the example's shapes. The version also carries
+the plain checkpoint (`extra_files/`), and `load_registered_model` rebuilds the model from that
+weights-only file: loading from the registry never unpickles. Each version gets tags
 (date, git commit when known, run id, metrics) and the alias "candidate"; it also becomes
 "champion" when its `valid_iou` tag is at least the current champion's.
 """
@@ -201,6 +203,7 @@ class MlflowBackend:
             info = mlflow.pytorch.log_model(model, name="registered_model", registered_model_name=name,
                                             signature=_signature(model, input_example),
                                             serialization_format="pickle", pip_requirements=_requirements(),
+                                            extra_files=[str(checkpoint_path)],
                                             await_registration_for=120)
         finally:
             model.train(was_training)
@@ -243,7 +246,6 @@ class MlflowBackend:
 def load_registered_model(name: str, version: str | int | None = None, alias: str | None = None) -> Any:
     """A registered model (torch nn.Module) by version, by alias, or the champion (else the latest)."""
     import mlflow
-    import mlflow.pytorch
 
     if version is not None and alias is not None:
         raise ValueError("give a version or an alias, not both")
@@ -260,5 +262,26 @@ def load_registered_model(name: str, version: str | int | None = None, alias: st
             if latest is None:
                 raise StepError(f"model registry: no registered model named '{name}'") from None
             uri = f"models:/{name}/{latest.version}"
+    return load_checkpoint_of(uri)
+
+
+def load_checkpoint_of(uri: str) -> Any:
+    """The model of a registered version, rebuilt from its plain checkpoint (weights-only)."""
+    import tempfile
+
+    import mlflow
+
+    from steps.models import load_checkpoint
+
     log.info("loading %s", uri)
-    return mlflow.pytorch.load_model(uri, map_location="cpu")
+    with tempfile.TemporaryDirectory(prefix="openeds-registry-") as folder:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{uri}/extra_files", dst_path=folder))
+        found = sorted(local.glob("*.pt"))
+        if len(found) != 1:
+            raise StepError(f"model registry: {uri} holds {len(found)} checkpoints in extra_files/ (expected one; "
+                            f"versions registered before weights-only loading hold none: register it again)")
+        try:
+            model, _ = load_checkpoint(found[0])
+        except ValueError as error:
+            raise StepError(f"model registry: {uri}: {error}") from error
+    return model

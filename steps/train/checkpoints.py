@@ -30,6 +30,7 @@ from torch import nn
 
 from steps.models import (CHECKPOINT_FORMAT, MODEL_SPECS, best_checkpoint_name, count_parameters,
                           create_model, epoch_checkpoint_name, get_spec, portable_state_dict)
+from steps.models.checkpoint_file import CheckpointRefused, read_checkpoint
 from steps.outputs import write_json_atomic
 from steps.runtime import StepError
 
@@ -84,7 +85,7 @@ def write_model_output(checkpoints: Path, model_dir: Path, model_name: str) -> d
                         f"validation metric)")
     target = model_dir / source.name
     shutil.copyfile(source, target)
-    payload = torch.load(target, map_location="cpu", weights_only=False)
+    payload = read_checkpoint(target)
     card = {"model_name": model_name, "model_type": get_spec(model_name).model_type, "checkpoint": target.name,
             "parameters": count_parameters(_model_from_payload(payload)), "input_mode": payload["input_mode"],
             "metrics": payload["metrics"], "epoch": payload["epoch"], "run_id": payload["run_id"]}
@@ -134,9 +135,11 @@ def load_resume_state(directory: Path, model_name: str, model_config: dict[str, 
         if best is not None and not candidate.is_last and candidate.epoch < best["epoch"]:
             continue  # cannot beat what is already loaded
         try:
-            state = torch.load(candidate.path, map_location="cpu", weights_only=False)
-            if not isinstance(state, dict) or "optimizer" not in state or "state_dict" not in state:
+            state = read_checkpoint(candidate.path)
+            if "optimizer" not in state or "state_dict" not in state:
                 raise ValueError("not a training-state checkpoint")
+        except CheckpointRefused as error:  # crafted, not damaged: refuse it rather than skip it
+            raise StepError(str(error)) from error
         except Exception as error:  # noqa: BLE001 - any unreadable file is skipped, never fatal
             log.warning("checkpoint %s is unreadable (%s: %s); skipping it", candidate.path,
                         type(error).__name__, str(error).splitlines()[0] if str(error) else "")
@@ -201,7 +204,7 @@ def prune_epoch_checkpoints(directory: Path, model_name: str, keep_top_k: int, m
 def read_metric(path: Path, metric: str) -> float:
     """The stored validation metric of a checkpoint (-inf when unreadable: pruned first)."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        state = read_checkpoint(path, mmap=True)
         value = float(state.get("metrics", {}).get(metric, float("-inf")))
         return value if value == value else float("-inf")  # nan ranks last
     except Exception:  # noqa: BLE001 - an unreadable file is the first to go

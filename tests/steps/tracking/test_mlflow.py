@@ -17,6 +17,7 @@ from contracts.train_seg import TrainSegHyperparameters
 from steps.models import create_model
 from steps.runtime import StepError
 from steps.tracking import load_registered_model, open_tracker
+from steps.train.checkpoints import save_best
 from tests.mlflow_server import mlflow_server, mlflow_tracking_uri  # noqa: F401 - fixtures
 
 CANARY = "canary-secret-7f3a9c1e"
@@ -65,10 +66,12 @@ def test_registered_model_loads_by_version_and_alias(mlflow_tracking_uri, tmp_pa
     name = f"openeds-test-{uuid.uuid4().hex[:6]}"
     model = create_model("tiny_efficientvit_micro").eval()
     example = torch.zeros(2, 1, 400, 640).numpy()
+    checkpoint = save_best(model, tmp_path, model_name="tiny_efficientvit_micro", model_config={}, epoch=1,
+                           metrics={}, input_mode="preprocessed", hyperparameters={}, run_id=None)
     versions = []
     for score in ("0.9100", "0.8800"):
         with open_seg_tracker(hp(), tmp_path) as tracker:
-            versions.append(tracker.register_model(model, tmp_path / "best_efficientvit_tiny_model.pt", name=name,
+            versions.append(tracker.register_model(model, checkpoint, name=name,
                                                    tags={"valid_iou": score, "model_type": "TinyEfficientViT-Micro"},
                                                    input_example=example))
     first, second = versions

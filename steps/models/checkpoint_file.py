@@ -1,0 +1,101 @@
+"""Read a checkpoint file without executing anything it holds.
+
+`torch.load(weights_only=False)` runs whatever a pickle asks for, and checkpoints arrive through
+channels, `checkpoints/` and registries: from anyone. Every load in the project goes through
+`read_checkpoint`, which uses torch's weights-only unpickler: tensors, numbers, strings, lists,
+tuples and dicts, plus numeric numpy arrays (earlier versions of this project stored NumPy's RNG
+state that way, and its arrays carry no code). Anything else is refused, naming the file.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+# What NumPy's RNG state pickles to; object arrays would need further globals, which stay refused.
+_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype]  # type: ignore[attr-defined]
+
+
+class CheckpointRefused(ValueError):
+    """A file that holds more than plain data (it would run code if unpickled in full); the
+    message's first line names it."""
+
+
+def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint dict stored at `path`, loaded weights-only; CheckpointRefused otherwise."""
+    path = Path(path)
+    try:
+        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
+            payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        if "Unsupported global" not in str(error):  # damaged, not crafted: the caller's usual error
+            raise
+        raise CheckpointRefused(f"{path}: refused, not a plain checkpoint ({_forbidden(error)}); only "
+                                f"tensors, numbers, strings, lists and dicts are loaded, so nothing in "
+                                f"the file can run. A checkpoint saved by this project before weights-only "
+                                f"loading: convert it, if you trust its origin, with "
+                                f"`python -m steps.models.checkpoint_file OLD NEW`") from error
+    if not isinstance(payload, dict):
+        raise CheckpointRefused(f"{path}: not an openeds checkpoint (holds a {type(payload).__name__}, "
+                                f"expected a dict)")
+    return payload
+
+
+def _forbidden(error: Exception) -> str:
+    """The global the unpickler refused, from torch's long message."""
+    for line in str(error).splitlines():
+        if "Unsupported global" in line:
+            return line.strip().split("WeightsUnpickler error: ")[-1][:200]
+    return "Unsupported global"
+
+
+def convert_trusted_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Rewrite a checkpoint that weights-only loading refuses, for a file whose origin you trust.
+
+    This is the one place that unpickles in full: it runs only by hand, on a file the user names.
+    Tensors, numbers, strings, containers and numpy arrays are kept; any other object is refused.
+    """
+    payload = torch.load(Path(source), map_location="cpu", weights_only=False)
+    plain = _plain(payload, "checkpoint")
+    torch.save(plain, Path(target))
+    read_checkpoint(target)  # the converted file must load the safe way
+    return Path(target)
+
+
+def _plain(value: Any, where: str) -> Any:
+    if isinstance(value, (torch.Tensor, str, int, float, bool, type(None))):
+        return value
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {key: _plain(item, f"{where}.{key}") for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        items = [_plain(item, f"{where}[{index}]") for index, item in enumerate(value)]
+        return items if isinstance(value, list) else tuple(items)
+    raise CheckpointRefused(f"{where}: holds a {type(value).__module__}.{type(value).__qualname__}, "
+                            f"which a plain checkpoint cannot")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m steps.models.checkpoint_file OLD NEW`: convert a trusted old checkpoint."""
+    import sys
+
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 2:
+        print("usage: python -m steps.models.checkpoint_file OLD.pt NEW.pt   (OLD: a file you trust)",
+              file=sys.stderr)
+        return 2
+    print(f"wrote {convert_trusted_checkpoint(args[0], args[1])}: it loads weights-only")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

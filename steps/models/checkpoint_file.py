@@ -18,7 +18,9 @@ import numpy as np
 import torch
 
 # What NumPy's RNG state pickles to; object arrays would need further globals, which stay refused.
-_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype]  # type: ignore[attr-defined]
+_NUMERIC_DTYPES = [type(np.dtype(code)) for code in "?bBhHiIlLqQefdgFDG"]
+_NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype,  # type: ignore[attr-defined]
+                        *_NUMERIC_DTYPES]
 
 
 class CheckpointRefused(ValueError):
@@ -34,9 +36,10 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
             payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as error:
-        if "Unsupported global" not in str(error):  # damaged, not crafted: the caller's usual error
-            raise
-        raise CheckpointRefused(f"{path}: refused, not a plain checkpoint ({_forbidden(error)}); only "
+        reason = _torch_reason(error)
+        if "unsupported global" not in reason.lower():  # damaged, not crafted
+            raise pickle.UnpicklingError(reason) from error
+        raise CheckpointRefused(f"{path}: refused, not a plain checkpoint ({reason}); only "
                                 f"tensors, numbers, strings, lists and dicts are loaded, so nothing in "
                                 f"the file can run. A checkpoint saved by this project before weights-only "
                                 f"loading: convert it, if you trust its origin, with "
@@ -47,12 +50,12 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     return payload
 
 
-def _forbidden(error: Exception) -> str:
-    """The global the unpickler refused, from torch's long message."""
-    for line in str(error).splitlines():
-        if "Unsupported global" in line:
-            return line.strip().split("WeightsUnpickler error: ")[-1][:200]
-    return "Unsupported global"
+def _torch_reason(error: Exception) -> str:
+    """The one specific line of torch's long weights-only message (what it refused, or why)."""
+    boilerplate = ("Weights only load failed", "Check the documentation", "Please file an issue")
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(boilerplate)]
+    return (specific or lines or [type(error).__name__])[0].removeprefix("WeightsUnpickler error: ")[:200]
 
 
 def convert_trusted_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:

@@ -28,23 +28,11 @@ from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfig
 
 from contracts import ContractError, Hyperparameters, Layout, StepContract, get_contract
 from contracts.base import shorten
+from steps.errors import FailAfterCommit, StepError
 from steps.outputs import StagedOutput, write_json_atomic
 from steps.secrets import RedactingFilter, redact, redact_obj
 
 log = logging.getLogger("steps")
-
-
-class StepError(RuntimeError):
-    """A failure with a message meant for people; its first line names the field, file or gate."""
-
-
-class FailAfterCommit(StepError):
-    """A failure whose outputs are complete and worth keeping (a validation report with a missed
-    gate): the runtime commits them, with `failure` in their manifest, then fails the step."""
-
-    def __init__(self, message: str, summary: dict[str, Any] | None = None):
-        super().__init__(message)
-        self.summary = summary or {}
 
 
 @dataclass

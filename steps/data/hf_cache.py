@@ -21,7 +21,7 @@ from pathlib import Path
 
 import datasets
 
-from steps.runtime import StepError
+from steps.errors import StepError
 
 log = logging.getLogger(__name__)
 

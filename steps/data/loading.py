@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from steps.data import transforms
 from steps.data.augment import AugmentParams, augment_row, params_for
 from steps.data.frames import IMAGE_SHAPE
-from steps.runtime import StepError
+from steps.errors import StepError
 
 log = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ from steps.models.layers import fuse_conv_bn
 from steps.models.checkpoint_file import CheckpointRefused, read_checkpoint
 from steps.outputs import sha256_file
 from steps.paths import PathOutsideFolder, inside_folder
-from steps.runtime import StepError
+from steps.errors import StepError
 
 Exporter = Literal["dynamo", "legacy"]
 MODEL_CARD_NAME = "model_card.json"

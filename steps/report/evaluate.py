@@ -23,7 +23,7 @@ from steps.data.frames import SEG_CLASSES, normalize_image
 from steps.data.loading import SplitRows
 from steps.data.openeds import FrameError, find_openeds, read_frame
 from steps.report.models import ExportedModel
-from steps.runtime import StepError
+from steps.errors import StepError
 from steps.train.metrics import ConfusionMatrix, ellipse_errors
 
 log = logging.getLogger(__name__)

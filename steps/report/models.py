@@ -13,7 +13,7 @@ from torch import nn
 
 from steps.export.onnx_export import INPUT_NAME, cpu_session, load_source_model, read_metadata
 from steps.report.latency import onnx_latency, paired_latency
-from steps.runtime import StepError
+from steps.errors import StepError
 
 
 @dataclass

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.runtime import StepError
+from steps.errors import StepError
 from steps.tracking.mlflow_backend import check_reachable, tracking_uri
 
 log = logging.getLogger(__name__)

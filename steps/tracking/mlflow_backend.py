@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.runtime import StepError
+from steps.errors import StepError
 from steps.secrets import redact
 
 log = logging.getLogger(__name__)

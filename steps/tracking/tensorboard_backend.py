@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.runtime import StepError
+from steps.errors import StepError
 
 log = logging.getLogger(__name__)
 

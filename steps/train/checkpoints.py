@@ -32,7 +32,7 @@ from steps.models import (CHECKPOINT_FORMAT, MODEL_SPECS, best_checkpoint_name, 
                           create_model, epoch_checkpoint_name, get_spec, portable_state_dict)
 from steps.models.checkpoint_file import CheckpointRefused, read_checkpoint
 from steps.outputs import write_json_atomic
-from steps.runtime import StepError
+from steps.errors import StepError
 
 log = logging.getLogger(__name__)
 

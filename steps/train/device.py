@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from steps.runtime import StepError
+from steps.errors import StepError
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from steps.runtime import StepError
+from steps.errors import StepError
 from steps.train.device import Precision, rng_state, set_rng_state
 from steps.train.metrics import RunningMeans
 from steps.train.optim import LRSchedule

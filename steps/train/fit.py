@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from steps.models import get_spec, unwrap
-from steps.runtime import StepError
+from steps.errors import StepError
 from steps.train import checkpoints as ckpt
 from steps.train.device import (configure_backends, describe_device, prepare_model, resolve_precision, rng_state,
                                 seed_everything, select_device, set_rng_state, torch_threads)

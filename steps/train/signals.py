@@ -17,7 +17,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from steps.runtime import StepError
+from steps.errors import StepError
 
 log = logging.getLogger(__name__)
 

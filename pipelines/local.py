@@ -12,6 +12,7 @@ independent tasks still run. Without MLFLOW_TRACKING_URI, runs are tracked in
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -40,6 +41,8 @@ SCRUBBED_ENV_PREFIXES = ("SM_", "SAGEMAKER_")
 STOP_GRACE_S = 60  # a training step saves a checkpoint when stopped
 # Beside hyperparameters.json: the settings and channel wiring a task ran with (for --resume).
 TASK_RECORD = "pipeline_task.json"
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SOURCE_PACKAGES = ("contracts", "steps", "pipelines")
 
 
 @dataclass
@@ -58,6 +61,7 @@ class RunPlan:
     work_dir: Path
     hyperparameters: Mapping[str, Mapping[str, Any]]
     env: Mapping[str, str]
+    code_version: str = ""  # the runner's code_version(): a finished task of other code is not reused
 
     def root(self, task: str) -> Path:
         return self.work_dir / task
@@ -97,6 +101,10 @@ class ProcessRunner:
     def prepare(self, plan: RunPlan, task: str) -> None:
         return None
 
+    def code_version(self) -> str:
+        """The code a task runs: a digest of this checkout's contracts, steps and pipelines."""
+        return f"source sha256:{source_digest(PROJECT_ROOT)}"
+
 
 class DockerRunner(ProcessRunner):
     """`docker run IMAGE TASK` with the task root at /opt/ml and upstream outputs mounted in."""
@@ -128,17 +136,42 @@ class DockerRunner(ProcessRunner):
         names |= {name for name in plan.env if name.startswith("OPENEDS_")}
         return names | ({"MLFLOW_TRACKING_URI"} if "MLFLOW_TRACKING_URI" in plan.env else set())
 
+    def code_version(self) -> str:
+        """The image's ID (its content digest): a rebuilt image is other code."""
+        done = subprocess.run([self.docker, "image", "inspect", "--format", "{{.Id}}", self.image],
+                              capture_output=True, text=True)
+        return f"image {done.stdout.strip()}" if done.returncode == 0 else f"image {self.image} (not inspectable)"
+
     def prepare(self, plan: RunPlan, task: str) -> None:
         if os.getuid() == 0:
             for folder in (plan.root(task), plan.mlflow_dir):
                 folder.chmod(0o777)
 
 
+def source_digest(root: Path) -> str:
+    """sha256 over the project's code and profiles (paths and bytes), in a stable order."""
+    digest = hashlib.sha256()
+    for package in SOURCE_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.suffix in (".py", ".yaml") and path.is_file():
+                digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def manifest_digest(folder: Path) -> str | None:
+    """sha256 of an output's manifest, which lists every file's hash: its content, in one value."""
+    manifest = folder / "_manifest.json"
+    return hashlib.sha256(manifest.read_bytes()).hexdigest() if manifest.is_file() else None
+
+
 def task_record(plan: RunPlan, task: str) -> dict[str, Any]:
-    """What a task run depends on besides its upstream outputs' content: its settings and wiring."""
+    """What a task run depends on: its settings, its wiring, its upstream outputs' content and the
+    code that runs it. --resume reuses a finished task only when all of them are the same."""
     return {"hyperparameters": dict(plan.hyperparameters[task]),
             "channels": {channel: f"{edge.source_task}.{edge.source_output}"
-                         for channel, edge in sorted(plan.dag.inputs_of(task).items())}}
+                         for channel, edge in sorted(plan.dag.inputs_of(task).items())},
+            "upstream": {channel: manifest_digest(path) for channel, path in sorted(plan.channels(task).items())},
+            "code": plan.code_version}
 
 
 def record_file(plan: RunPlan, task: str) -> Path:
@@ -289,7 +322,7 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
                         help=f"one /opt/ml-style root per task under it (default: {DEFAULT_WORK_DIR})")
     parser.add_argument("--resume", action="store_true",
-                        help="reuse tasks finished with the same settings, wiring and upstream outputs; "
+                        help="reuse tasks finished with the same settings, wiring, upstream outputs and code; "
                              "continue unfinished ones in their roots (training resumes from checkpoints); "
                              "run the rest from scratch")
 
@@ -299,8 +332,9 @@ def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     hyperparameters = resolve_hyperparameters(load_profile(args.profile), parse_assignments(args.assignments),
                                               tasks=dag.tasks)
     work_dir = args.work_dir.absolute()
-    plan = RunPlan(dag=dag, work_dir=work_dir, hyperparameters=hyperparameters, env=base_environment(work_dir))
     runner = DockerRunner(args.image or DEFAULT_LOCAL_IMAGE) if args.mode == "docker" else ProcessRunner()
+    plan = RunPlan(dag=dag, work_dir=work_dir, hyperparameters=hyperparameters, env=base_environment(work_dir),
+                   code_version=runner.code_version())
     print(f"pipeline: {len(plan.dag.tasks)} tasks, mode {runner.mode}, work dir {work_dir}, "
           f"MLflow {plan.env['MLFLOW_TRACKING_URI'].split('@')[-1]}", file=out, flush=True)
     results = run_dag(plan, runner, resume=args.resume, out=out)

@@ -65,6 +65,33 @@ def test_resume_reuses_only_runs_with_the_same_settings_wiring_and_upstream(tmp_
     assert local.resume_action(plan, "train-seg", upstream_reused=True) == "continue"
 
 
+def test_resume_keys_a_task_on_its_upstream_content_and_code(tmp_path):
+    plan = make_plan(tmp_path)
+    finish(plan, "download-kaggle")
+    finish(plan, "preprocess")
+    assert local.resume_action(plan, "preprocess", upstream_reused=True) == "reuse"
+    # the upstream output was rewritten with other content (a manual rerun, a copied folder)
+    (plan.output_dir("download-kaggle", "raw") / "_manifest.json").write_text('{"files": ["other"]}')
+    assert local.resume_action(plan, "preprocess", upstream_reused=True) == "fresh"
+    finish(plan, "preprocess")
+    assert local.resume_action(plan, "preprocess", upstream_reused=True) == "reuse"
+    # the same settings under other code (an edited checkout, a rebuilt image)
+    other_code = local.RunPlan(dag=plan.dag, work_dir=plan.work_dir, hyperparameters=plan.hyperparameters,
+                               env=plan.env, code_version="source sha256:0000")
+    assert local.resume_action(other_code, "preprocess", upstream_reused=True) == "fresh"
+
+
+def test_code_version_follows_the_source(tmp_path):
+    for package in local.SOURCE_PACKAGES:
+        (tmp_path / package).mkdir()
+        (tmp_path / package / "a.py").write_text("x = 1\n")
+    before = local.source_digest(tmp_path)
+    assert local.source_digest(tmp_path) == before
+    (tmp_path / "steps" / "a.py").write_text("x = 2\n")
+    assert local.source_digest(tmp_path) != before
+    assert local.ProcessRunner().code_version() == f"source sha256:{local.source_digest(local.PROJECT_ROOT)}"
+
+
 def test_channels_are_the_upstream_output_folders(tmp_path):
     plan = make_plan(tmp_path)
     assert plan.channels("validate") == {

@@ -20,6 +20,10 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml
 
 setup: $(VENV)/.installed
 
+# The real sample frames validate reports beside the generated ones (evaluation only, never training).
+FIXTURES ?= $(abspath ../shared/fixtures/openeds-sample)
+export OPENEDS_FIXTURES_DIR ?= $(if $(wildcard $(FIXTURES)/images),$(FIXTURES),)
+
 pipeline: setup
 	MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824 \
 	$(BIN)/python -m pipelines.full run --work-dir $(RUNS) --mode $(MODE)

@@ -127,9 +127,18 @@ class DockerRunner(ProcessRunner):
                    "-v", f"{mlflow_dir}:{mlflow_dir}", "-w", mlflow_dir, "--shm-size", "1g"]
         for channel, path in plan.channels(task).items():
             command += ["-v", f"{path.resolve()}:{CONTAINER_ROOT}/input/data/{channel}:ro"]
+        for folder in self.host_folders(plan, task):  # named by a setting: visible at the same path inside
+            command += ["-v", f"{folder}:{folder}:ro"]
         for name in sorted(self.passed_env(plan)):
             command += ["-e", name]
         return [*command, self.image, task]
+
+    def host_folders(self, plan: RunPlan, task: str) -> list[str]:
+        """Host folders the task's settings name by path (validate's real frames, `fixtures_dir`)."""
+        if "fixtures_dir" not in get_contract(task).hyperparameters.model_fields:
+            return []
+        named = plan.hyperparameters[task].get("fixtures_dir") or plan.env.get("OPENEDS_FIXTURES_DIR")
+        return [str(Path(named).resolve())] if named and Path(named).is_dir() else []
 
     def passed_env(self, plan: RunPlan) -> set[str]:
         names = {name for name in PASSED_ENV if name in plan.env}

@@ -26,8 +26,6 @@ from steps.runtime import FailAfterCommit, StepIO
 
 log = logging.getLogger(__name__)
 CHECKPOINT_CHANNELS = {"segmentation": "seg_model", "ellipse": "ellipse_model"}
-# The real frames beside a project checkout (../shared/fixtures/openeds-sample); absent elsewhere.
-DEFAULT_FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "openeds-sample"
 
 
 @dataclass
@@ -50,7 +48,11 @@ def check_inputs(hp: ValidateHyperparameters, io: StepIO) -> None:
 
 
 def fixtures_folder(hp: ValidateHyperparameters) -> tuple[Path | None, str]:
-    folder = Path(hp.fixtures_dir).expanduser() if hp.fixtures_dir else DEFAULT_FIXTURES
+    """The real frames named by `fixtures_dir` (or OPENEDS_FIXTURES_DIR); the step knows no default
+    path, so every checkout, image and scheduler reports the same thing for the same settings."""
+    if not hp.fixtures_dir:
+        return None, "no real frames given (fixtures_dir / OPENEDS_FIXTURES_DIR); not evaluated"
+    folder = Path(hp.fixtures_dir).expanduser()
     if folder.is_dir():
         return folder, f"{folder}"
     return None, f"real frames not found at {folder} (fixtures_dir); not evaluated"

@@ -14,6 +14,9 @@ FIXTURES = REPO.parent / "shared" / "fixtures" / "openeds-sample"
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# validate reports the real frames when its settings name them, as `make pipeline` does.
+if (FIXTURES / "images").is_dir():
+    os.environ.setdefault("OPENEDS_FIXTURES_DIR", str(FIXTURES))
 
 
 @pytest.fixture

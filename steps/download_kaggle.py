@@ -29,7 +29,7 @@ from steps.data.kaggle import KaggleDownloadError, download_with_kaggle_api, dow
 from steps.data.openeds import (FrameError, OpenEDSLayout, check_frames, find_openeds, publish_frames,
                                 select_frames)
 from steps.data.synthetic import generate_openeds
-from steps.runtime import StepError, StepIO
+from steps.runtime import StepError, StepHooks, StepIO
 
 log = logging.getLogger(__name__)
 ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
@@ -136,3 +136,6 @@ def run(hp: DownloadKaggleHyperparameters, io: StepIO) -> dict[str, Any]:
     io.annotate("raw", rows=total, counts=counts, layout=layout.kind, layout_description=layout.describe(),
                 source=hp.source, skipped_splits=withheld, **facts)
     return {"frames": counts, "layout": layout.kind, "source": hp.source}
+
+
+HOOKS = StepHooks(run=run, check_inputs=check_inputs, channels_optional=channels_optional)

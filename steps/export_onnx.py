@@ -12,7 +12,7 @@ from typing import Any
 from contracts.export_onnx import ExportOnnxHyperparameters
 from steps.export.onnx_export import ExportResult, check_size, export_checked, load_source_model
 from steps.outputs import write_json_atomic
-from steps.runtime import StepIO
+from steps.runtime import StepHooks, StepIO
 
 log = logging.getLogger(__name__)
 CHANNEL_TASKS = {"seg_model": "segmentation", "ellipse_model": "ellipse"}
@@ -47,3 +47,6 @@ def run(hp: ExportOnnxHyperparameters, io: StepIO) -> dict[str, Any]:
     io.annotate("onnx", models=facts)
     return {"models": {r.model_name: {"file": r.file, "size_kb": round(r.size_kb, 2),
                                       "max_abs_diff": r.max_abs_diff} for r in results}}
+
+
+HOOKS = StepHooks(run=run, check_inputs=check_inputs)

@@ -27,7 +27,7 @@ from steps.data.reference import TOLERANCE
 from steps.data.transforms import PreprocessParams
 from steps.data.verify import find_saved_splits, validate_split
 from steps.outputs import read_manifest, write_json_atomic
-from steps.runtime import FailAfterCommit, StepError, StepIO
+from steps.runtime import FailAfterCommit, StepError, StepHooks, StepIO
 
 log = logging.getLogger(__name__)
 
@@ -164,3 +164,6 @@ def _mismatch_message(mismatches: list[dict[str, Any]]) -> str:
                                                for column, value in first.get("differences", {}).items())
     return (f"validate: {len(mismatches)} mismatching row(s); first: {first['split']}/{first['filename']} "
             f"column '{first['column']}' ({detail})\nsee {VALIDATE_REPORT_FILE} in the report output")
+
+
+HOOKS = StepHooks(run=run, check_inputs=check_inputs)

@@ -22,7 +22,7 @@ from steps.data.hub import (CARD_FILE, HubError, SplitFacts, card_text, check_re
 from steps.data.precompute import FEATURES
 from steps.data.verify import is_saved_dataset
 from steps.outputs import read_manifest
-from steps.runtime import StepError, StepIO
+from steps.runtime import StepError, StepHooks, StepIO
 
 log = logging.getLogger(__name__)
 
@@ -109,3 +109,6 @@ def run(hp: PushHfHyperparameters, io: StepIO) -> dict[str, Any]:
         log.info("dry run: %s holds exactly what push=true uploads to %s", io.outputs["upload"].final,
                  hp.repo_id)
     return summary
+
+
+HOOKS = StepHooks(run=run, check_inputs=check_inputs)

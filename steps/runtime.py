@@ -1,8 +1,10 @@
 """Run one step under a root: validate the contract, run, commit outputs atomically, write the
 manifest, or write `output/failure` and exit non-zero.
 
-Step modules define `run(hp, io) -> dict` (a summary: metrics, row counts) and may define
-`check_inputs(hp, io)` for deeper input checks that must pass before any heavy work.
+Each step module declares `HOOKS = StepHooks(run=..., check_inputs=..., channels_optional=...)`:
+`run(hp, io) -> dict` (a summary: metrics, row counts), optional `check_inputs(hp, io)` for deeper
+input checks that must pass before any heavy work, and optional `channels_optional(hp)` naming the
+required channels a setting makes unnecessary. A misspelt hook is a TypeError at import.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,6 +76,23 @@ class StepIO:
         """This run does not produce `output` (a check-only mode): its folder is left as it was."""
         self.contract.output(output)
         self.unchanged.add(output)
+
+
+@dataclass(frozen=True)
+class StepHooks:
+    """What a step module gives the runtime; the contract names the module (`contract.module`)."""
+
+    run: Callable[[Any, StepIO], dict[str, Any] | None]
+    check_inputs: Callable[[Any, StepIO], None] | None = None
+    channels_optional: Callable[[Any], Iterable[str]] | None = None
+
+
+def hooks_of(contract: StepContract) -> StepHooks:
+    """The step module's HOOKS; a module without them is a broken step, said at once."""
+    hooks = getattr(importlib.import_module(contract.module), "HOOKS", None)
+    if not isinstance(hooks, StepHooks):
+        raise TypeError(f"step {contract.name}: module {contract.module} defines no HOOKS = StepHooks(...)")
+    return hooks
 
 
 def _has_content(path: Path) -> bool:
@@ -178,7 +197,7 @@ def resolve_hyperparameters(contract: StepContract, layout: Layout, cli_values: 
 
 
 def check_channels(contract: StepContract, layout: Layout, hp: Hyperparameters) -> None:
-    optional_when = getattr(importlib.import_module(contract.module), "channels_optional", None)
+    optional_when = hooks_of(contract).channels_optional
     skip = set(optional_when(hp)) if optional_when else set()
     for channel in contract.channels:
         path = layout.channel(channel.name)
@@ -259,21 +278,21 @@ def check_root(layout: Layout) -> None:
 
 def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict[str, Any]:
     """Run the step module with staged outputs; commit them only when it succeeds."""
-    module = importlib.import_module(contract.module)
+    hooks = hooks_of(contract)
     io = StepIO(contract=contract, layout=layout)
     # Non-zero torchrun ranks stage into a private folder: they never touch the real outputs.
     scratch = None if is_primary_rank() else Path(tempfile.mkdtemp(prefix="openeds-rank-"))
     io.outputs = {o.name: StagedOutput(o.name, scratch / o.name if scratch else layout.output(o.name, o.path))
                   for o in contract.outputs}
-    if hasattr(module, "check_inputs"):
-        module.check_inputs(hp, io)
+    if hooks.check_inputs is not None:
+        hooks.check_inputs(hp, io)
     started = time.time()
     try:
         for staged in io.outputs.values():
             staged.open()
         kept_failure = None
         try:
-            summary = module.run(hp, io) or {}
+            summary = hooks.run(hp, io) or {}
         except FailAfterCommit as error:
             kept_failure = error
             summary = {**error.summary, "failure": str(error).strip().splitlines()[0]}

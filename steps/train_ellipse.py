@@ -3,6 +3,6 @@
 The step's glue is train-seg's: the contract's `model` setting picks the task, loss and metrics.
 """
 
-from steps.train_seg import channels_optional, check_inputs, run
+from steps.train_seg import HOOKS
 
-__all__ = ["channels_optional", "check_inputs", "run"]
+__all__ = ["HOOKS"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from steps.runtime import StepHooks
 from steps.train.device import check_device_available
 from steps.train.fit import run_training_step
 
@@ -19,3 +20,6 @@ def check_inputs(hp: Any, io: Any) -> None:
 
 def run(hp: Any, io: Any) -> dict[str, Any]:
     return run_training_step(hp, io)
+
+
+HOOKS = StepHooks(run=run, check_inputs=check_inputs, channels_optional=channels_optional)

@@ -29,7 +29,7 @@ import logging
 from typing import Any
 
 from steps.models import get_spec
-from steps.runtime import StepError
+from steps.runtime import StepError, StepHooks
 from steps.train import search
 from steps.train_seg import channels_optional, check_inputs  # the same data and device checks
 
@@ -73,3 +73,6 @@ def check_outcome(summary: dict[str, Any], trials: list[Any]) -> None:
         reasons = "\n".join(f"trial {t.number}: {t.user_attrs.get('error', 'see the log')}" for t in failed)
         raise StepError(f"tune: {len(failed)} of {len(trials)} trial(s) failed and the study has "
                         f"{'no' if summary['best_trial'] is None else 'only earlier'} completed trials\n{reasons}")
+
+
+HOOKS = StepHooks(run=run, check_inputs=check_inputs, channels_optional=channels_optional)

@@ -22,7 +22,7 @@ from steps.report.models import ExportedModel, attach_checkpoints, describe_mode
 from steps.report.plots import report_plots
 from steps.report.render import write_report
 from steps.report.tracking import log_validation
-from steps.runtime import FailAfterCommit, StepIO
+from steps.runtime import FailAfterCommit, StepHooks, StepIO
 
 log = logging.getLogger(__name__)
 CHECKPOINT_CHANNELS = {"segmentation": "seg_model", "ellipse": "ellipse_model"}
@@ -96,3 +96,6 @@ def run(hp: ValidateHyperparameters, io: StepIO) -> dict[str, Any]:
     if failure:
         raise FailAfterCommit(failure, summary)
     return summary
+
+
+HOOKS = StepHooks(run=run, check_inputs=check_inputs)

@@ -98,3 +98,21 @@ def test_second_run_on_the_same_root_refuses(tmp_path):
                 pass
     with StepLock(lock):  # released after the first run
         pass
+
+
+def test_every_step_module_declares_typed_hooks():
+    from contracts import all_contracts
+    from steps.runtime import StepHooks, hooks_of
+
+    for contract in all_contracts().values():
+        assert isinstance(hooks_of(contract), StepHooks), contract.name
+
+
+def test_a_misspelt_or_missing_hook_fails_at_once():
+    from steps.runtime import StepHooks, hooks_of
+
+    with pytest.raises(TypeError, match="check_input"):
+        StepHooks(run=lambda hp, io: {}, check_input=lambda hp, io: None)  # type: ignore[call-arg]
+    contract = get_contract("download-kaggle").model_copy(update={"module": "types"})
+    with pytest.raises(TypeError, match="defines no HOOKS"):
+        hooks_of(contract)

@@ -17,12 +17,9 @@ import sys
 from collections.abc import Sequence
 
 from contracts import ContractError, Layout, StepContract, all_contracts, get_contract
-from contracts.base import STEP_SELECTOR_KEY, decode_value
+from contracts.base import decode_value
 from steps.runtime import (check_channels, configure_logging, load_raw_hyperparameters,
                            resolve_hyperparameters, run_step, write_failure)
-
-DEFAULT_SAGEMAKER_STEP = "train-seg"
-
 
 def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
@@ -66,20 +63,25 @@ def run_command(step: str, argv: Sequence[str]) -> int:
     return run_step(contract.name, layout, cli_values)
 
 
+def fail_visibly(layout: Layout, reason: str, code: int = 2) -> int:
+    """The failure file, and its first line on stderr: the SDK's streamed log and CloudWatch show it."""
+    write_failure(layout, reason)
+    print(f"error: {reason.strip().splitlines()[0]}", file=sys.stderr, flush=True)
+    return code
+
+
 def sagemaker_train(argv: Sequence[str]) -> int:
-    """`docker run IMAGE train`: which training step runs is a setting, not an argument."""
+    """`docker run IMAGE train`: which training step runs is a setting, not an argument; a job
+    with several hosts re-enters here under torchrun, once per rank."""
+    from steps import sagemaker
+
     configure_logging()
     layout = Layout.resolve(None)
     try:
-        raw = load_raw_hyperparameters(layout, os.environ)
+        step = sagemaker.select_step(load_raw_hyperparameters(layout, os.environ), os.environ)
+        sagemaker.launch_distributed(layout, argv)  # returns only on one host or inside torchrun
     except ContractError as error:
-        write_failure(layout, str(error))
-        return 2
-    step = os.environ.get("OPENEDS_STEP") or str(raw.get(STEP_SELECTOR_KEY, DEFAULT_SAGEMAKER_STEP))
-    if step not in all_contracts():
-        write_failure(layout, f"hyperparameter '{STEP_SELECTOR_KEY}': unknown step {step!r} "
-                              f"(steps: {', '.join(all_contracts())})")
-        return 2
+        return fail_visibly(layout, str(error))
     return run_command(step, list(argv))
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -20,6 +21,9 @@ from contracts import ContractError, Layout, StepContract, all_contracts, get_co
 from contracts.base import decode_value
 from steps.runtime import (check_channels, configure_logging, load_raw_hyperparameters,
                            resolve_hyperparameters, run_step, write_failure)
+
+log = logging.getLogger("steps")
+
 
 def flag_name(field: str) -> str:
     return "--" + field.replace("_", "-")
@@ -78,7 +82,11 @@ def sagemaker_train(argv: Sequence[str]) -> int:
     configure_logging()
     layout = Layout.resolve(None)
     try:
-        step = sagemaker.select_step(load_raw_hyperparameters(layout, os.environ), os.environ)
+        raw = load_raw_hyperparameters(layout, os.environ)
+        # What the client sent, as sent: SDKs encode values differently (str(v), json.dumps(v)).
+        log.info("SageMaker train: hyperparameters as received %s; SM_* variables: %s", json.dumps(raw),
+                 ", ".join(sorted(k for k in os.environ if k.startswith("SM_"))) or "none")
+        step = sagemaker.select_step(raw, os.environ)
         sagemaker.launch_distributed(layout, argv)  # returns only on one host or inside torchrun
     except ContractError as error:
         return fail_visibly(layout, str(error))

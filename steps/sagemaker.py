@@ -120,9 +120,10 @@ def torchrun_command(cluster: Cluster, env: Mapping[str, str], argv: Sequence[st
 
 
 def torchrun_environment(cluster: Cluster, env: Mapping[str, str]) -> dict[str, str]:
-    """gloo and NCCL talk over SageMaker's network interface (eth0), not whatever comes first."""
+    """gloo and NCCL talk over SageMaker's network interface (eth0), not whatever comes first; an
+    interface this container lacks is ignored (SDK v3's local mode names `ethwe`, which is not there)."""
     extra = {}
-    if cluster.network_interface:
+    if cluster.network_interface and Path("/sys/class/net", cluster.network_interface).exists():
         extra = {"GLOO_SOCKET_IFNAME": cluster.network_interface, "NCCL_SOCKET_IFNAME": cluster.network_interface}
     return {**env, **{k: v for k, v in extra.items() if k not in env}}
 

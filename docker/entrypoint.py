@@ -16,13 +16,12 @@ status (128 + signal when it was killed by one). Not PID 1 (docker --init, KFP, 
 init), it simply execs the command.
 
 Who runs it: the image's USER is root, because SageMaker (the service and both SDKs' local mode)
-runs the image's USER against folders it creates as root (/opt/ml/model, /opt/ml/output) and no
-client can pass `--user`. Started as root, the entrypoint hands the folders a step writes (the
-root itself, model/, output/, checkpoints/) to one unprivileged user and drops to it before
-running anything: the owner of those folders when it is not root (a user's bind-mounted tree:
-files stay theirs), otherwise `openeds` (uid 1000), which then owns the root-owned entries there.
-Started with `--user`, nothing changes. OPENEDS_KEEP_ROOT=1 stays root; so does a folder that
-cannot be handed over (read-only, or a filesystem that refuses chown), with a warning.
+runs the image's USER against folders it creates as root (/opt/ml/model, /opt/ml/output; local
+mode even makes input/data readable by root alone) and no client can pass `--user`. Started as
+root, the entrypoint runs the command as the owner of `<root>/output` (or of the root): root for
+SageMaker's folders; the image's `openeds` user (uid 1000) for the image's own /opt/ml; the host
+user for a tree they own and bind-mount, so the files stay theirs. Started with `--user`, nothing
+changes. OPENEDS_KEEP_ROOT=1 stays root.
 """
 
 from __future__ import annotations
@@ -58,46 +57,25 @@ def command_for(argv: Sequence[str]) -> list[str]:
     return [python, "-m", "steps", *argv]
 
 
-def writable_folders(env: Mapping[str, str]) -> list[Path]:
-    """What a step writes: the root (lock, staging of model/), model/, output/, checkpoints/."""
+def run_as(env: Mapping[str, str]) -> tuple[int, int, str] | None:
+    """(uid, gid, home) to drop to: the owner of `<root>/output` (what every step writes), or of the
+    root when output/ is not there yet; None (stay root) when that owner is root."""
     root = Path(env.get("SAGEMAKER_BASE_DIR") or "/opt/ml")
-    folders = [root / "model", root / "output", root / "checkpoints"]
-    folders += [Path(env[name]) for name in ("SM_MODEL_DIR", "SM_OUTPUT_DATA_DIR", "SM_CHECKPOINT_DIR",
-                                             "OPENEDS_CHECKPOINT_DIR") if env.get(name)]
-    return [root, *dict.fromkeys(folders)]
-
-
-def choose_user(folders: Sequence[Path]) -> tuple[int, int, str]:
-    """The first non-root owner of the folders (files stay the caller's), else the image's user."""
-    for folder in folders:
-        owner = folder.stat() if folder.exists() else None
-        if owner is not None and owner.st_uid != 0:
-            return owner.st_uid, owner.st_gid, IMAGE_USER[2] if owner.st_uid == IMAGE_USER[0] else "/tmp"
-    return IMAGE_USER
-
-
-def hand_over(folders: Sequence[Path], uid: int, gid: int) -> None:
-    """chown the root-owned entries of the folders (the root itself alone: input/ stays as mounted)."""
-    for index, folder in enumerate(folders):
-        folder.mkdir(parents=True, exist_ok=True)
-        entries = [folder] if index == 0 else [folder, *folder.rglob("*")]
-        for entry in entries:
-            if entry.lstat().st_uid == 0:
-                os.chown(entry, uid, gid, follow_symlinks=False)
+    folder = next((f for f in (root / "output", root) if f.exists()), None)
+    if folder is None or folder.stat().st_uid == 0:
+        return None
+    owner = folder.stat()
+    return owner.st_uid, owner.st_gid, IMAGE_USER[2] if owner.st_uid == IMAGE_USER[0] else "/tmp"
 
 
 def drop_privileges(env: MutableMapping[str, str]) -> None:
-    """As root (SageMaker, a plain `docker run`): become the folders' unprivileged user."""
+    """Started as root: become the user who owns the step's folders, so its files stay theirs."""
     if os.geteuid() != 0 or env.get("OPENEDS_KEEP_ROOT") == "1":
         return
-    folders = writable_folders(env)
-    uid, gid, home = choose_user(folders)
-    try:
-        hand_over(folders, uid, gid)
-    except OSError as error:
-        print(f"openeds-entrypoint: staying root: cannot hand {error.filename} to uid {uid} "
-              f"({error.strerror})", file=sys.stderr, flush=True)
+    target = run_as(env)
+    if target is None:
         return
+    uid, gid, home = target
     os.setgroups([])
     os.setgid(gid)
     os.setuid(uid)

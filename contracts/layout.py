@@ -99,4 +99,6 @@ class Layout:
 
     @property
     def lock_file(self) -> Path:
-        return self.root / "output" / ".step.lock"
+        """In the root itself: SageMaker packages model/ and output/ (model.tar.gz, output.tar.gz),
+        never the root, and every run sharing the root (a bind mount) still sees the lock."""
+        return self.root / ".step.lock"

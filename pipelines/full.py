@@ -38,6 +38,7 @@ from pipelines.dag import (Dag, DagError, build_dag, load_profile, load_settings
                            resolve_hyperparameters)
 from pipelines.kfp_components import (DEFAULT_IMAGE, WORKSPACE_MOUNT, ImageReferenceError, build_component,
                                       check_image_reference)
+from pipelines.kfp_ui import TYPED_PARAMETERS
 
 PIPELINE_NAME = "openeds-pipeline"
 PIPELINE_DESCRIPTION = ("OpenEDS from Kaggle to tiny pupil models: download-kaggle, preprocess, push-hf, "
@@ -71,15 +72,31 @@ def hyperparameter_parameter(task: str) -> str:
     return task.replace("-", "_") + "_hyperparameters"
 
 
+def typed_parameter(task: str, key: str) -> str:
+    """The typed pipeline parameter of one hyperparameter, e.g. train_seg_epochs."""
+    return f"{task.replace('-', '_')}_{key}"
+
+
+_ANNOTATIONS = {"Integer": int, "Float": float, "String": str}
+
+
 def pipeline_parameters(dag: Dag, options: PipelineOptions,
                         hyperparameters: Mapping[str, Mapping[str, Any]]) -> list[inspect.Parameter]:
+    """image, accelerators, the typed settings (epochs, batch size, lr, model) and one JSON object
+    per task holding the rest of its hyperparameters."""
     kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
     params = [inspect.Parameter("image", kind, default=options.image, annotation=str),
               inspect.Parameter("accelerator_type", kind, default="nvidia.com/gpu", annotation=str),
               inspect.Parameter("accelerator_limit", kind, default=1, annotation=int)]
-    params += [inspect.Parameter(hyperparameter_parameter(task), kind, annotation=str,
-                                 default=json.dumps(hyperparameters[task], sort_keys=True))
-               for task in dag.tasks]
+    for task in dag.tasks:
+        typed = TYPED_PARAMETERS.get(task, {})
+        fields = dag.contract(task).hyperparameters.model_fields
+        params += [inspect.Parameter(typed_parameter(task, key), kind, annotation=_ANNOTATIONS[type_name],
+                                     default=hyperparameters[task].get(key, fields[key].default))
+                   for key, type_name in typed.items()]
+        rest = {k: v for k, v in hyperparameters[task].items() if k not in typed}
+        params.append(inspect.Parameter(hyperparameter_parameter(task), kind, annotation=str,
+                                        default=json.dumps(rest, sort_keys=True)))
     return params
 
 
@@ -126,7 +143,8 @@ def add_tasks(dag: Dag, components: Mapping[str, Any], params: Mapping[str, Any]
     for name in dag.order():
         inputs = {channel: tasks[edge.source_task].outputs[edge.source_output]
                   for channel, edge in dag.inputs_of(name).items()}
-        task = components[name](**inputs, hyperparameters=params[hyperparameter_parameter(name)])
+        typed = {key: params[typed_parameter(name, key)] for key in TYPED_PARAMETERS.get(name, {})}
+        task = components[name](**inputs, **typed, hyperparameters=params[hyperparameter_parameter(name)])
         configure_task(task, name, dag, params, settings, options)
         if pvc is not None:
             kubernetes.mount_pvc(task, pvc_name=pvc.outputs["name"], mount_path=WORKSPACE_MOUNT)

@@ -17,10 +17,11 @@ from typing import Any
 
 import yaml
 from google.protobuf import json_format
-from kfp import components
+from kfp import components, dsl
 from kfp.dsl import base_component, placeholders, structures
 
 from contracts import StepContract
+from pipelines.kfp_ui import TYPED_PARAMETERS, UI_OUTPUTS
 
 DEFAULT_IMAGE = "openeds-steps:0.1.0"
 CONTAINER_ROOT = "/opt/ml"
@@ -79,9 +80,25 @@ def _channel_args(contract: StepContract) -> list[placeholders.CommandLineElemen
     return args
 
 
+def _ui_args(contract: StepContract) -> list[placeholders.CommandLineElement]:
+    """Typed parameters (merged into the hyperparameters by the launcher, when given) and the UI
+    outputs (Metrics, Markdown), with the executor input that says where KFP reads their metadata."""
+    args: list[placeholders.CommandLineElement] = []
+    for name in TYPED_PARAMETERS.get(contract.name, {}):
+        args.append(placeholders.IfPresentPlaceholder(input_name=name, then=[
+            "--param", placeholders.ConcatPlaceholder([f"{name}=", placeholders.InputValuePlaceholder(name)])]))
+    outputs = UI_OUTPUTS.get(contract.name, {})
+    for name in outputs:
+        args += ["--ui-output", placeholders.ConcatPlaceholder([f"{name}=", placeholders.OutputPathPlaceholder(name)])]
+    if outputs:
+        args += ["--executor-input", dsl.PIPELINE_TASK_EXECUTOR_INPUT_PLACEHOLDER]  # {{$}}
+    return args
+
+
 def _container_args(contract: StepContract, workspace: bool) -> list[placeholders.CommandLineElement]:
     args: list[placeholders.CommandLineElement] = [
-        contract.name, "--hyperparameters", placeholders.InputValuePlaceholder(HYPERPARAMETERS_INPUT)]
+        contract.name, "--hyperparameters", placeholders.InputValuePlaceholder(HYPERPARAMETERS_INPUT),
+        *_ui_args(contract)]
     if workspace:
         # The run's own PVC (pipelines.full creates one per run): outputs stay on the volume.
         args += ["--workspace", WORKSPACE_MOUNT]
@@ -107,8 +124,14 @@ def component_spec(contract: StepContract, image: str = DEFAULT_IMAGE,
         type="String", default=json.dumps(defaults, sort_keys=True), optional=True,
         description=f"JSON object of {contract.name} hyperparameters (`python -m steps describe "
                     f"{contract.name}`); unset keys take the contract's defaults")
+    for name, kind in TYPED_PARAMETERS.get(contract.name, {}).items():
+        inputs[name] = structures.InputSpec(type=kind, optional=True, description=(
+            f"{contract.hyperparameters.model_fields[name].description}; when set, wins over the "
+            f"same key in `{HYPERPARAMETERS_INPUT}`"))
     outputs = {output.name: structures.OutputSpec(type=artifact_type(output.name), description=output.doc)
                for output in contract.outputs}
+    outputs.update({name: structures.OutputSpec(type=kind, description="shown in the KFP UI")
+                    for name, kind in UI_OUTPUTS.get(contract.name, {}).items()})
     container = structures.ContainerSpecImplementation(
         image=image, command=list(LAUNCHER), args=_container_args(contract, workspace))
     return structures.ComponentSpec(

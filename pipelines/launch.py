@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from contracts.layout import DEFAULT_ROOT, Layout
+from pipelines.kfp_ui import write_ui_outputs
 from steps.paths import PathOutsideFolder
 
 POINTER_FILE = "_workspace.json"
@@ -106,6 +107,26 @@ def build_step_args(step_args: Sequence[str], step: str,
     return args, redirected
 
 
+def merge_parameters(text: str, pairs: Sequence[str]) -> str:
+    """The typed pipeline parameters (`NAME=VALUE`) over the JSON object; a JSON that is not an
+    object is passed on as is, for the step to refuse with its own message."""
+    if not pairs:
+        return text
+    try:
+        values = json.loads(text)
+    except json.JSONDecodeError:
+        return text
+    if not isinstance(values, dict):
+        return text
+    for pair in pairs:
+        name, _, value = pair.partition("=")
+        try:
+            values[name] = json.loads(value)
+        except json.JSONDecodeError:
+            values[name] = value  # a string parameter (model variant) arrives unquoted
+    return json.dumps(values)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     own, step_args = (argv[:argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
@@ -113,9 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("step")
     parser.add_argument("--hyperparameters", default="{}", help="JSON object of the step's hyperparameters")
     parser.add_argument("--workspace", default=None, help="a shared volume for outputs and checkpoints")
+    parser.add_argument("--param", action="append", default=[], metavar="NAME=VALUE",
+                        help="a typed pipeline parameter; wins over the same key in --hyperparameters")
+    parser.add_argument("--ui-output", action="append", default=[], metavar="NAME=PATH",
+                        help="a KFP UI output (Metrics, Markdown) to write after the step")
+    parser.add_argument("--executor-input", default=None, help="KFP's executor input (JSON)")
     args = parser.parse_args(own)
     workspace = Path(args.workspace) if args.workspace else None
-    write_hyperparameters(root_of(step_args), args.hyperparameters)
+    write_hyperparameters(root_of(step_args), merge_parameters(args.hyperparameters, args.param))
     if workspace is not None:
         os.environ["OPENEDS_CHECKPOINT_DIR"] = str(workspace / args.step / "checkpoints")
     from steps.__main__ import main as steps_main
@@ -131,6 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if code == 0:
         for artifact, target in redirected.items():
             write_pointer(artifact, target)
+    ui_paths = dict(pair.split("=", 1) for pair in args.ui_output)
+    outputs = dict(split_pairs(command, "--output")[1])
+    executor_input = json.loads(args.executor_input) if args.executor_input else None
+    write_ui_outputs(args.step, root_of(step_args), outputs, ui_paths, executor_input)  # a missed gate too
     return code
 
 

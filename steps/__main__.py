@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
 from contracts import ContractError, Layout, StepContract, all_contracts, get_contract
-from contracts.base import STEP_SELECTOR_KEY, decode_value
+from contracts.base import decode_value, shorten
 from steps.runtime import (check_channels, configure_logging, fail, load_raw_hyperparameters,
-                           resolve_hyperparameters, run_step, write_failure)
+                           resolve_hyperparameters, run_step)
 
-DEFAULT_SAGEMAKER_STEP = "train-seg"
+log = logging.getLogger("steps")
 
 
 def flag_name(field: str) -> str:
@@ -90,19 +91,21 @@ def run_command(step: str, argv: Sequence[str]) -> int:
 
 
 def sagemaker_train(argv: Sequence[str]) -> int:
-    """`docker run IMAGE train`: which training step runs is a setting, not an argument."""
+    """`docker run IMAGE train`: which training step runs is a setting, not an argument; a job
+    with several hosts re-enters here under torchrun, once per rank."""
+    from steps import sagemaker
+
     configure_logging()
     layout = Layout.resolve(None)
     try:
         raw = load_raw_hyperparameters(layout, os.environ)
-    except ContractError as error:
-        write_failure(layout, str(error))
-        return 2
-    step = os.environ.get("OPENEDS_STEP") or str(raw.get(STEP_SELECTOR_KEY, DEFAULT_SAGEMAKER_STEP))
-    if step not in all_contracts():
-        write_failure(layout, f"hyperparameter '{STEP_SELECTOR_KEY}': unknown step {step!r} "
-                              f"(steps: {', '.join(all_contracts())})")
-        return 2
+        # What the client sent, as sent: SDKs encode values differently (str(v), json.dumps(v)).
+        log.info("SageMaker train: hyperparameters as received %s; SM_* variables: %s", shorten(json.dumps(raw), 2_000),
+                 ", ".join(sorted(k for k in os.environ if k.startswith("SM_"))) or "none")
+        step = sagemaker.select_step(raw, os.environ)
+        sagemaker.launch_distributed(layout, argv)  # returns only on one host or inside torchrun
+    except ContractError as error:  # the failure file, and its reason on stderr (the SDK's log, CloudWatch)
+        return fail(layout, "train", str(error))
     return run_command(step, list(argv))
 
 

@@ -8,6 +8,7 @@ outputs untouched.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -55,6 +56,30 @@ def read_manifest(folder: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def move_entry(source: Path, target: Path) -> None:
+    """Rename `source` to `target`; across filesystems (EXDEV) copy it beside the target under a
+    hidden name, rename that into place (atomic there), then remove the source."""
+    try:
+        os.rename(source, target)
+        return
+    except OSError as error:
+        if error.errno != errno.EXDEV:
+            raise
+    partial = target.with_name(f".{target.name}.partial-{os.getpid()}")
+    try:
+        if source.is_dir() and not source.is_symlink():
+            shutil.copytree(source, partial, symlinks=True)
+        else:
+            shutil.copy2(source, partial, follow_symlinks=False)
+        os.replace(partial, target)
+    finally:
+        if partial.is_dir() and not partial.is_symlink():
+            shutil.rmtree(partial, ignore_errors=True)
+        elif partial.exists() or partial.is_symlink():
+            partial.unlink()
+    shutil.rmtree(source) if source.is_dir() and not source.is_symlink() else source.unlink()
+
+
 class StagedOutput:
     """One output folder: written in staging, committed by a swap."""
 
@@ -76,6 +101,8 @@ class StagedOutput:
         for pattern in (f".{self.final.name}.staging-*", f".{self.final.name}.old-*"):
             for leftover in self.final.parent.glob(pattern):
                 shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in self.final.glob(".*.partial-*") if self.final.is_dir() else ():
+            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Write the manifest into staging, then swap staging into the final path."""
@@ -92,18 +119,26 @@ class StagedOutput:
         old = self.final.parent / f".{self.final.name}.old-{os.getpid()}"
         if self.final.exists():
             os.rename(self.final, old)
-        os.rename(self.staging, self.final)
+        try:
+            os.rename(self.staging, self.final)
+        except OSError:
+            if old.exists():
+                os.rename(old, self.final)  # put the previous output back for the fallback
+            raise
         shutil.rmtree(old, ignore_errors=True)
 
     def _move_contents(self) -> None:
-        """Fallback for a final folder that cannot be renamed: the manifest moves last."""
+        """Fallback for a final folder that cannot be renamed (a mount point such as SageMaker's
+        /opt/ml/model, often on another filesystem than its parent): empty it, move each entry in,
+        the manifest last. Readers take a folder without a manifest as unfinished, so the output
+        still appears at once, complete."""
         self.final.mkdir(parents=True, exist_ok=True)
         stale = self.final / MANIFEST_NAME
         stale.unlink(missing_ok=True)
         for child in self.final.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         for child in sorted(self.staging.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
-            os.rename(child, self.final / child.name)
+            move_entry(child, self.final / child.name)
         shutil.rmtree(self.staging, ignore_errors=True)
 
     def discard(self) -> None:

@@ -224,7 +224,7 @@ class StepLock:
             fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
             self.handle.close()
-            raise RootInUse(f"root {self.path.parent.parent} is in use by another running step "
+            raise RootInUse(f"root {self.path.parent} is in use by another running step "
                             f"(lock {self.path}); wait for it or use another root") from error
         return self
 

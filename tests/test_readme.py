@@ -137,3 +137,35 @@ def test_documented_sagemaker_block_runs(image, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "sm" / "model" / "best_efficientvit_model.pt").is_file()
     assert json.loads((tmp_path / "sm" / "model" / "model_card.json").read_text())["model_type"]
+
+
+def readme_metric_definitions() -> list[dict[str, str]]:
+    [block] = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if b.startswith("METRIC_DEFINITIONS")]
+    return [{"Name": name, "Regex": regex} for name, regex in
+            re.findall(r'\{"Name": "(\w+)", "Regex": r"([^"]+)"\}', block)]
+
+
+def test_the_readme_metric_definitions_are_the_code_s():
+    from steps.train.metric_lines import METRIC_DEFINITIONS
+
+    assert readme_metric_definitions() == METRIC_DEFINITIONS
+
+
+@pytest.mark.slow
+def test_the_readme_metric_definitions_scrape_a_real_training_log(tmp_path):
+    """A real train-seg run's log, read the way SageMaker applies metric_definitions to it."""
+    from steps.train.metric_lines import parse_metric_lines
+    from tests.steps.train.tiny_data import write_tiny_splits
+
+    splits = write_tiny_splits(tmp_path / "data", train_rows=2, valid_rows=2)
+    done = subprocess.run([sys.executable, "-m", "steps", "train-seg", "--root", str(tmp_path / "root"),
+                           "--channel", f"train={splits['train']}", "--channel", f"validation={splits['validation']}",
+                           "--model", "tiny_efficientvit_micro", "--epochs", "2", "--batch-size", "2",
+                           "--device", "cpu", "--no-register-model", "--cpu-threads", "1"],
+                          capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert done.returncode == 0, done.stderr[-3000:]
+    scraped = parse_metric_lines(done.stdout + done.stderr, readme_metric_definitions())
+    history = json.loads((tmp_path / "root" / "output" / "data" / "metrics" / "metrics.json").read_text())
+    assert scraped["epoch"] == [1.0, 2.0]
+    for name in ("train_loss", "valid_loss", "valid_iou", "iou_pupil", "lr"):
+        assert scraped[name] == pytest.approx([row[name] for row in history], rel=1e-5), name

@@ -36,6 +36,7 @@ from steps.train.device import (configure_backends, describe_device, prepare_mod
 from steps.train.distributed import (DistInfo, any_rank, barrier, broadcast_object, dist_info_from_env,
                                      process_group, wrap_ddp)
 from steps.train.engine import EpochProgress, StepConfig, evaluate, new_progress, summarize_epoch, train_one_epoch
+from steps.train.metric_lines import metric_line
 from steps.train.metrics import predicted_classes
 from steps.train.optim import LRSchedule, build_optimizer, build_scheduler, current_lr, optimizer_steps_per_epoch
 from steps.train.plots import overlay
@@ -252,12 +253,8 @@ def save_epoch(run: TrainingRun, loop: LoopState, row: dict[str, Any], improved:
 
 
 def log_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
-    extra = (f"iou_pupil {row['iou_pupil']:.4f}" if "iou_pupil" in row
-             else f"center {row.get('center_error_px', math.nan):.2f}px")
-    log.info("epoch %d/%d  train_loss %.4f  valid_loss %.4f  train_iou %.4f  valid_iou %.4f  %s  lr %.2e  "
-             "%.1f img/s  %.1fs%s", row["epoch"], run.hp.epochs, row["train_loss"], row["valid_loss"],
-             row["train_iou"], row["valid_iou"], extra, row["lr"], row["images_per_second"],
-             row["epoch_seconds"], "  (best)" if improved else "")
+    """One `[metrics] name=value ...` line per epoch (steps.train.metric_lines): what SageMaker scrapes."""
+    log.info("%s epochs=%d%s", metric_line(row), run.hp.epochs, "  (best)" if improved else "")
 
 
 def stop_for_sigterm(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any,

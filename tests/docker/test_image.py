@@ -20,41 +20,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.docker.engine import IMAGE, docker, image, unavailable  # noqa: F401 (fixture)
+
 REPO = Path(__file__).resolve().parents[2]
-IMAGE = os.environ.get("OPENEDS_IMAGE", "openeds-steps:test")
 IMAGE_UID = 1000
 SECRET_NAMES = ("KAGGLE_KEY", "KAGGLE_USERNAME", "HF_TOKEN", "MLFLOW_TRACKING_PASSWORD", "WANDB_API_KEY")
 
 pytestmark = pytest.mark.docker
-
-
-def docker(*args: str, timeout: float = 600, check: bool = False, **kwargs) -> subprocess.CompletedProcess:
-    return subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout, check=check,
-                          **kwargs)
-
-
-def unavailable(reason: str) -> None:
-    if os.environ.get("OPENEDS_REQUIRE_DOCKER") == "1":
-        pytest.fail(f"OPENEDS_REQUIRE_DOCKER=1 but {reason}")
-    pytest.skip(reason)
-
-
-@pytest.fixture(scope="session")
-def image() -> str:
-    if shutil.which("docker") is None:
-        unavailable("no docker client on PATH (install Docker; CI: docker/setup-engine.sh)")
-    try:
-        info = docker("info", timeout=30)
-    except subprocess.TimeoutExpired:
-        info = None
-    if info is None or info.returncode != 0:
-        unavailable("no Docker engine answers `docker info` (start dockerd; CI: docker/setup-engine.sh)")
-    if docker("image", "inspect", IMAGE, timeout=30).returncode != 0:
-        if os.environ.get("OPENEDS_DOCKER_BUILD") != "1":
-            unavailable(f"image {IMAGE} is not built (docker/build.sh --offline --tag {IMAGE}, "
-                        "or OPENEDS_DOCKER_BUILD=1 to build it in the test session)")
-        subprocess.run([str(REPO / "docker" / "build.sh"), "--offline", "--tag", IMAGE], check=True, timeout=3000)
-    return IMAGE
 
 
 def writable_root(path: Path) -> Path:
@@ -87,13 +59,28 @@ def tiny_dataset(tmp_path_factory) -> Path:
     return base / "preprocess" / "output" / "data"
 
 
-def test_image_runs_as_a_non_root_user_with_the_opt_ml_layout(image):
+def test_the_image_layout_runs_as_its_non_root_user_and_no_command_prints_help(image):
+    """USER is root (SageMaker's folders are root's); the entrypoint drops to the layout's owner."""
     result = docker("run", "--rm", image, "sh", "-c", "id -u; stat -c %u /opt/ml /opt/ml/model /opt/ml/output",
                     check=True)
     assert result.stdout.split() == [str(IMAGE_UID)] * 4
     config = json.loads(docker("image", "inspect", image, check=True).stdout)[0]["Config"]
-    assert config["WorkingDir"] == "/opt/ml" and config["User"] == f"{IMAGE_UID}:{IMAGE_UID}"
+    assert config["WorkingDir"] == "/opt/ml" and config["User"] in ("", "root", "0") and not config["Cmd"]
     assert not [e for e in config["Env"] if e.split("=")[0] in SECRET_NAMES]
+    bare = docker("run", "--rm", image)  # no SageMaker layout: the help, not a training run
+    assert bare.returncode == 0 and "python -m steps train" in bare.stdout
+
+
+def test_a_root_run_against_a_users_tree_writes_as_that_user(image, tmp_path):
+    """No --user: the entrypoint runs as the owner of the bind-mounted output folder."""
+    root = writable_root(tmp_path / "root")
+    write_hyperparameters(root, {"source": "synthetic", "synthetic_train_frames": 2,
+                                 "synthetic_validation_frames": 1, "synthetic_test_frames": 1})
+    (root / "output").mkdir()
+    os.chown(root / "output", 4321, 4321)
+    result = docker("run", "--rm", "-v", f"{root}:/opt/ml", image, "download-kaggle")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (root / "output" / "manifest.json").stat().st_uid == 4321
 
 
 def test_image_lists_every_step_and_answers_describe(image):
@@ -116,7 +103,7 @@ def test_one_step_runs_with_docker_run_against_a_bind_mounted_opt_ml(image, tmp_
     assert manifest["step"] == "download-kaggle"
     images = list((raw / "openEDS" / "openEDS" / "train" / "images").glob("*.png"))
     assert len(images) == 4
-    assert (root / "output" / "manifest.json").stat().st_uid == IMAGE_UID  # written by the image's user
+    assert (root / "output" / "manifest.json").stat().st_uid == root.stat().st_uid  # the tree owner's
 
 
 def test_host_user_mapping_keeps_files_owned_by_the_caller(image, tmp_path):

@@ -44,17 +44,29 @@ def substitute(text: str, inputs: Mapping[str, str], outputs: Mapping[str, str],
     return PLACEHOLDER.sub(replace, text)
 
 
+EXECUTOR_INPUT = "{{$}}"
+
+
+def executor_input(outputs: Mapping[str, str], output_file: str) -> dict[str, Any]:
+    """The part of KFP's executor input our launcher reads: output artifacts and the output file."""
+    return {"outputs": {"outputFile": output_file,
+                        "artifacts": {name: {"artifacts": [{"name": name, "uri": path}]} for name, path in outputs.items()}}}
+
+
 def resolve_args(args: Sequence[Any], inputs: Mapping[str, str], outputs: Mapping[str, str],
-                 parameters: Mapping[str, str]) -> list[str]:
+                 parameters: Mapping[str, str], output_file: str = "/kfp/executor_output.json") -> list[str]:
     resolved: list[str] = []
     for arg in args:
         item = json.loads(arg) if isinstance(arg, str) and arg.startswith('{"') else arg
         if isinstance(item, dict) and "Concat" in item:
-            resolved.append("".join(resolve_args(item["Concat"], inputs, outputs, parameters)))
+            resolved.append("".join(resolve_args(item["Concat"], inputs, outputs, parameters, output_file)))
         elif isinstance(item, dict) and "IfPresent" in item:
             branch = item["IfPresent"]
             present = branch["InputName"] in inputs or branch["InputName"] in parameters
-            resolved += resolve_args(branch.get("Then" if present else "Else", []), inputs, outputs, parameters)
+            resolved += resolve_args(branch.get("Then" if present else "Else", []), inputs, outputs, parameters,
+                                     output_file)
+        elif item == EXECUTOR_INPUT:
+            resolved.append(json.dumps(executor_input(outputs, output_file)))
         elif isinstance(item, str):
             resolved.append(substitute(item, inputs, outputs, parameters))
         else:
@@ -90,7 +102,8 @@ def run_task(spec: Mapping[str, Any], task: str, storage: Path, paths: Mapping[s
                for name in component.get("outputDefinitions", {}).get("artifacts", {})}
     container = executor_of(spec, task)
     args = resolve_args(container["args"], inputs, outputs,
-                        task_parameters(spec, task, pipeline_arguments or {}))
+                        task_parameters(spec, task, pipeline_arguments or {}),
+                        output_file=str(storage / task / "executor_output.json"))
     args = [str(paths[a]) if a in paths else a for a in args]
     command = [sys.executable if part == "python" else part for part in container["command"]]
     return subprocess.run([*command, *args], capture_output=True, text=True, timeout=900)

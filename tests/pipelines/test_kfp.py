@@ -16,7 +16,8 @@ from kfp import components
 from contracts import get_contract
 from pipelines import launch
 from pipelines.dag import ALL_TASKS, TASKS, build_dag, load_profile
-from pipelines.full import hyperparameter_parameter, main, probe_endpoint, EndpointError
+from pipelines.full import hyperparameter_parameter, main, probe_endpoint, typed_parameter, EndpointError
+from pipelines.kfp_ui import MARKDOWN, METRICS, METRICS_OUTPUT, TYPED_PARAMETERS, UI_OUTPUTS
 from pipelines.kfp_components import ImageReferenceError, check_image_reference
 from steps.__main__ import build_parser, parse_pairs
 from tests.pipelines import kfp_emulation as kfp_emu
@@ -84,9 +85,10 @@ def test_every_component_matches_its_contract(documents):
         inputs = component["inputDefinitions"]
         assert {name: bool(d.get("isOptional")) for name, d in inputs["artifacts"].items()} == \
             {c.name: not c.required for c in contract.channels}, task
-        assert set(inputs["parameters"]) == {"hyperparameters"}
+        assert set(inputs["parameters"]) == {"hyperparameters", *TYPED_PARAMETERS.get(task, {})}
         contract.parse_hyperparameters(json.loads(inputs["parameters"]["hyperparameters"]["defaultValue"]))
-        assert set(component["outputDefinitions"]["artifacts"]) == {o.name for o in contract.outputs}, task
+        assert set(component["outputDefinitions"]["artifacts"]) == \
+            {o.name for o in contract.outputs} | set(UI_OUTPUTS.get(task, {})), task
 
 
 def test_pipeline_parameters_hold_valid_hyperparameters_and_the_image(documents):
@@ -96,8 +98,32 @@ def test_pipeline_parameters_hold_valid_hyperparameters_and_the_image(documents)
     assert parameters["accelerator_type"]["defaultValue"] == "nvidia.com/gpu"
     for task in TASKS:
         values = json.loads(parameters[hyperparameter_parameter(task)]["defaultValue"])
-        assert values == load_profile("kfp")[task]
-        get_contract(task).parse_hyperparameters(values)
+        typed = {key: parameters[typed_parameter(task, key)]["defaultValue"] for key in TYPED_PARAMETERS.get(task, {})}
+        profile = load_profile("kfp")[task]
+        assert values == {k: v for k, v in profile.items() if k not in typed}
+        assert {k: v for k, v in typed.items() if k in profile} == {k: profile[k] for k in typed if k in profile}
+        get_contract(task).parse_hyperparameters({**values, **typed})
+
+
+def test_the_ui_shows_metrics_and_the_report_and_typed_parameters(documents):
+    """KFP's UI renders Metrics and Markdown artifacts; generic Artifacts are only links."""
+    spec, _ = documents
+    parameters = spec["root"]["inputDefinitions"]["parameters"]
+    kinds = {"Integer": "NUMBER_INTEGER", "Float": "NUMBER_DOUBLE", "String": "STRING"}
+    for task in TASKS:
+        component = spec["components"][spec["root"]["dag"]["tasks"][task]["componentRef"]["name"]]
+        outputs = component["outputDefinitions"]["artifacts"]
+        for name, kind in UI_OUTPUTS.get(task, {}).items():
+            assert outputs[name]["artifactType"]["schemaTitle"] == kind.split("@")[0], (task, name)
+        wired = spec["root"]["dag"]["tasks"][task]["inputs"]["parameters"]
+        for key, kind in TYPED_PARAMETERS.get(task, {}).items():
+            assert parameters[typed_parameter(task, key)]["parameterType"] == kinds[kind]
+            assert wired[key]["componentInputParameter"] == typed_parameter(task, key)
+    assert {name: kind for name, kind in UI_OUTPUTS["validate"].items()} == \
+        {METRICS_OUTPUT: METRICS, "report_md": MARKDOWN}
+    assert set(TYPED_PARAMETERS["train-seg"]) == {"epochs", "batch_size", "lr", "model"}
+    for task in ("train-seg", "train-ellipse"):
+        assert UI_OUTPUTS[task] == {METRICS_OUTPUT: METRICS}
 
 
 def test_gpu_requests_only_on_training_and_resources_everywhere(documents):
@@ -175,7 +201,7 @@ def test_image_and_settings_reach_the_compiled_yaml(tmp_path, capsys):
     spec, _ = kfp_emu.load(compile_to(tmp_path / "p.yaml", "--image", image, "--set", "train-seg.epochs=30"))
     parameters = spec["root"]["inputDefinitions"]["parameters"]
     assert parameters["image"]["defaultValue"] == image
-    assert json.loads(parameters["train_seg_hyperparameters"]["defaultValue"])["epochs"] == 30
+    assert parameters["train_seg_epochs"]["defaultValue"] == 30  # a typed parameter
     assert main(["compile", "--output", str(tmp_path / "bad.yaml"), "--image", "Bad Image"]) == 2
     assert "not a valid image reference" in capsys.readouterr().err
     assert main(["compile", "--output", str(tmp_path / "bad.yaml"), "--set", "train-seg.epochs=-1"]) == 2
@@ -191,7 +217,8 @@ def test_container_arguments_are_what_the_step_cli_accepts(documents, tmp_path):
         assert container["command"] == ["python", "-m", "pipelines.launch"]
         fed = {ch.name: f"/kfp/in/{ch.name}" for ch in contract.channels if ch.name in build_dag().inputs_of(task)}
         outs = {o.name: f"/kfp/out/{o.name}" for o in contract.outputs}
-        args = kfp_emu.resolve_args(container["args"], fed, outs, {"hyperparameters": "{}"})
+        ui = {name: f"/kfp/out/{name}" for name in UI_OUTPUTS.get(task, {})}
+        args = kfp_emu.resolve_args(container["args"], fed, {**outs, **ui}, {"hyperparameters": "{}"})
         step_args = args[args.index("--") + 1:]
         assert args[0] == task
         command, redirected = launch.build_step_args(step_args, task, workspace=None)
@@ -326,8 +353,8 @@ def test_compiled_tune_branch_feeds_its_best_parameters_to_train_seg(tmp_path):
                  "tune_hyperparameters": json.dumps({
                      "device": "cpu", "n_trials": 2, "epochs": 1, "batch_size": 2, "max_train_rows": 4,
                      "search_space": {"lr": {"type": "float", "low": 0.001, "high": 0.01, "log": True}}}),
-                 "train_seg_hyperparameters": json.dumps({"device": "cpu", "epochs": 1, "lr": 0.5,
-                                                          "batch_size": 2, "max_train_rows": 4})}
+                 "train_seg_hyperparameters": json.dumps({"device": "cpu", "max_train_rows": 4}),
+                 "train_seg_epochs": 1, "train_seg_batch_size": 2, "train_seg_lr": 0.5}
     for task in ("download-kaggle", "preprocess", "tune", "train-seg"):
         result = kfp_emu.run_task(spec, task, tmp_path / "artifacts", {"/opt/ml": tmp_path / task}, arguments)
         assert result.returncode == 0, result.stderr[-3000:]
@@ -335,8 +362,11 @@ def test_compiled_tune_branch_feeds_its_best_parameters_to_train_seg(tmp_path):
     assert set(best) == {"lr"} and 0.001 <= best["lr"] <= 0.01
     manifest = json.loads((tmp_path / "artifacts" / "train-seg" / "model" / "_manifest.json").read_text())
     assert manifest["hyperparameters"]["lr"] == best["lr"]  # the tuned value beat the task's own lr 0.5
-    assert manifest["hyperparameters"]["epochs"] == 1
-
+    assert manifest["hyperparameters"]["epochs"] == 1  # the typed pipeline parameter
+    metrics = json.loads((tmp_path / "artifacts" / "train-seg" / METRICS_OUTPUT).read_text())
+    executor_output = json.loads((tmp_path / "artifacts" / "train-seg" / "executor_output.json").read_text())
+    shown = executor_output["artifacts"][METRICS_OUTPUT]["artifacts"][0]["metadata"]  # what the UI renders
+    assert shown == metrics and 0 <= shown["best_valid_iou"] <= 1 and shown["best_epoch"] == 1
 
 class FakeKfpApi:
     """A local stand-in for the KFP v2beta1 REST API: answers what kfp.Client calls and keeps the
@@ -405,5 +435,4 @@ def test_submit_sends_the_compiled_pipeline_to_the_endpoint(monkeypatch, tmp_pat
     assert "exec-train-seg" in run["pipeline_spec"]["platform_spec"]["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
     assert spec["pipelineInfo"]["name"] == "openeds-pipeline"
     assert set(spec["root"]["dag"]["tasks"]) == set(TASKS)
-    hp = spec["root"]["inputDefinitions"]["parameters"]["train_seg_hyperparameters"]["defaultValue"]
-    assert json.loads(hp)["epochs"] == 7
+    assert spec["root"]["inputDefinitions"]["parameters"]["train_seg_epochs"]["defaultValue"] == 7

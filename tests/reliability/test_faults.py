@@ -243,7 +243,7 @@ def test_two_runs_at_once_on_one_root_one_refuses_the_other_completes(tmp_path):
     texts = [log.read_text() for log in logs]
     assert sorted(code == 0 for code in codes) == [False, True], f"exit codes {codes}:\n" + "\n".join(t[-1500:] for t in texts)
     loser = texts[codes.index(next(c for c in codes if c != 0))]
-    assert f"root {root} is in use by another running step (lock {root / 'output' / '.step.lock'})" in loser
+    assert f"root {root} is in use by another running step (lock {root / '.step.lock'})" in loser
     raw = root / "output" / "data" / "raw"
     assert_committed_outputs_are_whole([raw])
     assert read_manifest(raw)["counts"] == {"train": 30, "validation": 4, "test": 2}

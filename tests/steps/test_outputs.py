@@ -1,7 +1,13 @@
+import errno
 import json
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
-from steps.outputs import MANIFEST_NAME, StagedOutput, read_manifest, sha256_file
+import pytest
+
+from steps.outputs import MANIFEST_NAME, StagedOutput, move_entry, read_manifest, sha256_file
 
 
 def test_commit_swaps_in_with_manifest(tmp_path):
@@ -54,3 +60,52 @@ def test_leftovers_of_a_killed_run_are_removed(tmp_path):
     staged.open()
     staged.commit({})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+
+
+def other_filesystem(tmp_path):
+    """A folder on another filesystem than tmp_path (tmpfs /dev/shm), or None."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        return None
+    return Path(tempfile.mkdtemp(dir=shm, prefix="openeds-test-"))
+
+
+def test_move_across_filesystems_copies_then_removes(tmp_path):
+    elsewhere = other_filesystem(tmp_path)
+    if elsewhere is None:
+        pytest.skip("no second filesystem (/dev/shm) here")
+    try:
+        (tmp_path / "src").mkdir()
+        (tmp_path / "src" / "w.pt").write_bytes(b"weights")
+        with pytest.raises(OSError) as raised:  # the failure SageMaker's separate /opt/ml/model mount gave
+            os.rename(tmp_path / "src", elsewhere / "probe")
+        assert raised.value.errno == errno.EXDEV
+        move_entry(tmp_path / "src", elsewhere / "dst")
+        assert (elsewhere / "dst" / "w.pt").read_bytes() == b"weights"
+        assert not (tmp_path / "src").exists()
+        assert sorted(os.listdir(elsewhere)) == ["dst"]  # no partial copy left behind
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+def test_commit_into_a_folder_on_another_filesystem(tmp_path):
+    """SageMaker mounts /opt/ml/model apart from /opt/ml: staging in /opt/ml cannot be renamed in."""
+    elsewhere = other_filesystem(tmp_path)
+    if elsewhere is None:
+        pytest.skip("no second filesystem (/dev/shm) here")
+    try:
+        final = elsewhere / "model"
+        final.mkdir()
+        (final / "stale.pt").write_bytes(b"old")
+        staged = StagedOutput("model", final)
+        staged.staging = tmp_path / ".model.staging-1"  # staging on the root's filesystem
+        folder = staged.open()
+        (folder / "best.pt").write_bytes(b"new")
+        (folder / "sub").mkdir()
+        (folder / "sub" / "card.json").write_text("{}")
+        staged.commit({"step": "t"})
+        assert sorted(os.listdir(final)) == [MANIFEST_NAME, "best.pt", "sub"]
+        assert [f["path"] for f in read_manifest(final)["files"]] == ["best.pt", "sub/card.json"]
+        assert not staged.staging.exists()
+    finally:
+        shutil.rmtree(elsewhere, ignore_errors=True)

@@ -91,7 +91,8 @@ def test_failure_file_first_line_and_secret_redaction(tmp_path, monkeypatch):
 
 
 def test_second_run_on_the_same_root_refuses(tmp_path):
-    lock = tmp_path / "output" / ".step.lock"
+    lock = Layout.resolve(tmp_path, env={}).lock_file
+    assert lock.parent == tmp_path  # not under output/ or model/, which SageMaker packages
     with StepLock(lock):
         with pytest.raises(StepError, match="in use by another running step"):
             with StepLock(lock):

@@ -75,7 +75,7 @@ def test_torchrun_two_processes_train_and_only_rank_0_writes(tmp_path, tiny_spli
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-4000:]
     assert "rank 1/2 joined the gloo process group" in output
-    assert output.count("epoch 1/2 ") == 1 and output.count("epoch 2/2 ") == 1  # rank 0 logs alone
+    assert output.count("[metrics] epoch=1 ") == 1 and output.count("[metrics] epoch=2 ") == 1  # rank 0 logs alone
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert checkpoints == sorted([f"best_{'efficientvit_tiny_model'}.pt", epoch_checkpoint_name(MODEL, 1),
                                   epoch_checkpoint_name(MODEL, 2)])

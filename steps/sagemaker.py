@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from contracts import ContractError, Layout, all_contracts
-from contracts.base import STEP_SELECTOR_KEY
+from contracts.base import STEP_SELECTOR_KEY, shorten
 
 DEFAULT_STEP = "train-seg"
 # Variables only SageMaker (its toolkit, or the SDK's local mode) sets for a training container.
@@ -53,7 +53,7 @@ def select_step(raw: Mapping[str, Any], env: Mapping[str, str]) -> str:
     step = decode_string(env.get("OPENEDS_STEP") or raw.get(STEP_SELECTOR_KEY, DEFAULT_STEP))
     steps = all_contracts()
     if not isinstance(step, str) or step not in steps:
-        raise ContractError(f"hyperparameter '{STEP_SELECTOR_KEY}': unknown step {json.dumps(step)} "
+        raise ContractError(f"hyperparameter '{STEP_SELECTOR_KEY}': unknown step {shorten(repr(step))} "
                             f"(steps: {', '.join(steps)})")
     return step
 

@@ -38,7 +38,7 @@ def test_the_step_defaults_to_train_seg_and_the_environment_wins():
 
 
 def test_an_unknown_step_names_the_steps():
-    with pytest.raises(ContractError, match=r"unknown step \"nope\" \(steps: download-kaggle"):
+    with pytest.raises(ContractError, match=r"unknown step 'nope' \(steps: download-kaggle"):
         select_step({"step": json.dumps("nope")}, {})
 
 

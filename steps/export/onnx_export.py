@@ -27,8 +27,7 @@ import onnxruntime as ort
 import torch
 from torch import nn
 
-from steps.data.frames import (IMAGE_HEIGHT, IMAGE_WIDTH, INPUT_MEAN, INPUT_STD, MAX_RADIUS,
-                               SEG_CLASSES)
+from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
 from steps.data.transforms import PreprocessParams
 from steps.models import ModelSpec, count_parameters, create_model, get_spec
 from steps.models.layers import fuse_conv_bn
@@ -194,31 +193,33 @@ def preprocessing_description(input_mode: str) -> str:
             f"(steps.data.transforms.enhance_image)")
 
 
-def output_description(task: str) -> str:
-    if task == "segmentation":
-        return f"logits float32 [N, {len(SEG_CLASSES)}, {IMAGE_HEIGHT}, {IMAGE_WIDTH}]; argmax over dim 1 is the class"
-    return (f"ellipse float32 [N, 4]: cx / {IMAGE_WIDTH}, cy / {IMAGE_HEIGHT}, rx / {MAX_RADIUS}, "
+def output_description(spec: ModelSpec) -> str:
+    height, width = spec.input_size
+    if spec.task == "segmentation":
+        return f"logits float32 [N, {len(spec.outputs)}, {height}, {width}]; argmax over dim 1 is the class"
+    return (f"ellipse float32 [N, {len(spec.outputs)}]: cx / {width}, cy / {height}, rx / {MAX_RADIUS}, "
             f"ry / {MAX_RADIUS} (pixels after multiplying back)")
 
 
 def onnx_metadata(source: SourceModel, exporter: str, opset: int) -> dict[str, str]:
     """The metadata_props written into the ONNX file: how to feed it and where it came from."""
-    task = source.spec.task
+    spec, task = source.spec, source.spec.task
     return {
-        "model_name": source.spec.name,
+        "model_name": spec.name,
         "model_type": source.spec.model_type,
         "task": task,
         "input_name": INPUT_NAME,
         "input_layout": "NCHW",
-        "input_shape": f"[N, 1, {IMAGE_HEIGHT}, {IMAGE_WIDTH}]",
+        "input_shape": json.dumps(["N", *spec.input_shape(1)[1:]]).replace('"', ""),
         "input_dtype": "float32",
-        "normalization": f"(x / 255 - {INPUT_MEAN}) / {INPUT_STD} from uint8 grayscale (range [-1, 1])",
+        "normalization": f"(x / 255 - {spec.input_mean}) / {spec.input_std} from uint8 grayscale "
+                         f"(range [{-spec.input_mean / spec.input_std:g}, {(1 - spec.input_mean) / spec.input_std:g}])",
         "input_mode": source.input_mode,
         "preprocessing": preprocessing_description(source.input_mode),
         "output_name": OUTPUT_NAMES[task],
-        "output": output_description(task),
-        **({"class_names": json.dumps(list(SEG_CLASSES))} if task == "segmentation"
-           else {"output_fields": json.dumps(["cx", "cy", "rx", "ry"])}),
+        "output": output_description(spec),
+        **({"class_names": json.dumps(list(spec.outputs))} if task == "segmentation"
+           else {"output_fields": json.dumps(list(spec.outputs))}),
         "parameters": str(source.parameters),
         "source_run_id": str(source.run_id or ""),
         "checkpoint_file": source.checkpoint_path.name,

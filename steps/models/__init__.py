@@ -1,64 +1,35 @@
-"""The model registry: every architecture by name, with its tracking tag and checkpoint names.
+"""Models by name: building them, their checkpoints, their parameters.
 
-Architectures live one family per file (efficientvit.py, ellipse.py); this module only maps names to
-factories so steps, export and validate never import a class directly.
+Architectures live one family per file (efficientvit.py, ellipse.py), and each file registers its
+variants (`steps.models.registry`); steps, export and validate never import a class directly.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+# The families register their variants on import.
+from steps.models import efficientvit as _efficientvit  # noqa: F401
+from steps.models import ellipse as _ellipse  # noqa: F401
+from steps.models.registry import MODEL_SPECS, ModelSpec, get_spec, make_config, model_names, register_model
 
-@dataclass(frozen=True)
-class ModelSpec:
-    name: str            # registry name, used in hyperparameters
-    model_type: str      # MLflow `model_type` tag
-    task: str            # "segmentation" or "ellipse"
-    factory: str         # "module:function" returning an nn.Module from **config
-    checkpoint_stem: str  # best_<stem>.pt, <stem>_epoch_{n}.pt: distinct per model, never colliding
-
-
-MODEL_SPECS: dict[str, ModelSpec] = {
-    spec.name: spec for spec in (
-        ModelSpec("tiny_efficientvit", "TinyEfficientViT", "segmentation",
-                  "steps.models.efficientvit:tiny_efficientvit", "efficientvit_model"),
-        ModelSpec("tiny_efficientvit_micro", "TinyEfficientViT-Micro", "segmentation",
-                  "steps.models.efficientvit:tiny_efficientvit_micro", "efficientvit_tiny_model"),
-        ModelSpec("ellipse_regression", "EllipseRegressionNet", "ellipse",
-                  "steps.models.ellipse:ellipse_regression", "ellipse_model"),
-    )
-}
-
-
-# Trainable-parameter budgets (SPEC 3: default < 60,000, micro < 10,000; the ellipse net "tens of
-# thousands at most"). `python -m steps.models` and the model tests check them.
-PARAMETER_LIMITS: dict[str, int] = {
-    "tiny_efficientvit": 60_000,
-    "tiny_efficientvit_micro": 10_000,
-    "ellipse_regression": 60_000,
-}
+__all__ = ["CHECKPOINT_FORMAT", "MODEL_SPECS", "ModelSpec", "best_checkpoint_name", "count_parameters",
+           "create_model", "epoch_checkpoint_name", "get_spec", "load_checkpoint", "model_names",
+           "parameter_limit", "portable_state_dict", "register_model", "unwrap"]
 
 
 def parameter_limit(name: str) -> int:
     """Parameters a registered model must stay under."""
-    return PARAMETER_LIMITS[get_spec(name).name]
+    return get_spec(name).parameter_limit
 
 
-def get_spec(name: str) -> ModelSpec:
-    if name not in MODEL_SPECS:
-        raise KeyError(f"unknown model '{name}' (models: {', '.join(MODEL_SPECS)})")
-    return MODEL_SPECS[name]
-
-
-def create_model(name: str, **config: Any) -> nn.Module:
-    """Build a registered model; `config` overrides the variant's defaults."""
-    module_name, function = get_spec(name).factory.split(":")
-    return getattr(importlib.import_module(module_name), function)(**config)
+def create_model(name: str, **overrides: Any) -> nn.Module:
+    """Build a registered variant; `overrides` change fields of its config."""
+    spec = get_spec(name)
+    return spec.build(make_config(type(spec.config), spec.config, overrides))
 
 
 def count_parameters(model: nn.Module) -> int:

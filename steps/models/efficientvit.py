@@ -35,6 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
+from steps.models.registry import ModelSpec, make_config, register_model
 from steps.models.layers import (FFN, ConvBN, Residual, SeparableConv, SqueezeExcite, conv_bn_relu, init_weights,
                                  upsample_to)
 
@@ -44,7 +46,7 @@ class EfficientViTEncoderConfig:
     """The conv stem and the three EfficientViT stages (shared by the segmentation and ellipse models)."""
 
     in_chans: int = 1
-    img_size: tuple[int, int] = (400, 640)          # sizes the attention-bias tables; other sizes still run
+    img_size: tuple[int, int] = (IMAGE_HEIGHT, IMAGE_WIDTH)  # sizes the attention-bias tables; other sizes still run
     stem_dims: tuple[int, int, int] = (8, 8, 16)    # stem channels at 1/2, 1/4, 1/8 (the skip features)
     embed_dim: tuple[int, int, int] = (8, 16, 24)   # stage channels at 1/16, 1/32, 1/64
     depth: tuple[int, int, int] = (1, 1, 1)
@@ -80,16 +82,6 @@ class EfficientViTSegConfig(EfficientViTEncoderConfig):
         super().__post_init__()
         if not 0 <= self.decoder_skips <= 3:
             raise ValueError(f"decoder_skips: expected 0..3, got {self.decoder_skips}")
-
-
-def make_config(config_type: type, defaults: Any, overrides: dict[str, Any]) -> Any:
-    """The variant's defaults with `overrides` applied; an unknown key is a one-line error naming it."""
-    known = {f.name for f in dataclasses.fields(config_type)}
-    unknown = sorted(set(overrides) - known)
-    if unknown:
-        raise ValueError(f"{config_type.__name__}: unknown option(s) {', '.join(unknown)} "
-                         f"(known: {', '.join(sorted(known))})")
-    return dataclasses.replace(defaults, **overrides)
 
 
 def token_grids(img_size: tuple[int, int], first_stride_exp: int = 4, stages: int = 3) -> list[tuple[int, int]]:
@@ -298,19 +290,28 @@ class TinyEfficientViTSeg(nn.Module):
         return self.forward_head(self.forward_features(x), x.shape[-2:])
 
 
-DEFAULT_CONFIG = EfficientViTSegConfig()
+# -- the variants (SPEC 3: default < 60,000 parameters, micro < 10,000) ------------------------------
+
+# TinyEfficientViT: embed_dim (8, 16, 24), depth (1, 1, 1), heads (1, 1, 2).
+DEFAULT = register_model(ModelSpec(
+    "tiny_efficientvit", "TinyEfficientViT", "segmentation", build=TinyEfficientViTSeg,
+    config=EfficientViTSegConfig(), checkpoint_stem="efficientvit_model", parameter_limit=60_000))
 # Micro keeps the sandwich blocks and drops what the parameter budget cannot carry: narrower stem and
 # FFNs, a 2x patch-merging expansion, and no extra dw conv + FFN around the patch merging (each stage's
 # first block starts with exactly that).
-MICRO_CONFIG = EfficientViTSegConfig(stem_dims=(4, 8, 8), embed_dim=(8, 12, 18), num_heads=(1, 1, 1),
-                                     ffn_ratio=1.0, merge_ratio=2.0, subsample_blocks=False, decoder_dim=8)
+MICRO = register_model(ModelSpec(
+    "tiny_efficientvit_micro", "TinyEfficientViT-Micro", "segmentation", build=TinyEfficientViTSeg,
+    config=EfficientViTSegConfig(stem_dims=(4, 8, 8), embed_dim=(8, 12, 18), num_heads=(1, 1, 1), ffn_ratio=1.0,
+                                 merge_ratio=2.0, subsample_blocks=False, decoder_dim=8),
+    checkpoint_stem="efficientvit_tiny_model", parameter_limit=10_000))
+DEFAULT_CONFIG, MICRO_CONFIG = DEFAULT.config, MICRO.config
 
 
 def tiny_efficientvit(**overrides: Any) -> TinyEfficientViTSeg:
-    """TinyEfficientViT: embed_dim (8, 16, 24), depth (1, 1, 1), heads (1, 1, 2); < 60,000 parameters."""
+    """TinyEfficientViT (the `tiny_efficientvit` variant), `overrides` applied to its config."""
     return TinyEfficientViTSeg(make_config(EfficientViTSegConfig, DEFAULT_CONFIG, overrides))
 
 
 def tiny_efficientvit_micro(**overrides: Any) -> TinyEfficientViTSeg:
-    """TinyEfficientViT-Micro: embed_dim (8, 12, 18), heads (1, 1, 1), decoder_dim 8; < 10,000 parameters."""
+    """TinyEfficientViT-Micro (the `tiny_efficientvit_micro` variant), `overrides` applied to its config."""
     return TinyEfficientViTSeg(make_config(EfficientViTSegConfig, MICRO_CONFIG, overrides))

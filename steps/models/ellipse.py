@@ -23,7 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from steps.models.efficientvit import EfficientViTEncoder, EfficientViTEncoderConfig, make_config
+from steps.models.efficientvit import EfficientViTEncoder, EfficientViTEncoderConfig
+from steps.models.registry import ModelSpec, make_config, register_model
 from steps.models.layers import ConvBN, SeparableConv, init_weights, upsample_to
 
 
@@ -101,7 +102,10 @@ def _logit(p: float) -> float:
     return math.log(p / (1.0 - p))
 
 
-DEFAULT_CONFIG = EllipseRegressionConfig()
+DEFAULT = register_model(ModelSpec(
+    "ellipse_regression", "EllipseRegressionNet", "ellipse", build=EllipseRegressionNet,
+    config=EllipseRegressionConfig(), checkpoint_stem="ellipse_model", parameter_limit=60_000))
+DEFAULT_CONFIG = DEFAULT.config
 
 
 def ellipse_regression(**overrides: Any) -> EllipseRegressionNet:

@@ -348,8 +348,8 @@ def finish_outputs(run: TrainingRun, loop: LoopState, paths: TrainingPaths, trac
     if run.hp.register_model:
         name = run.hp.registered_model_name or f"openeds-{run.model_name.replace('_', '-')}"
         registered = tracker.register_model(
-            model, best_path, name=name, input_example=torch.zeros(2, 1, 400, 640).numpy(),
-            tags={"model_type": card["model_type"], "architecture": run.model_name, "best_epoch": str(loop.best_epoch),
+            model, best_path, name=name, input_example=torch.zeros(get_spec(run.model_name).input_shape(2)).numpy(),
+            tags={**get_spec(run.model_name).tracking_tags, "best_epoch": str(loop.best_epoch),
                   PRIMARY_METRIC: f"{loop.best_metric:.4f}", "input_mode": run.hp.input_mode})
     return {"model_card": card, "registered": registered}
 

@@ -7,7 +7,7 @@ all generated from it, so it is the one place where a step's interface is writte
 from __future__ import annotations
 
 import json
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError, ValidationInfo, field_validator
 
@@ -35,6 +35,11 @@ class ContractError(ValueError):
     """A contract was violated; the message's first line names the field or path."""
 
 
+# What KFP is told an input or output holds: a typed edge (Dataset -> Dataset, Model -> Model) lets it
+# check the wiring and show the artifact as what it is; "artifact" is anything else.
+ArtifactKind = Literal["dataset", "model", "artifact"]
+
+
 class Channel(BaseModel):
     """One input folder (`input/data/<name>/`).
 
@@ -44,6 +49,7 @@ class Channel(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     name: str
+    artifact: ArtifactKind
     doc: str
     required: bool = True
     settings_file: str | None = None
@@ -54,6 +60,7 @@ class Output(BaseModel):
 
     model_config = ConfigDict(frozen=True)
     name: str
+    artifact: ArtifactKind
     doc: str
     path: str
 

@@ -32,8 +32,8 @@ CONTRACT = StepContract(
     name="download-kaggle",
     summary="Fetch OpenEDS and publish verified raw frames in the Kaggle layout",
     module="steps.download_kaggle",
-    channels=(Channel(name="source", doc="a folder, .zip or .tar(.gz) holding OpenEDS (source=local)",
+    channels=(Channel(name="source", artifact="dataset", doc="a folder, .zip or .tar(.gz) holding OpenEDS (source=local)",
                       required=False),),
-    outputs=(Output(name="raw", doc="openEDS/openEDS/{split}/{images,labels,masks}", path="output/data/raw"),),
+    outputs=(Output(name="raw", artifact="dataset", doc="openEDS/openEDS/{split}/{images,labels,masks}", path="output/data/raw"),),
     hyperparameters=DownloadKaggleHyperparameters,
 )

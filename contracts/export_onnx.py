@@ -19,10 +19,10 @@ CONTRACT = StepContract(
     summary="Export the trained models to ONNX with metadata, checked against PyTorch",
     module="steps.export_onnx",
     channels=(
-        Channel(name="seg_model", doc="train-seg's `model`"),
-        Channel(name="ellipse_model", doc="train-ellipse's `model`", required=False),
+        Channel(name="seg_model", artifact="model", doc="train-seg's `model`"),
+        Channel(name="ellipse_model", artifact="model", doc="train-ellipse's `model`", required=False),
     ),
-    outputs=(Output(name="onnx", doc="best_efficientvit_model.onnx, best_ellipse_model.onnx, export report",
+    outputs=(Output(name="onnx", artifact="model", doc="best_efficientvit_model.onnx, best_ellipse_model.onnx, export report",
                     path="model"),),
     hyperparameters=ExportOnnxHyperparameters,
 )

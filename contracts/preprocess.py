@@ -27,15 +27,15 @@ CONTRACT = StepContract(
     summary="Binarize, gamma, CLAHE, ellipse, spatial weights and distance maps into HF datasets",
     module="steps.preprocess",
     channels=(
-        Channel(name="raw", doc="raw OpenEDS frames in the Kaggle layout (download-kaggle's `raw`)"),
-        Channel(name="reference", required=False,
+        Channel(name="raw", artifact="dataset", doc="raw OpenEDS frames in the Kaggle layout (download-kaggle's `raw`)"),
+        Channel(name="reference", artifact="dataset", required=False,
                 doc="validate_only=true: a saved preprocessed split, or a folder of them, to check"),
     ),
     outputs=(
-        Output(name="train", doc="train split, datasets.save_to_disk", path="output/data/train"),
-        Output(name="validation", doc="validation split, datasets.save_to_disk", path="output/data/validation"),
-        Output(name="test", doc="test split (may have 0 rows), datasets.save_to_disk", path="output/data/test"),
-        Output(name="report", doc="preprocess_report.json (per-split counts, skipped and bad frames), or "
+        Output(name="train", artifact="dataset", doc="train split, datasets.save_to_disk", path="output/data/train"),
+        Output(name="validation", artifact="dataset", doc="validation split, datasets.save_to_disk", path="output/data/validation"),
+        Output(name="test", artifact="dataset", doc="test split (may have 0 rows), datasets.save_to_disk", path="output/data/test"),
+        Output(name="report", artifact="artifact", doc="preprocess_report.json (per-split counts, skipped and bad frames), or "
                                   "validate_report.json in validate mode", path="output/data/preprocess-report"),
     ),
     hyperparameters=PreprocessHyperparameters,

@@ -25,11 +25,11 @@ CONTRACT = StepContract(
     summary="Push the preprocessed dataset and its card to the HF Hub (or write the dry run)",
     module="steps.push_hf",
     channels=(
-        Channel(name="train", doc="preprocessed train split"),
-        Channel(name="validation", doc="preprocessed validation split"),
-        Channel(name="test", doc="preprocessed test split", required=False),
+        Channel(name="train", artifact="dataset", doc="preprocessed train split"),
+        Channel(name="validation", artifact="dataset", doc="preprocessed validation split"),
+        Channel(name="test", artifact="dataset", doc="preprocessed test split", required=False),
     ),
-    outputs=(Output(name="upload", doc="exactly the folder that is (or would be) uploaded",
+    outputs=(Output(name="upload", artifact="dataset", doc="exactly the folder that is (or would be) uploaded",
                     path="output/data/upload"),),
     hyperparameters=PushHfHyperparameters,
 )

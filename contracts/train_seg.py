@@ -29,7 +29,7 @@ class TrainSegHyperparameters(TrainingHyperparameters):
 # The tune step's `study` output: its best parameters override this run's hyperparameters.json
 # (the pipeline's optional tune branch feeds it; see steps.runtime.resolve_hyperparameters).
 TUNED_CHANNEL = Channel(
-    name="tuned", required=False, settings_file="best_params.json",
+    name="tuned", artifact="artifact", required=False, settings_file="best_params.json",
     doc="tune's study output (optional): best_params.json overrides hyperparameters.json")
 
 CONTRACT = StepContract(

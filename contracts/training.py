@@ -7,12 +7,12 @@ from pydantic import Field
 from contracts.base import MAX_SEED, Channel, Hyperparameters, Output
 
 TRAINING_CHANNELS = (
-    Channel(name="train", doc="preprocessed train split (preprocess's `train`)"),
-    Channel(name="validation", doc="preprocessed validation split (preprocess's `validation`)"),
+    Channel(name="train", artifact="dataset", doc="preprocessed train split (preprocess's `train`)"),
+    Channel(name="validation", artifact="dataset", doc="preprocessed validation split (preprocess's `validation`)"),
 )
 TRAINING_OUTPUTS = (
-    Output(name="model", doc="best checkpoint, its config and model card", path="model"),
-    Output(name="metrics", doc="per-epoch metrics (CSV/JSON), curves (PNG), resolved config",
+    Output(name="model", artifact="model", doc="best checkpoint, its config and model card", path="model"),
+    Output(name="metrics", artifact="artifact", doc="per-epoch metrics (CSV/JSON), curves (PNG), resolved config",
            path="output/data/metrics"),
 )
 

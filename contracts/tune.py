@@ -164,7 +164,7 @@ CONTRACT = StepContract(
     summary="Optuna search over train-seg hyperparameters with pruning and shared RDB storage",
     module="steps.tune",
     channels=TRAINING_CHANNELS,
-    outputs=(Output(name="study", doc="best_params.json (feeds train-seg), trials.csv, study.json",
+    outputs=(Output(name="study", artifact="artifact", doc="best_params.json (feeds train-seg), trials.csv, study.json",
                     path="output/data/study"),),
     hyperparameters=TuneHyperparameters,
     uses_gpu=True,

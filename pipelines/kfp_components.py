@@ -29,10 +29,9 @@ HYPERPARAMETERS_INPUT = "hyperparameters"
 WORKSPACE_MOUNT = "/workspace"
 LAUNCHER = ["python", "-m", "pipelines.launch"]
 
-# Artifact types by input/output name: a typed edge (Dataset -> Dataset, Model -> Model) lets KFP
-# check the wiring; everything else is a plain Artifact.
-_DATASET_NAMES = {"raw", "source", "train", "validation", "test", "reference", "upload"}
-_MODEL_NAMES = {"model", "seg_model", "ellipse_model", "onnx"}
+# The KFP type of each kind of artifact a contract declares (Channel.artifact, Output.artifact).
+ARTIFACT_TYPES = {"dataset": "system.Dataset@0.0.1", "model": "system.Model@0.0.1",
+                  "artifact": "system.Artifact@0.0.1"}
 
 # docker's reference grammar (distribution/reference): [domain[:port]/]path[:tag][@digest]
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*"
@@ -61,12 +60,8 @@ def check_image_reference(reference: str, require_digest: bool = False) -> str:
     return reference
 
 
-def artifact_type(name: str) -> str:
-    if name in _DATASET_NAMES:
-        return "system.Dataset@0.0.1"
-    if name in _MODEL_NAMES:
-        return "system.Model@0.0.1"
-    return "system.Artifact@0.0.1"
+def artifact_type(kind: str) -> str:
+    return ARTIFACT_TYPES[kind]
 
 
 def _channel_args(contract: StepContract) -> list[placeholders.CommandLineElement]:
@@ -116,7 +111,7 @@ def component_spec(contract: StepContract, image: str = DEFAULT_IMAGE,
     check_image_reference(image)
     defaults = dict(hyperparameters or {})
     contract.parse_hyperparameters(defaults)
-    inputs = {channel.name: structures.InputSpec(type=artifact_type(channel.name),
+    inputs = {channel.name: structures.InputSpec(type=artifact_type(channel.artifact),
                                                  optional=not channel.required,
                                                  description=channel.doc)
               for channel in contract.channels}
@@ -128,7 +123,7 @@ def component_spec(contract: StepContract, image: str = DEFAULT_IMAGE,
         inputs[name] = structures.InputSpec(type=kind, optional=True, description=(
             f"{contract.hyperparameters.model_fields[name].description}; when set, wins over the "
             f"same key in `{HYPERPARAMETERS_INPUT}`"))
-    outputs = {output.name: structures.OutputSpec(type=artifact_type(output.name), description=output.doc)
+    outputs = {output.name: structures.OutputSpec(type=artifact_type(output.artifact), description=output.doc)
                for output in contract.outputs}
     outputs.update({name: structures.OutputSpec(type=kind, description="shown in the KFP UI")
                     for name, kind in UI_OUTPUTS.get(contract.name, {}).items()})

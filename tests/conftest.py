@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# A real PostgreSQL server (fixtures `postgres_server`, `postgres_database`) for the `postgres` tests.
+pytest_plugins = ["tests.postgres_server"]
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO.parent / "shared" / "fixtures" / "openeds-sample"
 

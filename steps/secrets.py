@@ -19,6 +19,8 @@ KNOWN_SECRET_VARIABLES = (
 )
 _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|_KEY$)", re.IGNORECASE)
 MASK = "***"
+# The password of `scheme://user:password@host` (database and tracking URLs); no variable names it.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s/:@]*:)[^\s/@]+(?=@)")
 
 
 def secret_values(env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> list[str]:
@@ -30,10 +32,15 @@ def secret_values(env: Mapping[str, str] | None = None, extra: Iterable[str] = (
     return sorted(values, key=len, reverse=True)
 
 
+def mask_url_credentials(text: str) -> str:
+    """`postgresql://user:secret@db/x` -> `postgresql://user:***@db/x`, wherever a URL is written."""
+    return _URL_PASSWORD.sub(lambda match: match["head"] + MASK, text)
+
+
 def redact(text: str, env: Mapping[str, str] | None = None) -> str:
     for value in secret_values(env):
         text = text.replace(value, MASK)
-    return text
+    return mask_url_credentials(text)
 
 
 def redact_obj(obj: Any, env: Mapping[str, str] | None = None) -> Any:

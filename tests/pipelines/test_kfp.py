@@ -319,6 +319,15 @@ def test_tune_settings_without_the_branch_are_refused(tmp_path, capsys):
     assert "add --tune" in capsys.readouterr().err and not (tmp_path / "p.yaml").exists()
 
 
+def test_a_storage_url_with_a_password_never_reaches_kfp_parameters_nor_the_message(tmp_path, capsys):
+    """The password belongs in the optuna-storage Secret; the refusal shows the URL masked."""
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--tune",
+                 "--set", "tune.storage=postgresql://optuna:hunter2pw@db/studies"]) == 2
+    error = capsys.readouterr().err
+    assert "holds a password" in error and "optuna:***@db" in error and "hunter2pw" not in error
+    assert not (tmp_path / "p.yaml").exists()
+
+
 @pytest.mark.slow
 def test_compiled_tune_branch_feeds_its_best_parameters_to_train_seg(tmp_path):
     spec, _ = kfp_emu.load(compile_to(tmp_path / "tune.yaml", "--tune"))

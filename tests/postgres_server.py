@@ -1,8 +1,8 @@
 """A real PostgreSQL server for tests (pytest plugin module, registered in tests/conftest.py).
 
 Fixtures:
-- `postgres_server` (session): Debian's `postgresql` package binaries (`pg_config --bindir`, else
-  the newest /usr/lib/postgresql/*/bin). `initdb` into a fresh temporary folder as an unprivileged
+- `postgres_server` (session): Debian's `postgresql` package binaries ($OPENEDS_POSTGRES_BINDIR,
+  else `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin). `initdb` into a fresh temporary folder as an unprivileged
   user (the server refuses to run as root: under root, `runuser -u postgres`, or `nobody`), one
   role `openeds` with a random password, password authentication (scram-sha-256) on TCP, then
   `pg_ctl start` on 127.0.0.1:<free port> (its socket in that folder) and `pg_ctl stop` at the end.
@@ -51,6 +51,9 @@ def unavailable(reason: str) -> None:
 
 def find_bindir() -> Path | None:
     """The folder holding initdb and pg_ctl (Debian keeps them off PATH, per major version)."""
+    if os.environ.get("OPENEDS_POSTGRES_BINDIR"):  # another install (e.g. Homebrew), or none at all
+        given = Path(os.environ["OPENEDS_POSTGRES_BINDIR"])
+        return given if (given / "initdb").is_file() and (given / "pg_ctl").is_file() else None
     candidates = []
     if shutil.which("pg_config"):
         found = subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, timeout=30)
@@ -155,7 +158,8 @@ def stop_server(server: PostgresServer) -> None:
 def postgres_server() -> Iterator[PostgresServer]:
     bindir = find_bindir()
     if bindir is None:
-        unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found: apt-get install postgresql")
+        unavailable("no PostgreSQL server binaries (initdb, pg_ctl) found: apt-get install postgresql "
+                    "(or OPENEDS_POSTGRES_BINDIR=<folder holding them>)")
     try:
         import psycopg  # noqa: F401 - the driver the project uses for PostgreSQL
     except ImportError:

@@ -310,8 +310,10 @@ def test_tune_branch_is_compiled_only_when_asked_and_feeds_train_seg(documents, 
     assert json.loads(parameters["tune_hyperparameters"]["defaultValue"]) == {**load_profile("kfp")["tune"], "n_trials": 40}
     assert "accelerator" in kfp_emu.executor_of(tuned, "tune")["resources"]
     label = tuned["components"][tasks["tune"]["componentRef"]["name"]]["executorLabel"]
-    secrets = {s["secretName"] for s in platform["deploymentSpec"]["executors"][label]["secretAsEnv"]}
-    assert {"optuna-storage", "mlflow-credentials"} <= secrets
+    secrets = {s["secretName"]: s for s in platform["deploymentSpec"]["executors"][label]["secretAsEnv"]}
+    assert {"optuna-storage", "mlflow-credentials"} <= set(secrets)
+    assert {(k["secretKey"], k["envVar"]) for k in secrets["optuna-storage"]["keyToEnv"]} == \
+        {("url", "OPTUNA_STORAGE"), ("password", "PGPASSWORD")}
 
 
 def test_tune_settings_without_the_branch_are_refused(tmp_path, capsys):

@@ -147,6 +147,15 @@ def test_bad_search_space_fails_before_any_work_naming_the_key(tmp_path):
     assert not (tmp_path / "checkpoints" / search.STORAGE_FILE).exists()
 
 
+def test_a_storage_setting_with_a_password_is_refused_and_never_echoed(tmp_path, caplog):
+    """Settings reach manifests and tracking: the password belongs in OPTUNA_STORAGE or PGPASSWORD."""
+    code = run_step("tune", Layout.resolve(tmp_path), {"storage": "postgresql://optuna:canary-pw-7f3a@db/studies"})
+    failure = (tmp_path / "output" / "failure").read_text()
+    assert code == 2 and "holds a password" in failure and "optuna:***@db" in failure
+    assert "canary-pw-7f3a" not in failure + caplog.text and "holds a password" in caplog.text
+    assert not (tmp_path / "checkpoints" / search.STORAGE_FILE).exists()
+
+
 @pytest.mark.slow
 def test_sigterm_mid_trial_then_rerun_continues_that_trial_from_its_checkpoint(tmp_path, splits):
     """A stopped pod (SIGTERM): the step exits 143; the next run resumes the trial, not a new one."""

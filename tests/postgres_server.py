@@ -2,10 +2,11 @@
 
 Fixtures:
 - `postgres_server` (session): Debian's `postgresql` package binaries ($OPENEDS_POSTGRES_BINDIR,
-  else `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin). `initdb` into a fresh temporary folder as an unprivileged
-  user (the server refuses to run as root: under root, `runuser -u postgres`, or `nobody`), one
-  role `openeds` with a random password, password authentication (scram-sha-256) on TCP, then
-  `pg_ctl start` on 127.0.0.1:<free port> (its socket in that folder) and `pg_ctl stop` at the end.
+  else `pg_config --bindir`, else the newest /usr/lib/postgresql/*/bin). `initdb` into a fresh
+  temporary folder as an unprivileged user (the server refuses to run as root: under root,
+  `runuser -u postgres`, or `nobody`), one role `openeds` with a random password, password
+  authentication (scram-sha-256) on TCP, then `pg_ctl start` on 127.0.0.1:<free port> (its socket
+  in that folder) and `pg_ctl stop` at the end.
   About 2 s. Without the binaries or the driver the tests skip with the reason; with
   OPENEDS_REQUIRE_POSTGRES=1 (CI) they fail instead.
 - `postgres_database` (function): a new, empty database on that server for one test.

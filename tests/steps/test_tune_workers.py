@@ -14,87 +14,29 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
-import optuna
 import pytest
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from steps.models import epoch_checkpoint_name
 from steps.train import search, study_storage
-from tests.reliability.conftest import REPO, StepRun, step_environment
 from tests.steps.train.tiny_data import write_tiny_splits
+from tests.steps.tune_workers import (FROZEN_LR, GOOD_LR, MODEL, Worker, load_study, start_worker,
+                                      wait_until)
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
-GOOD_LR, FROZEN_LR = 1e-2, 1e-9
-MODEL = "tiny_efficientvit_micro"
-SETTINGS = {"model": MODEL, "batch_size": 2, "device": "cpu", "cpu_threads": 1, "deterministic": True, "seed": 3,
-            "scheduler": "none", "augment": False, "epochs": 2, "sampler": "random", "study_name": "shared",
-            "search_space": {"lr": {"type": "categorical", "choices": [GOOD_LR, FROZEN_LR]}},
-            "enqueue_trials": [{"lr": GOOD_LR}], "pruner": "median", "pruner_startup_trials": 1,
-            "pruner_warmup_epochs": 0}
 FROZEN_FIRST_SEED = 0  # RandomSampler(seed=0) draws FROZEN_LR first (the test checks that premise)
-WAIT_S = 300
 
 
 @pytest.fixture(scope="module")
 def splits(tmp_path_factory) -> dict[str, Path]:
     return write_tiny_splits(tmp_path_factory.mktemp("tune_worker_splits"), train_rows=4, valid_rows=2)
-
-
-@dataclass
-class Worker:
-    root: Path
-    process: subprocess.Popen
-    log: Path
-
-    def finish(self) -> int:
-        return self.process.wait(timeout=WAIT_S)
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def study_json(self) -> dict:
-        return json.loads((self.root / "output" / "data" / "study" / search.STUDY_JSON).read_text())
-
-    def trial_numbers(self, study: optuna.Study) -> set[int]:
-        """The trials this process ran, by the worker (host:pid) each trial recorded."""
-        return {t.number for t in study.trials if t.user_attrs.get(search.WORKER, "").endswith(f":{self.process.pid}")}
-
-
-def start_worker(root: Path, splits: dict[str, Path], env: dict[str, str], **settings) -> Worker:
-    run = StepRun("tune", root, channels={"train": splits["train"], "validation": splits["validation"]},
-                  hyperparameters={**SETTINGS, **settings}, env=env)
-    run.prepare()
-    log = root.parent / f"{root.name}.log"
-    with log.open("wb") as handle:  # a file, not a pipe: nobody reads while the test polls
-        process = subprocess.Popen([sys.executable, "-m", "steps", *run.argv()], cwd=REPO, stdout=handle,
-                                   stderr=subprocess.STDOUT, env=step_environment(run.env))
-    return Worker(root, process, log)
-
-
-def wait_until(condition: Callable[[], bool], workers: list[Worker], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not condition():
-        for worker in workers:
-            assert worker.process.poll() is None, f"{worker.root.name} exited before {what}:\n{worker.output()[-3000:]}"
-        assert time.monotonic() < deadline, f"not within {WAIT_S} s: {what}"
-        time.sleep(0.2)
-
-
-def load_study(postgres_server, database: str) -> optuna.Study:
-    """The study as the database holds it (the test reads with the password in the URL)."""
-    url = study_storage.with_driver(postgres_server.url(database, with_password=True))
-    return optuna.load_study(study_name=SETTINGS["study_name"], storage=optuna.storages.RDBStorage(url))
 
 
 def has_trial(postgres_server, database: str, state: TrialState) -> Callable[[], bool]:

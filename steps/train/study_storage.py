@@ -4,8 +4,9 @@
   else $OPTUNA_STORAGE (a secret; may hold the password), else sqlite beside the checkpoints.
 - Driver: `postgresql://` (and `postgres://`) URLs get psycopg 3 (`postgresql+psycopg://`), the
   driver the project installs; SQLAlchemy's default for that scheme, psycopg2, is not installed.
-- Password, for a URL without one: libpq's own $PGPASSWORD (or ~/.pgpass), else the file named by
-  $OPTUNA_STORAGE_PASSWORD_FILE (a mounted Secret), handed to the driver and never put in the URL.
+- Password, for a URL without one: the file named by $OPTUNA_STORAGE_PASSWORD_FILE (a mounted
+  Secret), handed to the driver and never put in the URL; else libpq's own $PGPASSWORD (or
+  ~/.pgpass).
 - Schema: workers starting together on an empty database race to create Optuna's tables (on
   PostgreSQL: duplicate key in pg_type, optuna#1092); the losers retry and find them made.
 - Heartbeats: a worker killed mid-trial (SIGKILL, a lost pod) stops beating; once its beat is

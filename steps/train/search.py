@@ -30,8 +30,7 @@ from contracts.train_seg import TrainSegHyperparameters
 from contracts.tune import SearchParam, TuneHyperparameters
 from steps.secrets import redact
 from steps.train.signals import TrainingInterrupted
-from steps.train.study_storage import (STORAGE_ENV, STORAGE_FILE, default_storage, open_storage,  # noqa: F401
-                                       resolve_storage_url, shown_url)
+from steps.train.study_storage import open_storage
 
 log = logging.getLogger(__name__)
 

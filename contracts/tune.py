@@ -123,6 +123,11 @@ class TuneHyperparameters(TrainSegHyperparameters):
     timeout_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
     epochs: int = Field(4, ge=1, le=10_000, description="epochs per trial")
     register_model: bool = Field(False, description="register trial models in the registry")
+    heartbeat_s: int = Field(60, ge=1, le=3600, description="a running trial's heartbeat to the storage, seconds")
+    heartbeat_grace_s: int = Field(
+        180, ge=2, le=86_400,
+        description="a trial whose heartbeat is older than this is failed and retried by the next worker "
+                    "(its worker died); keep it well above heartbeat_s")
 
     @field_validator("storage")
     @classmethod
@@ -133,6 +138,14 @@ class TuneHyperparameters(TrainSegHyperparameters):
         if url is not None and "://" not in url:
             raise ValueError(f"storage {url!r} is not a database URL (e.g. sqlite:///path/optuna.db)")
         return url
+
+    @field_validator("heartbeat_grace_s")
+    @classmethod
+    def _grace_above_heartbeat(cls, grace: int, info: ValidationInfo) -> int:
+        beat = info.data.get("heartbeat_s")
+        if beat is not None and grace <= beat:  # else every live trial would look dead between two beats
+            raise ValueError(f"heartbeat_grace_s {grace} must be above heartbeat_s {beat}")
+        return grace
 
     @field_validator("search_space")
     @classmethod

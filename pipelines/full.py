@@ -39,6 +39,7 @@ from pipelines.dag import (Dag, DagError, build_dag, load_profile, load_settings
 from pipelines.kfp_components import (DEFAULT_IMAGE, WORKSPACE_MOUNT, ImageReferenceError, build_component,
                                       check_image_reference)
 from pipelines.kfp_ui import TYPED_PARAMETERS
+from steps.secrets import redact
 
 PIPELINE_NAME = "openeds-pipeline"
 PIPELINE_DESCRIPTION = ("OpenEDS from Kaggle to tiny pupil models: download-kaggle, preprocess, push-hf, "
@@ -315,7 +316,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"submitted run {run_id} ({run_name}) to {args.host}")
         return 0
     except (DagError, ImageReferenceError, EndpointError) as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {redact(str(error))}", file=sys.stderr)  # e.g. a refused --set URL with its password
         return 2
 
 

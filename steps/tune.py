@@ -30,7 +30,7 @@ from typing import Any
 
 from steps.models import get_spec
 from steps.runtime import StepError, StepHooks
-from steps.train import search
+from steps.train import search, study_storage
 from steps.train_seg import channels_optional, check_inputs  # the same data and device checks
 
 log = logging.getLogger(__name__)
@@ -43,19 +43,19 @@ def run(hp: Any, io: Any) -> dict[str, Any]:
 
     train_split = load_split(io.channel("train"), hf_repo=hp.hf_repo, split="train", data_dir=hp.data_dir)
     valid_split = load_split(io.channel("validation"), hf_repo=hp.hf_repo, split="validation", data_dir=hp.data_dir)
-    url = search.resolve_storage_url(hp, io.checkpoints)
+    url = study_storage.resolve_storage_url(hp, io.checkpoints)
     study_dir = io.output("study")
     trainer = search.engine_trainer(train_split, valid_split, study_dir, hp.study_name)
     log.info("study %s in %s: %d trial(s) of %d epoch(s), pruner %s, sampler %s", hp.study_name,
-             search.shown_url(url), hp.n_trials, hp.epochs, hp.pruner, hp.sampler)
+             study_storage.shown_url(url), hp.n_trials, hp.epochs, hp.pruner, hp.sampler)
     parent_hp = hp.model_copy(update={"wandb": False, "tensorboard": False})  # extras follow the trials
     with search.study_logging(), open_tracker(parent_hp, run_name=hp.study_name, model_type=get_spec(hp.model).model_type,
                                               architecture=hp.model, output_dir=study_dir) as tracker:
-        tracker.log_params({**hp.model_dump(mode="json"), "storage": search.shown_url(url)})
+        tracker.log_params({**hp.model_dump(mode="json"), "storage": study_storage.shown_url(url)})
         tracking = search.StudyTracking(tracker)
         study = search.open_study(hp, url)
         trials = search.run_study(study, hp, trainer, io.checkpoints / search.TRIALS_DIR, tracking)
-        summary = search.write_study_outputs(study_dir, study, hp, trials, search.shown_url(url))
+        summary = search.write_study_outputs(study_dir, study, hp, trials, study_storage.shown_url(url))
         tracking.log_best(summary)
     check_outcome(summary, trials)
     log.info("study %s: best %s %.4f (trial %d) with %s; this run: %s", hp.study_name, search.OBJECTIVE,

@@ -7,6 +7,9 @@ from pathlib import Path
 
 import pytest
 
+# A real PostgreSQL server (fixtures `postgres_server`, `postgres_database`) for the `postgres` tests.
+pytest_plugins = ["tests.postgres_server"]
+
 REPO = Path(__file__).resolve().parent.parent
 FIXTURES = REPO.parent / "shared" / "fixtures" / "openeds-sample"
 
@@ -34,3 +37,22 @@ def real_frames_dir() -> Path:
     if not (FIXTURES / "images").is_dir():
         pytest.skip(f"real OpenEDS sample frames not found at {FIXTURES} (only in the project checkout)")
     return FIXTURES
+
+
+# The CI log names each test that needs a server (pass, skip or fail), not just a count of dots.
+SUMMARISED_MARKERS = ("postgres", "docker")
+_marked_outcomes: dict[str, list[str]] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        for marker in SUMMARISED_MARKERS:
+            if marker in report.keywords:
+                _marked_outcomes.setdefault(marker, []).append(f"{report.outcome.upper()} {report.nodeid}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for marker, lines in _marked_outcomes.items():
+        terminalreporter.section(f"tests marked {marker}")
+        for line in lines:
+            terminalreporter.line(line)

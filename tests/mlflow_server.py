@@ -6,6 +6,7 @@ Fixtures:
   for /health (about 7 s), yields its URI ("http://127.0.0.1:<port>"), SIGTERMs it at the end.
 - `mlflow_tracking_uri` (function): `mlflow_server` set as MLFLOW_TRACKING_URI for one test (and
   MLFLOW_EXPERIMENT_ID removed), with MLflow's client state reset before and after.
+The same server on a PostgreSQL backend store: `mlflow_postgres_server` in tests/postgres_server.py.
 
 Use it from any test module or conftest, either way:
     pytest_plugins = ["tests.mlflow_server"]              # in the root tests/conftest.py
@@ -46,17 +47,20 @@ def _healthy(uri: str) -> bool:
         return False
 
 
-def start_server(root: Path) -> tuple[subprocess.Popen, str]:
-    """Start `mlflow server` under `root`; return (process, uri) once /health answers."""
+def start_server(root: Path, backend_store_uri: str | None = None,
+                 env: dict[str, str] | None = None) -> tuple[subprocess.Popen, str]:
+    """Start `mlflow server` under `root` (backend: sqlite there unless given; `env`: extra
+    variables of the server, e.g. PGPASSWORD); return (process, uri) once /health answers."""
     port = free_port()
     uri = f"http://127.0.0.1:{port}"
     log = open(root / "server.log", "wb")  # noqa: SIM115 - kept open for the server's lifetime
     process = subprocess.Popen(
-        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+        [sys.executable, "-m", "mlflow", "server",
+         "--backend-store-uri", backend_store_uri or f"sqlite:///{root / 'mlflow.db'}",
          "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
          "--workers", "1"],
         stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")})
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}, **(env or {})})
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while not _healthy(uri):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -105,11 +109,16 @@ def _reset_mlflow_client_state() -> None:
     mlflow.set_registry_uri(None)
 
 
-@pytest.fixture
-def mlflow_tracking_uri(mlflow_server, monkeypatch) -> Iterator[str]:
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+def tracking_at(uri: str, monkeypatch) -> Iterator[str]:
+    """MLFLOW_TRACKING_URI=uri for one test, MLflow's client state reset before and after."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
     monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     _reset_mlflow_client_state()
-    yield mlflow_server
+    yield uri
     _reset_mlflow_client_state()
+
+
+@pytest.fixture
+def mlflow_tracking_uri(mlflow_server, monkeypatch) -> Iterator[str]:
+    yield from tracking_at(mlflow_server, monkeypatch)

@@ -3,7 +3,8 @@
 A trial is a train-seg run with the study's fixed settings plus the sampled ones. It reports the
 validation mIoU after every epoch (`trial.report`), and the pruner stops it early when it trails
 the other trials at the same epoch. Studies live in an RDB storage (sqlite locally, any SQLAlchemy
-URL in a cluster): workers that share the URL and study name add their trials to one study.
+URL in a cluster; steps.train.study_storage): workers that share the URL and study name add their
+trials to one study.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ import json
 import logging
 import math
 import os
+import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,29 +25,27 @@ from typing import Any
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
-from sqlalchemy.engine import make_url
 
 from contracts.train_seg import TrainSegHyperparameters
 from contracts.tune import SearchParam, TuneHyperparameters
 from steps.secrets import redact
 from steps.train.signals import TrainingInterrupted
+from steps.train.study_storage import open_storage
 
 log = logging.getLogger(__name__)
 
 OBJECTIVE = "valid_iou"  # validation mIoU over both classes, maximized
-STORAGE_FILE = "optuna.db"
 TRIALS_DIR = "trials"
 BEST_PARAMS = "best_params.json"
 BEST_HYPERPARAMETERS = "best_hyperparameters.json"
 BEST_ARGS = "best_params.args"
 TRIALS_CSV = "trials.csv"
 STUDY_JSON = "study.json"
-STORAGE_ENV = "OPTUNA_STORAGE"
-HEARTBEAT_S, HEARTBEAT_GRACE_S = 60, 180
 # A trial failing on its own (NaN loss, out of memory, a bad combination of settings) is recorded as
 # FAIL and the study goes on; anything else stops the study.
 TRIAL_ERRORS = (RuntimeError, ValueError, FloatingPointError, ArithmeticError)
 RESUME_OF = "resume_of"  # user attribute: the trial whose checkpoints this trial continues
+WORKER = "worker"  # user attribute: host:pid of the worker that ran the trial (pods sharing a study)
 
 
 class TrialFailed(Exception):
@@ -54,33 +54,6 @@ class TrialFailed(Exception):
 EpochCallback = Callable[[int, dict[str, Any]], None]
 # settings of one trial, its checkpoint folder, the per-epoch callback -> the trial's final metrics
 TrialTrainer = Callable[[TrainSegHyperparameters, Path, EpochCallback], dict[str, Any]]
-
-
-def default_storage(checkpoints: Path) -> str:
-    """sqlite beside the checkpoints: that folder outlives the run (outputs are staged and swapped)."""
-    return f"sqlite:///{(Path(checkpoints) / STORAGE_FILE).absolute()}"
-
-
-def resolve_storage_url(hp: TuneHyperparameters, checkpoints: Path, env: Mapping[str, str] | None = None) -> str:
-    """The `storage` setting, else $OPTUNA_STORAGE (may hold a password: a secret), else local sqlite."""
-    env = os.environ if env is None else env
-    return hp.storage or env.get(STORAGE_ENV) or default_storage(checkpoints)
-
-
-def shown_url(url: str) -> str:
-    """The URL with any password masked: what logs, outputs and tracking may show."""
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """RDB storage with heartbeats: a worker killed mid-trial (SIGKILL, a lost pod) leaves a trial
-    that the next worker marks failed and retries, resuming from the failed trial's checkpoints."""
-    engine_kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)  # heartbeats: stable in practice
-        retry = RetryHeartbeatStaleTrialCallback(max_retry=2, inherit_intermediate_values=True)
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_S,
-                                          grace_period=HEARTBEAT_GRACE_S, heartbeat_stale_trial_callback=retry)
 
 
 def make_sampler(hp: TuneHyperparameters) -> optuna.samplers.BaseSampler:
@@ -101,7 +74,8 @@ def make_pruner(hp: TuneHyperparameters) -> optuna.pruners.BasePruner:
 
 def open_study(hp: TuneHyperparameters, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study, or join it when another run or worker already made it."""
-    storage = open_storage(storage) if isinstance(storage, str) else storage
+    if isinstance(storage, str):
+        storage = open_storage(storage, heartbeat_s=hp.heartbeat_s, grace_s=hp.heartbeat_grace_s)
     study = optuna.create_study(storage=storage, study_name=hp.study_name, direction="maximize",
                                 sampler=make_sampler(hp), pruner=make_pruner(hp), load_if_exists=True)
     for params in hp.enqueue_trials:
@@ -158,6 +132,11 @@ def checkpoint_key(trial: Trial) -> int:
     return int(retried if retried is not None else trial.number)
 
 
+def worker_name() -> str:
+    """host:pid: tells apart the pods (hostname) and processes sharing one study."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def make_objective(hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path,
                    tracking: "StudyTracking | None" = None) -> Callable[[Trial], float]:
     """The study's objective: train one trial into its own checkpoint folder, return its best mIoU."""
@@ -167,6 +146,7 @@ def make_objective(hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Pat
         settings = trial_settings(hp, params)
         checkpoint_dir = Path(trials_dir) / f"trial_{checkpoint_key(trial):04d}"
         trial.set_user_attr("checkpoint_dir", str(checkpoint_dir))
+        trial.set_user_attr(WORKER, worker_name())
         log.info("trial %d: %s", trial.number, json.dumps(params))
         reporter, started = PruningReporter(trial), time.perf_counter()
 
@@ -223,9 +203,10 @@ def count_states(trials: list[FrozenTrial]) -> dict[str, int]:
 
 
 def trial_rows(trials: list[FrozenTrial]) -> list[dict[str, Any]]:
-    """One row per trial: number, state, value, pruned, params (JSON), time, epochs, error."""
+    """One row per trial: number, state, value, pruned, params (JSON), worker, time, epochs, error."""
     return [{"number": t.number, "state": t.state.name, "value": t.value,
              "pruned": t.state == TrialState.PRUNED, "params": json.dumps(t.params, sort_keys=True),
+             "worker": t.user_attrs.get(WORKER, ""),
              "seconds": t.user_attrs.get("seconds"), "epochs_run": t.user_attrs.get("epochs_run"),
              "last_reported": t.intermediate_values[max(t.intermediate_values)] if t.intermediate_values else None,
              "error": t.user_attrs.get("error", "")}

@@ -67,3 +67,10 @@ def test_storage_url_never_carries_a_password():
         parse(storage="postgresql://optuna:hunter22@db:5432/studies")
     with pytest.raises(ContractError, match="'storage'.*not a database URL"):
         parse(storage="optuna.db")
+
+
+def test_heartbeat_grace_must_exceed_the_beat():
+    assert (parse().heartbeat_s, parse().heartbeat_grace_s) == (60, 180)
+    assert parse(heartbeat_s=1, heartbeat_grace_s=3).heartbeat_grace_s == 3
+    with pytest.raises(ContractError, match="'heartbeat_grace_s'.*must be above heartbeat_s 5"):
+        parse(heartbeat_s=5, heartbeat_grace_s=5)

@@ -92,6 +92,24 @@ def test_image_lists_every_step_and_answers_describe(image):
     assert described["sagemaker_trainable"] is True
 
 
+@pytest.mark.postgres
+def test_the_image_has_the_postgres_driver_and_opens_a_shared_study(image, postgres_server, postgres_database):
+    """The image's tune storage code against the test server (host network); the password travels
+    as PGPASSWORD from this environment (`-e NAME`), never on the docker command line."""
+    import optuna
+
+    from steps.train.study_storage import with_driver
+
+    url = postgres_server.url(postgres_database)  # postgresql://, no password
+    code = ("import optuna; from steps.train.study_storage import open_storage; "
+            f"optuna.create_study(storage=open_storage({url!r}), study_name='from-image')")
+    result = docker("run", "--rm", "--network", "host", "-e", "PGPASSWORD", "--entrypoint", "/opt/venv/bin/python",
+                    image, "-c", code, env={**os.environ, "PGPASSWORD": postgres_server.password})
+    assert result.returncode == 0, result.stderr[-2000:]
+    storage = optuna.storages.RDBStorage(with_driver(postgres_server.url(postgres_database, with_password=True)))
+    assert optuna.study.get_all_study_names(storage=storage) == ["from-image"]
+
+
 def test_one_step_runs_with_docker_run_against_a_bind_mounted_opt_ml(image, tmp_path):
     root = writable_root(tmp_path / "root")
     write_hyperparameters(root, {"source": "synthetic", "synthetic_train_frames": 4,

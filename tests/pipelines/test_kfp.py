@@ -337,13 +337,24 @@ def test_tune_branch_is_compiled_only_when_asked_and_feeds_train_seg(documents, 
     assert json.loads(parameters["tune_hyperparameters"]["defaultValue"]) == {**load_profile("kfp")["tune"], "n_trials": 40}
     assert "accelerator" in kfp_emu.executor_of(tuned, "tune")["resources"]
     label = tuned["components"][tasks["tune"]["componentRef"]["name"]]["executorLabel"]
-    secrets = {s["secretName"] for s in platform["deploymentSpec"]["executors"][label]["secretAsEnv"]}
-    assert {"optuna-storage", "mlflow-credentials"} <= secrets
+    secrets = {s["secretName"]: s for s in platform["deploymentSpec"]["executors"][label]["secretAsEnv"]}
+    assert {"optuna-storage", "mlflow-credentials"} <= set(secrets)
+    assert {(k["secretKey"], k["envVar"]) for k in secrets["optuna-storage"]["keyToEnv"]} == \
+        {("url", "OPTUNA_STORAGE"), ("password", "PGPASSWORD")}
 
 
 def test_tune_settings_without_the_branch_are_refused(tmp_path, capsys):
     assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--set", "tune.n_trials=4"]) == 2
     assert "add --tune" in capsys.readouterr().err and not (tmp_path / "p.yaml").exists()
+
+
+def test_a_storage_url_with_a_password_never_reaches_kfp_parameters_nor_the_message(tmp_path, capsys):
+    """The password belongs in the optuna-storage Secret; the refusal shows the URL masked."""
+    assert main(["compile", "--output", str(tmp_path / "p.yaml"), "--tune",
+                 "--set", "tune.storage=postgresql://optuna:hunter2pw@db/studies"]) == 2
+    error = capsys.readouterr().err
+    assert "holds a password" in error and "optuna:***@db" in error and "hunter2pw" not in error
+    assert not (tmp_path / "p.yaml").exists()
 
 
 @pytest.mark.slow

@@ -24,7 +24,7 @@ import pytest
 from contracts import Layout
 from steps.models import epoch_checkpoint_name
 from steps.runtime import run_step
-from steps.train import search
+from steps.train import search, study_storage
 from tests.mlflow_server import mlflow_server, mlflow_tracking_uri  # noqa: F401 - fixtures
 from tests.steps.train.tiny_data import write_tiny_splits
 
@@ -113,7 +113,7 @@ def test_runs_sharing_a_storage_continue_one_study(tmp_path, splits):
     assert first["counts"]["complete"] == 1 and second["counts"]["complete"] == 2
     assert second["this_run"]["trials"] == [1]
     assert [row["number"] for row in read_trials(tmp_path / "worker-b")] == ["0", "1"]
-    assert not (tmp_path / "worker-a" / "checkpoints" / search.STORAGE_FILE).exists()  # the given storage only
+    assert not (tmp_path / "worker-a" / "checkpoints" / study_storage.STORAGE_FILE).exists()  # the given storage only
 
 
 @pytest.mark.slow
@@ -144,7 +144,16 @@ def test_bad_search_space_fails_before_any_work_naming_the_key(tmp_path):
     assert code == 2
     first_line = (tmp_path / "output" / "failure").read_text().splitlines()[0]
     assert "search_space key 'lrr': not a train-seg hyperparameter" in first_line
-    assert not (tmp_path / "checkpoints" / search.STORAGE_FILE).exists()
+    assert not (tmp_path / "checkpoints" / study_storage.STORAGE_FILE).exists()
+
+
+def test_a_storage_setting_with_a_password_is_refused_and_never_echoed(tmp_path, caplog):
+    """Settings reach manifests and tracking: the password belongs in OPTUNA_STORAGE or PGPASSWORD."""
+    code = run_step("tune", Layout.resolve(tmp_path), {"storage": "postgresql://optuna:canary-pw-7f3a@db/studies"})
+    failure = (tmp_path / "output" / "failure").read_text()
+    assert code == 2 and "holds a password" in failure and "optuna:***@db" in failure
+    assert "canary-pw-7f3a" not in failure + caplog.text and "holds a password" in caplog.text
+    assert not (tmp_path / "checkpoints" / study_storage.STORAGE_FILE).exists()
 
 
 @pytest.mark.slow

@@ -11,7 +11,7 @@ import pytest
 from contracts import get_contract
 from contracts.train_seg import TrainSegHyperparameters
 from steps.__main__ import build_parser
-from steps.train import search
+from steps.train import search, study_storage
 
 # ask/tell here drive the study by hand; Optuna notes that heartbeats are meant for optimize().
 pytestmark = pytest.mark.filterwarnings("ignore:Heartbeat of storage:UserWarning")
@@ -34,7 +34,7 @@ SPACE = {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
 
 def test_suggestions_come_from_the_configured_distributions(tmp_path):
     hp = tune_hp(search_space=SPACE, sampler="random", sampler_seed=0, epochs=3, lr=5e-3, dice_weight=0.5)
-    study = search.open_study(hp, search.default_storage(tmp_path))
+    study = search.open_study(hp, study_storage.default_storage(tmp_path))
     for _ in range(20):
         trial = study.ask()
         params = search.suggest(trial, hp.search_space)
@@ -51,7 +51,7 @@ def test_suggestions_come_from_the_configured_distributions(tmp_path):
 
 def test_median_pruner_stops_a_trial_that_trails_at_the_same_epoch(tmp_path):
     hp = tune_hp(pruner="median", pruner_startup_trials=1, pruner_warmup_epochs=0)
-    study = search.open_study(hp, search.default_storage(tmp_path))
+    study = search.open_study(hp, study_storage.default_storage(tmp_path))
     leader = study.ask()
     for epoch, value in enumerate([0.4, 0.6]):
         search.PruningReporter(leader)(epoch, {"valid_iou": value})
@@ -76,7 +76,7 @@ def test_pruner_choices():
 
 
 def test_workers_sharing_a_storage_join_one_study_and_enqueue_once(tmp_path):
-    storage = search.default_storage(tmp_path)
+    storage = study_storage.default_storage(tmp_path)
     assert storage.startswith("sqlite:////") and storage.endswith("/optuna.db")
     hp = tune_hp(search_space={"lr": {"type": "categorical", "choices": [1e-3, 3e-3]}},
                  enqueue_trials=[{"lr": 3e-3}], study_name="shared")
@@ -91,7 +91,7 @@ def test_workers_sharing_a_storage_join_one_study_and_enqueue_once(tmp_path):
 
 def test_study_outputs_feed_train_seg_directly(tmp_path):
     hp = tune_hp(search_space=SPACE, sampler="random", sampler_seed=1, epochs=2)
-    study = search.open_study(hp, search.default_storage(tmp_path))
+    study = search.open_study(hp, study_storage.default_storage(tmp_path))
     worker = []
     for value in (0.3, 0.7, None, 0.5):
         trial = study.ask()
@@ -121,7 +121,7 @@ def test_study_outputs_feed_train_seg_directly(tmp_path):
 
 
 def test_best_ignores_trials_of_another_search_space_in_the_same_study(tmp_path):
-    storage = search.default_storage(tmp_path)
+    storage = study_storage.default_storage(tmp_path)
     earlier = tune_hp(search_space={"lr": {"type": "float", "low": 1e-4, "high": 1e-1, "log": True},
                                     "batch_size": {"type": "categorical", "choices": [4, 8]}})
     study = search.open_study(earlier, storage)

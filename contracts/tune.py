@@ -6,6 +6,7 @@ can produce (both ends of a range, every choice) must pass the field's own valid
 """
 
 import re
+from collections.abc import Mapping
 import typing
 from typing import Any, Literal
 
@@ -128,6 +129,11 @@ class TuneHyperparameters(TrainSegHyperparameters):
         180, ge=2, le=86_400,
         description="a trial whose heartbeat is older than this is failed and retried by the next worker "
                     "(its worker died); keep it well above heartbeat_s")
+
+    def trial_settings(self, params: Mapping[str, Any]) -> TrainSegHyperparameters:
+        """train-seg settings of one trial: the study's fixed settings with the sampled values."""
+        fixed = self.model_dump(include=set(TrainSegHyperparameters.model_fields))
+        return TrainSegHyperparameters.model_validate({**fixed, **params})
 
     @field_validator("storage")
     @classmethod

@@ -17,17 +17,15 @@ import os
 import socket
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from contracts.train_seg import TrainSegHyperparameters
-from contracts.tune import SearchParam, TuneHyperparameters
 from steps.secrets import redact
 from steps.train.signals import TrainingInterrupted
 from steps.train.study_storage import open_storage
@@ -53,17 +51,51 @@ class TrialFailed(Exception):
 
 EpochCallback = Callable[[int, dict[str, Any]], None]
 # settings of one trial, its checkpoint folder, the per-epoch callback -> the trial's final metrics
-TrialTrainer = Callable[[TrainSegHyperparameters, Path, EpochCallback], dict[str, Any]]
+TrialTrainer = Callable[[Any, Path, EpochCallback], dict[str, Any]]
 
 
-def make_sampler(hp: TuneHyperparameters) -> optuna.samplers.BaseSampler:
+class SearchParam(Protocol):
+    """One searched hyperparameter's distribution (tune's contract declares them)."""
+
+    type: str
+    low: float | None
+    high: float | None
+    log: bool
+    step: float | None
+    choices: list[Any] | None
+
+    def contains(self, value: Any) -> bool: ...
+
+
+class StudySettings(Protocol):
+    """What the search needs of its settings; tune's contract provides them (the library never
+    imports a contract). `trial_settings` makes one trial's training settings."""
+
+    study_name: str
+    search_space: Mapping[str, SearchParam]
+    enqueue_trials: Sequence[Mapping[str, Any]]
+    n_trials: int
+    timeout_s: float | None
+    epochs: int
+    sampler: str
+    sampler_seed: int | None
+    pruner: str
+    pruner_startup_trials: int
+    pruner_warmup_epochs: int
+    heartbeat_s: float
+    heartbeat_grace_s: float
+
+    def trial_settings(self, params: Mapping[str, Any]) -> Any: ...
+
+
+def make_sampler(hp: StudySettings) -> optuna.samplers.BaseSampler:
     if hp.sampler == "random":
         return optuna.samplers.RandomSampler(seed=hp.sampler_seed)
     # constant_liar: workers sharing the study do not all sample next to the same running trial.
     return optuna.samplers.TPESampler(seed=hp.sampler_seed, constant_liar=True)
 
 
-def make_pruner(hp: TuneHyperparameters) -> optuna.pruners.BasePruner:
+def make_pruner(hp: StudySettings) -> optuna.pruners.BasePruner:
     if hp.pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=hp.pruner_startup_trials,
                                            n_warmup_steps=hp.pruner_warmup_epochs)
@@ -72,7 +104,7 @@ def make_pruner(hp: TuneHyperparameters) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(hp: TuneHyperparameters, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
+def open_study(hp: StudySettings, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
     """Create the study, or join it when another run or worker already made it."""
     if isinstance(storage, str):
         storage = open_storage(storage, heartbeat_s=hp.heartbeat_s, grace_s=hp.heartbeat_grace_s)
@@ -83,7 +115,7 @@ def open_study(hp: TuneHyperparameters, storage: str | optuna.storages.BaseStora
     return study
 
 
-def suggest(trial: Trial, space: dict[str, SearchParam]) -> dict[str, Any]:
+def suggest(trial: Trial, space: Mapping[str, SearchParam]) -> dict[str, Any]:
     """One value per searched hyperparameter, from its distribution."""
     params = {}
     for name, param in space.items():
@@ -97,10 +129,9 @@ def suggest(trial: Trial, space: dict[str, SearchParam]) -> dict[str, Any]:
     return params
 
 
-def trial_settings(hp: TuneHyperparameters, params: dict[str, Any]) -> TrainSegHyperparameters:
-    """train-seg settings of one trial: the study's fixed settings with the sampled values."""
-    fixed = hp.model_dump(include=set(TrainSegHyperparameters.model_fields))
-    return TrainSegHyperparameters.model_validate({**fixed, **params})
+def trial_settings(hp: StudySettings, params: Mapping[str, Any]) -> Any:
+    """Training settings of one trial: the study's fixed settings with the sampled values."""
+    return hp.trial_settings(params)
 
 
 class PruningReporter:
@@ -137,7 +168,7 @@ def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def make_objective(hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path,
+def make_objective(hp: StudySettings, train: TrialTrainer, trials_dir: Path,
                    tracking: "StudyTracking | None" = None) -> Callable[[Trial], float]:
     """The study's objective: train one trial into its own checkpoint folder, return its best mIoU."""
 
@@ -186,7 +217,7 @@ def best_reported(number: int, reported: list[float], metrics: dict[str, Any]) -
     return max(values)
 
 
-def run_study(study: optuna.Study, hp: TuneHyperparameters, train: TrialTrainer, trials_dir: Path,
+def run_study(study: optuna.Study, hp: StudySettings, train: TrialTrainer, trials_dir: Path,
               tracking: "StudyTracking | None" = None) -> list[FrozenTrial]:
     """Run this worker's trials; returns them (the study may also hold other workers' trials)."""
     finished: list[int] = []
@@ -221,14 +252,14 @@ def write_trials_csv(path: Path, trials: list[FrozenTrial]) -> None:
         writer.writerows(rows)
 
 
-def fits_space(trial: FrozenTrial, space: dict[str, SearchParam]) -> bool:
+def fits_space(trial: FrozenTrial, space: Mapping[str, SearchParam]) -> bool:
     """The trial searched exactly these keys, within these distributions (an earlier search in the
     same stored study may have used another space: its best must not feed train-seg now)."""
     return set(trial.params) == set(space) and all(space[k].contains(v) for k, v in trial.params.items())
 
 
 def study_summary(study: optuna.Study, worker_trials: list[FrozenTrial], storage: str,
-                  space: dict[str, SearchParam]) -> dict[str, Any]:
+                  space: Mapping[str, SearchParam]) -> dict[str, Any]:
     """Best trial of the current search space over the whole study; counts for the whole study and
     for this worker."""
     everything = study.get_trials(deepcopy=False)
@@ -246,14 +277,14 @@ def best_args(params: dict[str, Any]) -> str:
     flags = []
     for name, value in params.items():
         flag = name.replace("_", "-")
-        if TrainSegHyperparameters.model_fields[name].annotation is bool:  # --augment / --no-augment
+        if isinstance(value, bool):  # a bool setting: --augment / --no-augment
             flags.append(f"--{flag}" if value else f"--no-{flag}")
         else:
             flags.append(f"--{flag} {value if isinstance(value, str) else json.dumps(value)}")
     return " ".join(flags)
 
 
-def write_study_outputs(folder: Path, study: optuna.Study, hp: TuneHyperparameters,
+def write_study_outputs(folder: Path, study: optuna.Study, hp: StudySettings,
                         worker_trials: list[FrozenTrial], storage: str) -> dict[str, Any]:
     """best_params.json, best_hyperparameters.json, best_params.args, trials.csv, study.json."""
     summary = study_summary(study, worker_trials, storage, hp.search_space)
@@ -283,7 +314,7 @@ def engine_trainer(train_split: Any, valid_split: Any, study_dir: Path, study_na
     """Trials through the training engine: checkpoints per trial, model and metrics under the study."""
     from steps.train.fit import TrainingPaths, train
 
-    def train_trial(settings: TrainSegHyperparameters, checkpoint_dir: Path, on_epoch_end: EpochCallback) -> dict:
+    def train_trial(settings: Any, checkpoint_dir: Path, on_epoch_end: EpochCallback) -> dict:
         trial_dir = Path(study_dir) / TRIALS_DIR / checkpoint_dir.name
         paths = TrainingPaths(model_dir=trial_dir / "model", metrics_dir=trial_dir / "metrics",
                               checkpoint_dir=checkpoint_dir)

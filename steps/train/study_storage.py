@@ -30,7 +30,7 @@ from optuna.storages import RetryHeartbeatStaleTrialCallback
 from sqlalchemy import exc as sql_errors
 from sqlalchemy.engine import make_url
 
-from steps.runtime import StepError
+from steps.errors import StepError
 
 STORAGE_ENV = "OPTUNA_STORAGE"
 PASSWORD_FILE_ENV = "OPTUNA_STORAGE_PASSWORD_FILE"

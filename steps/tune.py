@@ -39,7 +39,7 @@ __all__ = ["channels_optional", "check_inputs", "run"]
 
 def run(hp: Any, io: Any) -> dict[str, Any]:
     from steps.data.loading import load_split
-    from steps.tracking import open_tracker
+    from steps.tracking import TrackingConfig, open_tracker
 
     train_split = load_split(io.channel("train"), hf_repo=hp.hf_repo, split="train", data_dir=hp.data_dir)
     valid_split = load_split(io.channel("validation"), hf_repo=hp.hf_repo, split="validation", data_dir=hp.data_dir)
@@ -48,8 +48,8 @@ def run(hp: Any, io: Any) -> dict[str, Any]:
     trainer = search.engine_trainer(train_split, valid_split, study_dir, hp.study_name)
     log.info("study %s in %s: %d trial(s) of %d epoch(s), pruner %s, sampler %s", hp.study_name,
              study_storage.shown_url(url), hp.n_trials, hp.epochs, hp.pruner, hp.sampler)
-    parent_hp = hp.model_copy(update={"wandb": False, "tensorboard": False})  # extras follow the trials
-    with search.study_logging(), open_tracker(parent_hp, run_name=hp.study_name, model_type=get_spec(hp.model).model_type,
+    parent = TrackingConfig.of(hp, wandb=False, tensorboard=False)  # the extras follow the trials' runs
+    with search.study_logging(), open_tracker(parent, run_name=hp.study_name, model_type=get_spec(hp.model).model_type,
                                               architecture=hp.model, output_dir=study_dir) as tracker:
         tracker.log_params({**hp.model_dump(mode="json"), "storage": study_storage.shown_url(url)})
         tracking = search.StudyTracking(tracker)

@@ -22,6 +22,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
@@ -33,7 +34,7 @@ from steps.tracking.mlflow_backend import load_registered_model, tracking_uri
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Tracker", "open_tracker", "load_registered_model"]
+__all__ = ["Tracker", "TrackingConfig", "TrackingSettings", "load_registered_model", "open_tracker"]
 
 _warned_no_mlflow = False
 
@@ -132,7 +133,34 @@ class Tracker:
             self.finish("FAILED")
 
 
-def open_tracker(hp: Any, *, run_name: str, model_type: str, architecture: str, output_dir: Path,
+class TrackingSettings(Protocol):
+    """What tracking reads of a step's settings (the training contracts have these fields)."""
+
+    mlflow_experiment: str
+    wandb: bool
+    wandb_project: str
+    wandb_entity: str | None
+    tensorboard: bool
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Tracking settings on their own: a caller that tracks differently from its step's settings (tune's
+    parent run has no W&B or TensorBoard of its own) says so here instead of editing the settings."""
+
+    mlflow_experiment: str
+    wandb: bool = False
+    wandb_project: str = "openeds"
+    wandb_entity: str | None = None
+    tensorboard: bool = False
+
+    @classmethod
+    def of(cls, settings: TrackingSettings, **changes: Any) -> "TrackingConfig":
+        values = {name: getattr(settings, name) for name in cls.__dataclass_fields__}
+        return cls(**{**values, **changes})
+
+
+def open_tracker(hp: TrackingSettings, *, run_name: str, model_type: str, architecture: str, output_dir: Path,
                  enabled: bool = True, resume_run_id: str | None = None) -> Tracker:
     """Start the run in every configured backend (see the module docstring).
 
@@ -151,11 +179,11 @@ def open_tracker(hp: Any, *, run_name: str, model_type: str, architecture: str, 
                                           resume_run_id=resume_run_id))
         else:
             _warn_no_mlflow()
-        if getattr(hp, "wandb", False):
+        if hp.wandb:
             from steps.tracking.wandb_backend import WandbBackend
             backends.append(WandbBackend(project=hp.wandb_project, entity=hp.wandb_entity, run_name=run_name,
                                          tags=tags, output_dir=Path(output_dir)))
-        if getattr(hp, "tensorboard", False):
+        if hp.tensorboard:
             from steps.tracking.tensorboard_backend import TensorBoardBackend
             backends.append(TensorBoardBackend(output_dir=Path(output_dir), run_name=run_name, tags=tags))
     except BaseException:

@@ -62,6 +62,7 @@ class TrainingRun:
     """Everything one run trains with."""
 
     hp: Any
+    hyperparameters: dict[str, Any]  # hp as JSON, resolved once: checkpoints, tracking, the saved config
     model_name: str
     model_config: dict[str, Any]
     task: Task
@@ -114,7 +115,8 @@ def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device,
                         accumulation_steps=hp.accumulation_steps, clip_grad_norm=hp.clip_grad_norm,
                         channels_last=hp.channels_last, check_finite_every=1 if device.type == "cpu" else 25)
     schedule = build_scheduler(optimizer, hp, optimizer_steps_per_epoch(len(train_loader), hp.accumulation_steps))
-    return TrainingRun(hp=hp, model_name=hp.model, model_config=model_config, task=task, dist=dist, model=model,
+    return TrainingRun(hp=hp, hyperparameters=hp.model_dump(mode="json"), model_name=hp.model,
+                       model_config=model_config, task=task, dist=dist, model=model,
                        train_model=wrap_ddp(compiled, dist, device), eval_model=compiled,
                        loss_fn=task.build_loss(hp).to(device), optimizer=optimizer, schedule=schedule,
                        config=config, train_loader=train_loader, valid_loader=valid_loader)
@@ -136,7 +138,7 @@ def apply_resume(run: TrainingRun, state: dict[str, Any] | None) -> LoopState:
     """Load model, optimizer, schedule, scaler and loop state; restore the RNGs (exact resume)."""
     if state is None:
         return LoopState()
-    check_resume_settings(run.hp, state)
+    check_resume_settings(run.hp, state, run.hyperparameters)
     unwrap(run.model).load_state_dict(state["state_dict"], strict=True)
     run.optimizer.load_state_dict(state["optimizer"])
     run.schedule.load_state_dict(state["scheduler"])
@@ -157,9 +159,11 @@ def apply_resume(run: TrainingRun, state: dict[str, Any] | None) -> LoopState:
     return loop
 
 
-def check_resume_settings(hp: Any, state: dict[str, Any]) -> None:
-    """Warn about settings that differ from the checkpoint's; refuse what cannot continue."""
-    saved, current = state.get("hyperparameters", {}), hp.model_dump(mode="json")
+def check_resume_settings(hp: Any, state: dict[str, Any], current: dict[str, Any] | None = None) -> None:
+    """Warn about settings (`current`: hp as JSON, when already resolved) that differ from the
+    checkpoint's; refuse what cannot continue."""
+    saved = state.get("hyperparameters", {})
+    current = hp.model_dump(mode="json") if current is None else current
     changed = sorted(k for k in current if k in saved and saved[k] != current[k])
     if changed:
         log.warning("resuming with settings that differ from the checkpoint's: %s",
@@ -175,7 +179,7 @@ def training_state(run: TrainingRun, loop: LoopState, metrics: dict[str, Any], r
     """The full resume state: a model checkpoint plus optimizer, schedule, scaler, RNGs, loop state."""
     payload = ckpt.model_payload(run.model, model_name=run.model_name, model_config=run.model_config,
                                  epoch=loop.epoch, metrics=metrics, input_mode=run.hp.input_mode,
-                                 hyperparameters=run.hp.model_dump(mode="json"), run_id=run_id)
+                                 hyperparameters=run.hyperparameters, run_id=run_id)
     payload.update(
         optimizer=run.optimizer.state_dict(), scheduler=run.schedule.state_dict(),
         scaler=run.config.scaler.state_dict() if run.config.scaler is not None else None,
@@ -243,7 +247,7 @@ def save_epoch(run: TrainingRun, loop: LoopState, row: dict[str, Any], improved:
     if improved:
         ckpt.save_best(run.model, paths.checkpoint_dir, model_name=run.model_name, model_config=run.model_config,
                        epoch=loop.epoch, metrics=row, input_mode=hp.input_mode,
-                       hyperparameters=hp.model_dump(mode="json"), run_id=run_id)
+                       hyperparameters=run.hyperparameters, run_id=run_id)
     epoch_file = loop.epoch % hp.checkpoint_every == 0 or last_epoch
     path = ckpt.save_training_state(paths.checkpoint_dir, run.model_name, training_state(run, loop, row, run_id),
                                     epoch_file=epoch_file)
@@ -322,7 +326,7 @@ def resolved_config(run: TrainingRun, loop: LoopState) -> dict[str, Any]:
     """Everything that decided this run: hyperparameters, model, device, precision, data, versions."""
     from steps.models import count_parameters
 
-    return {"hyperparameters": run.hp.model_dump(mode="json"), "model_name": run.model_name,
+    return {"hyperparameters": run.hyperparameters, "model_name": run.model_name,
             "model_type": get_spec(run.model_name).model_type, "model_config": run.model_config,
             "parameters": count_parameters(run.model), "device": describe_device(run.config.device),
             "precision": run.config.precision.name, "world_size": run.dist.world_size,
@@ -401,7 +405,7 @@ def train(hp: Any, *, train_split: Any, valid_split: Any, paths: TrainingPaths,
         with open_tracker(hp, run_name=run_name or f"{hp.model}-seed{hp.seed}", model_type=spec.model_type,
                           architecture=run.model_name, output_dir=paths.metrics_dir,
                           enabled=dist.is_primary, resume_run_id=loop.run_id) as tracker:
-            tracker.log_params({**hp.model_dump(mode="json"), "parameters": config["parameters"],
+            tracker.log_params({**run.hyperparameters, "parameters": config["parameters"],
                                 "device": config["device"], "precision": config["precision"],
                                 "world_size": dist.world_size})
             loop = fit(run, loop, paths, tracker, stop, on_epoch_end)

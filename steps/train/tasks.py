@@ -30,6 +30,13 @@ class MetricAccumulator(Protocol):
     def load_state_dict(self, state: dict[str, Any]) -> None: ...
 
 
+class LossSettings(Protocol):
+    """What the losses read of the training settings (RITnet's Dice/surface balance)."""
+
+    dice_weight: float
+    surface_loss_max: float
+
+
 class Task(Protocol):
     name: str  # the loader's `task`
 
@@ -38,7 +45,7 @@ class Task(Protocol):
     def new_metrics(self, device: torch.device) -> MetricAccumulator: ...
     def update_metrics(self, metrics: MetricAccumulator, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> None: ...
     def summarize(self, values: dict[str, Any], split: str) -> dict[str, float]: ...
-    def build_loss(self, hp: Any) -> nn.Module: ...
+    def build_loss(self, hp: LossSettings) -> nn.Module: ...
 
 
 # normalize_image's value for each of the 256 pixel values: a lookup gives bit-identical inputs.
@@ -100,7 +107,7 @@ class SegmentationTask:
             summary.update({f"iou_{name}": iou for name, iou in zip(SEG_CLASSES, values["iou_per_class"])})
         return summary
 
-    def build_loss(self, hp: Any) -> nn.Module:
+    def build_loss(self, hp: LossSettings) -> nn.Module:
         from steps.train.losses import SegmentationLoss
 
         return SegmentationLoss(dice_weight=hp.dice_weight, surface_loss_max=hp.surface_loss_max)
@@ -129,7 +136,7 @@ class EllipseTask:
             return {**values, "valid_iou": values["ellipse_iou"]}
         return {"train_iou": values["ellipse_iou"], "train_center_error_px": values["center_error_px"]}
 
-    def build_loss(self, hp: Any) -> nn.Module:
+    def build_loss(self, hp: LossSettings) -> nn.Module:
         from steps.train.losses import EllipseRegressionLoss
 
         return EllipseRegressionLoss()

@@ -76,7 +76,7 @@ class Hyperparameters(BaseModel):
         """No bool passes as a number (`true` would run as 1), no integer past what torch and
         numpy take (a 2**64 seed crashes training), no unbounded list or string."""
         if isinstance(value, bool):
-            if not _accepts_bool(cls.model_fields[info.field_name].annotation):
+            if not _accepts_bool(cls.model_fields[str(info.field_name)].annotation):
                 raise ValueError("a boolean is not valid here")
         elif isinstance(value, int) and abs(value) > MAX_SETTING_INT:
             raise ValueError(f"integer out of range (at most {MAX_SETTING_INT:,} in magnitude)")
@@ -162,7 +162,7 @@ def decode_value(model: type[BaseModel], key: str, value: Any) -> Any:
     except (json.JSONDecodeError, ValueError):
         return value
     field = model.model_fields.get(key)
-    if field is None or isinstance(decoded, str):
+    if field is None or field.annotation is None or isinstance(decoded, str):
         return decoded
     adapter = TypeAdapter(field.annotation)
     try:

@@ -12,7 +12,7 @@ EllipseModel = Literal[model_names("ellipse")]  # type: ignore[valid-type]
 
 
 class TrainEllipseHyperparameters(TrainingHyperparameters):
-    model: EllipseModel = Field("ellipse_regression", description="architecture")
+    model: EllipseModel = Field("ellipse_regression", description="architecture")  # type: ignore[valid-type]
     lr: float = Field(2e-3, gt=0, le=10, description="peak learning rate")
     # Measured on 150 generated training frames on a 2-core CPU: batch 4 for 10 epochs reached a
     # validation center error of 5.4 px (ellipse IoU 0.70). On GPUs raise the batch size.

@@ -55,20 +55,29 @@ class SearchParam(BaseModel):
         """Every value that must pass the field's validation: the ends of a range, or each choice."""
         if self.type == "categorical":
             return list(self.choices or [])
-        cast = int if self.type == "int" else float
-        return [cast(self.low), cast(self.high)]
+        low, high = self.bounds
+        return [int(low), int(high)] if self.type == "int" else [low, high]
+
+    @property
+    def bounds(self) -> tuple[float, float]:
+        """(low, high) of a range (the validator makes sure both are set)."""
+        if self.low is None or self.high is None:
+            raise ValueError(f"{self.type} needs 'low' and 'high'")
+        return self.low, self.high
 
     def contains(self, value: Any) -> bool:
         if self.type == "categorical":
             return value in (self.choices or [])
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and \
-            self.low <= value <= self.high
+        low, high = self.bounds
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
 
 
-def _field_types(name: str) -> set[type]:
+def _field_types(name: str) -> set[Any]:
     annotation = TrainSegHyperparameters.model_fields[name].annotation
     args = typing.get_args(annotation)
-    return set(args) if args and typing.get_origin(annotation) is not Literal else {annotation}
+    if args and typing.get_origin(annotation) is not Literal:
+        return set(args)
+    return {annotation} if annotation is not None else set()
 
 
 def check_search_param(name: str, param: SearchParam) -> None:
@@ -95,15 +104,19 @@ def check_field_value(name: str, value: Any, what: str) -> None:
                          f"({error.errors()[0]['msg']})") from None
 
 
+# Plain JSON (validated into SearchParam): the CLI and docs print it as it is.
+DEFAULT_SEARCH_SPACE: dict[str, Any] = {
+    "lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
+    "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
+    "batch_size": {"type": "categorical", "choices": [4, 8, 16]}}
+
+
 class TuneHyperparameters(TrainSegHyperparameters):
     """train-seg's settings (the fixed part of every trial) plus the search itself."""
 
     n_trials: int = Field(8, ge=1, le=10_000, description="trials run by this worker (each worker adds its own)")
-    # Plain JSON defaults (validated into SearchParam): the CLI and docs print them as they are.
     search_space: dict[str, SearchParam] = Field(
-        {"lr": {"type": "float", "low": 1e-4, "high": 1e-2, "log": True},
-         "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-2, "log": True},
-         "batch_size": {"type": "categorical", "choices": [4, 8, 16]}},
+        DEFAULT_SEARCH_SPACE,
         description="train-seg hyperparameter -> {type: float|int|categorical, low, high, log, step, choices}")
     enqueue_trials: list[dict[str, Scalar]] = Field(
         [],

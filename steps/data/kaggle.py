@@ -230,9 +230,9 @@ def download_with_kaggle_api(dataset: str, version: int | None, cache_dir: Path,
     try:
         check_reachable(endpoint)
     except KaggleDownloadError:
-        if version is None and (cached := cache.complete_versions()):
+        if version is None and (cached := cache.complete_versions()) and (files := cache.complete(cached[-1])):
             log.warning("Kaggle API %s unreachable: using the newest complete cached version %d", endpoint, cached[-1])
-            return DownloadResult(cache.complete(cached[-1]), cached[-1], True)
+            return DownloadResult(files, cached[-1], True)
         raise
     import requests
 

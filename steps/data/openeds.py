@@ -277,6 +277,8 @@ def publish_frames(selected: dict[str, list[Frame]], out: Path) -> dict[str, int
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         for frame in frames:
+            if frame.label is None:  # check_frame refused it before anything was published
+                raise FrameError(f"{frame.image}: image without its label")
             link_or_copy(frame.image, folders["images"] / f"{frame.stem}.png")
             link_or_copy(frame.label, folders["labels"] / f"{frame.stem}.npy")
             mask = mask_path(frame)

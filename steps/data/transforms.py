@@ -212,7 +212,7 @@ def signed_distance_maps(mask: np.ndarray) -> np.ndarray:
     if mask.all():
         raise SampleError("pupil mask covers the whole frame: its outside distance is undefined")
     maps = np.empty((DIST_CLASSES, *mask.shape), np.float32)
-    outside = _exact_edt(cv2.compare(mask, 0, cv2.CMP_EQ))
+    outside = _exact_edt(cv2.compare(mask, 0, cv2.CMP_EQ))  # type: ignore[call-overload]  # stubs lack a scalar
     rows, cols = mask_box(mask, margin=1)
     outside[rows, cols] -= _exact_edt(np.ascontiguousarray(mask[rows, cols]))
     np.multiply(outside, np.float32(1.0 / IMAGE_DIAGONAL), out=maps[1])

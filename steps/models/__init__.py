@@ -6,7 +6,7 @@ variants (`steps.models.registry`); steps, export and validate never import a cl
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -47,11 +47,10 @@ def epoch_checkpoint_name(name: str, epoch: int) -> str:
 def unwrap(model: nn.Module) -> nn.Module:
     """The plain module under torch.compile (`_orig_mod`) and DDP (`.module`) wrappers."""
     while True:
-        if hasattr(model, "_orig_mod"):
-            model = model._orig_mod
-        elif isinstance(model, nn.parallel.DistributedDataParallel) or (
-                hasattr(model, "module") and isinstance(getattr(model, "module"), nn.Module)):
-            model = model.module
+        if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+            model = cast(nn.Module, model._orig_mod)
+        elif isinstance(getattr(model, "module", None), nn.Module):  # DDP, DataParallel
+            model = cast(nn.Module, model.module)
         else:
             return model
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -74,7 +74,7 @@ class EllipseRegressionNet(nn.Module):
         init_weights(self)
         nn.init.zeros_(self.heatmap.weight)  # start from a uniform heatmap: the centre predicts (0.5, 0.5)
         prior = (config.radius_prior - config.radius_min) / (config.radius_scale - config.radius_min)
-        nn.init.constant_(self.radius_head[-1].bias, _logit(prior))
+        nn.init.constant_(cast(nn.Linear, self.radius_head[-1]).bias, _logit(prior))
 
     def forward_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Multi-scale features: stem skips at 1/2, 1/4, 1/8 and the stages at 1/16, 1/32, 1/64."""

@@ -134,7 +134,7 @@ def diff_runs(run_a: str, run_b: str) -> list[dict[str, str | None]]:
 def format_diff(rows: list[dict[str, str | None]], run_a: str, run_b: str) -> str:
     if not rows:
         return f"runs {run_a} and {run_b} have the same params"
-    width = max(len(r["param"]) for r in rows)
+    width = max(len(r["param"] or "") for r in rows)
     lines = [f"{'param':{width}}  {run_a[:12]:>24}  {run_b[:12]:>24}"]
     lines += [f"{r['param']:{width}}  {str(r['a']) if r['a'] is not None else '(absent)':>24}  "
               f"{str(r['b']) if r['b'] is not None else '(absent)':>24}" for r in rows]
@@ -173,8 +173,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "curves":
             print(plot_curves(args.runs, args.metric, args.out))
         else:
-            rows = diff_runs(args.run_a, args.run_b)
-            print(json.dumps(rows, indent=2) if args.json else format_diff(rows, args.run_a, args.run_b))
+            diff = diff_runs(args.run_a, args.run_b)
+            print(json.dumps(diff, indent=2) if args.json else format_diff(diff, args.run_a, args.run_b))
     except (StepError, MlflowException) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

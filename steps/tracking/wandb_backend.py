@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -31,7 +31,7 @@ class WandbBackend:
             raise StepError("wandb: the wandb package is not installed\n"
                             "Install the extra (pip install 'openeds-steps[wandb]') or set wandb=false.") from error
         self._wandb = wandb
-        mode = os.environ.get("WANDB_MODE") or None
+        mode = cast(Literal["online", "offline", "disabled", "shared"] | None, os.environ.get("WANDB_MODE") or None)
         output_dir.mkdir(parents=True, exist_ok=True)
         try:
             self.run = wandb.init(project=project, entity=entity, name=run_name, dir=str(output_dir),
@@ -54,7 +54,7 @@ class WandbBackend:
 
     def set_tags(self, tags: dict[str, str]) -> None:
         self.run.config.update({"tags": tags}, allow_val_change=True)
-        self.run.tags = tuple(sorted(set(self.run.tags) | set(tags.values())))
+        self.run.tags = tuple(sorted(set(self.run.tags or ()) | set(tags.values())))
 
     def log_metrics(self, metrics: dict[str, float], step: int) -> None:
         self.run.log(dict(metrics), step=step)

@@ -12,7 +12,7 @@ import random
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -114,12 +114,12 @@ def prepare_model(model: nn.Module, device: torch.device, *, channels_last: bool
     """Move to the device; channels_last and torch.compile (max-autotune) only on CUDA."""
     model = model.to(device)
     if device.type == "cuda" and channels_last:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # stubs lack it
     if compile_model:
         if device.type != "cuda":
             log.warning("compile=true ignored: torch.compile is used on CUDA only")
         else:
-            model = torch.compile(model, mode="max-autotune")
+            return cast(nn.Module, torch.compile(model, mode="max-autotune"))
     return model
 
 

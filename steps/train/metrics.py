@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -116,7 +117,7 @@ class RunningMeans:
     def state_dict(self) -> dict[str, object]:
         return {"sums": {k: v.cpu() for k, v in self.sums.items()}, "count": self.count.cpu()}
 
-    def load_state_dict(self, state: Mapping[str, object]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.sums = {k: v.to(self.device) for k, v in state["sums"].items()}
         self.count = state["count"].to(self.device)
 

@@ -136,7 +136,8 @@ class TrainingProfiler:
 
     def _close(self) -> None:
         profiler, self._profiler = self._profiler, None
-        profiler.__exit__(None, None, None)
+        if profiler is not None:
+            profiler.__exit__(None, None, None)
 
     def _write_report(self, profiler: profile) -> None:
         if self._steps_seen <= WARMUP_STEPS:  # stopped right after warmup: an empty window

@@ -82,8 +82,8 @@ class StudySettings(Protocol):
     pruner: str
     pruner_startup_trials: int
     pruner_warmup_epochs: int
-    heartbeat_s: float
-    heartbeat_grace_s: float
+    heartbeat_s: int
+    heartbeat_grace_s: int
 
     def trial_settings(self, params: Mapping[str, Any]) -> Any: ...
 
@@ -111,17 +111,20 @@ def open_study(hp: StudySettings, storage: str | optuna.storages.BaseStorage) ->
     study = optuna.create_study(storage=storage, study_name=hp.study_name, direction="maximize",
                                 sampler=make_sampler(hp), pruner=make_pruner(hp), load_if_exists=True)
     for params in hp.enqueue_trials:
-        study.enqueue_trial(params, skip_if_exists=True)
+        study.enqueue_trial(dict(params), skip_if_exists=True)
     return study
 
 
 def suggest(trial: Trial, space: Mapping[str, SearchParam]) -> dict[str, Any]:
     """One value per searched hyperparameter, from its distribution."""
-    params = {}
+    params: dict[str, Any] = {}
     for name, param in space.items():
         if param.type == "categorical":
-            params[name] = trial.suggest_categorical(name, param.choices)
-        elif param.type == "int":
+            params[name] = trial.suggest_categorical(name, list(param.choices or []))
+            continue
+        if param.low is None or param.high is None:
+            raise ValueError(f"search_space.{name}: {param.type} needs 'low' and 'high'")
+        if param.type == "int":
             params[name] = trial.suggest_int(name, int(param.low), int(param.high),
                                              step=int(param.step or 1), log=param.log)
         else:
@@ -264,7 +267,7 @@ def study_summary(study: optuna.Study, worker_trials: list[FrozenTrial], storage
     for this worker."""
     everything = study.get_trials(deepcopy=False)
     completed = [t for t in everything if t.state == TrialState.COMPLETE and fits_space(t, space)]
-    best = max(completed, key=lambda t: t.value) if completed else None
+    best = max(completed, key=lambda t: t.value if t.value is not None else -math.inf) if completed else None
     return {"study_name": study.study_name, "storage": storage, "objective": OBJECTIVE, "direction": "maximize",
             "best_value": best.value if best else None, "best_trial": best.number if best else None,
             "best_params": best.params if best else {}, "counts": count_states(everything),

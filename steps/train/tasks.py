@@ -8,7 +8,7 @@ IoU for the ellipse model), so "best" means the same in both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import cv2
 import numpy as np
@@ -144,4 +144,5 @@ class EllipseTask:
 
 def task_for(model_task: str) -> Task:
     """The task of a registry model (`ModelSpec.task`)."""
-    return {"segmentation": SegmentationTask(), "ellipse": EllipseTask()}[model_task]
+    # cast: each task's methods take its own metrics class, narrower than the protocol's
+    return cast(Task, {"segmentation": SegmentationTask(), "ellipse": EllipseTask()}[model_task])

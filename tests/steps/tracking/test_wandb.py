@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import struct
 from pathlib import Path
 
@@ -39,6 +40,14 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
     return records
 
 
+def wait_for_files(folder, pattern: str, timeout: float = 20.0) -> list:
+    """W&B's service process writes the run file; on a loaded machine it can land after finish()."""
+    deadline = time.monotonic() + timeout
+    while not (found := sorted(folder.glob(pattern))) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
 def _items(items) -> dict[str, object]:
     return {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items}
 
@@ -54,7 +63,7 @@ def test_offline_run_directory_holds_metrics_config_and_images(tmp_path, monkeyp
         for epoch in (1, 2):
             tracker.log_metrics({"train_loss": 1.0 / epoch, "valid_iou": 0.4 * epoch}, step=epoch)
             tracker.log_images({"prediction": np.full((40, 64, 3), 80 * epoch, np.uint8)}, step=epoch)
-    [log_file] = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    [log_file] = wait_for_files(tmp_path / "wandb", "offline-run-*/run-*.wandb")
     records = read_records(log_file)
     [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert run.display_name == "seg-offline" and run.project == "openeds-test"

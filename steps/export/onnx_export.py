@@ -194,6 +194,15 @@ def preprocessing_description(input_mode: str) -> str:
             f"(steps.data.transforms.enhance_image)")
 
 
+def preprocessing_params(input_mode: str) -> dict[str, float | int]:
+    """The enhancement the model's frames had, as enhance_image's parameters ({} for raw frames)."""
+    if input_mode == "raw":
+        return {}
+    params = PreprocessParams()
+    return {"gamma": params.gamma, "clahe_clip_limit": params.clahe_clip_limit,
+            "clahe_tile_grid": params.clahe_tile_grid}
+
+
 def output_description(task: str) -> str:
     if task == "segmentation":
         return f"logits float32 [N, {len(SEG_CLASSES)}, {IMAGE_HEIGHT}, {IMAGE_WIDTH}]; argmax over dim 1 is the class"
@@ -213,8 +222,12 @@ def onnx_metadata(source: SourceModel, exporter: str, opset: int) -> dict[str, s
         "input_shape": f"[N, 1, {IMAGE_HEIGHT}, {IMAGE_WIDTH}]",
         "input_dtype": "float32",
         "normalization": f"(x / 255 - {INPUT_MEAN}) / {INPUT_STD} from uint8 grayscale (range [-1, 1])",
+        # The same facts as numbers, for code (steps.inference.preprocess reads them).
+        "input_mean": str(INPUT_MEAN),
+        "input_std": str(INPUT_STD),
         "input_mode": source.input_mode,
         "preprocessing": preprocessing_description(source.input_mode),
+        "preprocessing_params": json.dumps(preprocessing_params(source.input_mode)),
         "output_name": OUTPUT_NAMES[task],
         "output": output_description(task),
         **({"class_names": json.dumps(list(SEG_CLASSES))} if task == "segmentation"

@@ -22,13 +22,13 @@ from steps.data import transforms
 from steps.data.frames import SEG_CLASSES, normalize_image
 from steps.data.loading import SplitRows
 from steps.data.openeds import FrameError, find_openeds, read_frame
+from steps.inference.pupil import PUPIL, pupil_probability
 from steps.report.models import ExportedModel
 from steps.runtime import StepError
 from steps.train.metrics import ConfusionMatrix, ellipse_errors
 
 log = logging.getLogger(__name__)
 PR_BINS = 1000  # pupil-probability histogram bins for the precision-recall curve
-PUPIL = SEG_CLASSES.index("pupil")
 
 
 # ---------------------------------------------------------------- frames
@@ -175,12 +175,6 @@ def nan_stats(values: list[float]) -> dict[str, float | None]:
     if not len(array):
         return {"mean": None, "median": None, "p90": None}
     return {"mean": float(array.mean()), "median": float(np.median(array)), "p90": float(np.percentile(array, 90))}
-
-
-def pupil_probability(logits: np.ndarray) -> np.ndarray:
-    """Softmax probability of the pupil class, (B, H, W)."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted[:, PUPIL] / shifted.sum(axis=1)
 
 
 def pupil_ious(prediction: np.ndarray, label: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ RUNS ?= runs/default
 IMAGE ?= openeds-steps:latest
 MODE ?= process
 
-.PHONY: setup pipeline test bench clean compile engine image pipeline-docker
+.PHONY: setup pipeline test bench clean compile engine image pipeline-docker predict
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,16 @@ setup: $(VENV)/.installed
 pipeline: setup
 	MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824 \
 	$(BIN)/python -m pipelines.full run --work-dir $(RUNS) --mode $(MODE)
+
+# predict with the model `make pipeline` exported: on the unlabelled real frames and on a short video
+# of generated frames; ellipses, masks and the annotated outputs land in $(RUNS)/predict-*/.
+FRAMES ?= ../shared/fixtures/openeds-sample/unlabeled
+MODEL ?= $(RUNS)/export-onnx/model
+predict: setup
+	$(BIN)/python -m steps predict --root $(RUNS)/predict-real --channel model=$(MODEL) --channel input=$(FRAMES)
+	$(BIN)/python -m steps.inference.sample_video $(RUNS)/predict-input/generated.mp4 --frames 24
+	$(BIN)/python -m steps predict --root $(RUNS)/predict-video --channel model=$(MODEL) \
+		--channel input=$(RUNS)/predict-input/generated.mp4
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -168,3 +168,14 @@ def test_predict_is_a_kfp_component_too():
 
     text = component_yaml(component_spec(get_contract("predict")))
     assert "predict" in text and "input" in text and "predictions" in text
+
+
+def test_the_generated_sample_video_has_the_frames_asked_for(tmp_path):
+    from steps.inference.sample_video import main
+
+    assert main([str(tmp_path / "demo.mp4"), "--frames", "3", "--width", "320", "--height", "200"]) == 0
+    capture = cv2.VideoCapture(str(tmp_path / "demo.mp4"))
+    shapes = []
+    while (frame := capture.read()[1]) is not None:
+        shapes.append(frame.shape)
+    assert shapes == [(200, 320, 3)] * 3

@@ -71,6 +71,12 @@ class SourceModel:
     def parameters(self) -> int:
         return count_parameters(self.model)
 
+    @property
+    def training_data(self) -> dict[str, Any]:
+        """What the model was trained on (steps.train.provenance), {} when the card does not say."""
+        facts = self.card.get("training_data")
+        return facts if isinstance(facts, dict) else {}
+
 
 @dataclass
 class ExportResult:
@@ -185,22 +191,24 @@ def load_source_model(folder: Path, task: str | None = None) -> SourceModel:
 
 # ---------------------------------------------------------------- metadata
 
-def preprocessing_description(input_mode: str) -> str:
-    if input_mode == "raw":
-        return "none: the raw camera frame (no gamma, no CLAHE)"
-    params = PreprocessParams()
-    return (f"gamma {params.gamma} (256-entry LUT) then CLAHE clipLimit {params.clahe_clip_limit} "
-            f"tileGridSize {params.clahe_tile_grid}x{params.clahe_tile_grid} "
-            f"(steps.data.transforms.enhance_image)")
-
-
-def preprocessing_params(input_mode: str) -> dict[str, float | int]:
-    """The enhancement the model's frames had, as enhance_image's parameters ({} for raw frames)."""
+def preprocessing_params(input_mode: str, recorded: dict[str, Any] | None = None) -> dict[str, float | int]:
+    """The enhancement the model's frames had, as enhance_image's parameters ({} for raw frames):
+    those the training data recorded (preprocess's manifest, via the model card), else the spec's."""
     if input_mode == "raw":
         return {}
-    params = PreprocessParams()
+    params = PreprocessParams(**{key: value for key, value in (recorded or {}).items()
+                                 if key in ("gamma", "clahe_clip_limit", "clahe_tile_grid")})
     return {"gamma": params.gamma, "clahe_clip_limit": params.clahe_clip_limit,
             "clahe_tile_grid": params.clahe_tile_grid}
+
+
+def preprocessing_description(input_mode: str, recorded: dict[str, Any] | None = None) -> str:
+    if input_mode == "raw":
+        return "none: the raw camera frame (no gamma, no CLAHE)"
+    params = preprocessing_params(input_mode, recorded)
+    return (f"gamma {params['gamma']} (256-entry LUT) then CLAHE clipLimit {params['clahe_clip_limit']} "
+            f"tileGridSize {params['clahe_tile_grid']}x{params['clahe_tile_grid']} "
+            f"(steps.data.transforms.enhance_image)")
 
 
 def output_description(task: str) -> str:
@@ -226,8 +234,10 @@ def onnx_metadata(source: SourceModel, exporter: str, opset: int) -> dict[str, s
         "input_mean": str(INPUT_MEAN),
         "input_std": str(INPUT_STD),
         "input_mode": source.input_mode,
-        "preprocessing": preprocessing_description(source.input_mode),
-        "preprocessing_params": json.dumps(preprocessing_params(source.input_mode)),
+        "preprocessing": preprocessing_description(source.input_mode, source.training_data.get("preprocessing")),
+        "preprocessing_params": json.dumps(preprocessing_params(source.input_mode,
+                                                                source.training_data.get("preprocessing"))),
+        "training_data": json.dumps(source.training_data),
         "output_name": OUTPUT_NAMES[task],
         "output": output_description(task),
         **({"class_names": json.dumps(list(SEG_CLASSES))} if task == "segmentation"

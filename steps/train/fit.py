@@ -419,6 +419,7 @@ def train(hp: Any, *, train_split: Any, valid_split: Any, paths: TrainingPaths,
 def run_training_step(hp: Any, io: Any) -> dict[str, Any]:
     """The body of train-seg and train-ellipse: splits from the channels (or hf_repo), train, annotate."""
     from steps.data.loading import load_split
+    from steps.train.provenance import add_training_data, training_data
 
     train_split = load_split(io.channel("train"), hf_repo=hp.hf_repo, split="train", data_dir=hp.data_dir)
     valid_split = load_split(io.channel("validation"), hf_repo=hp.hf_repo, split="validation", data_dir=hp.data_dir)
@@ -426,6 +427,8 @@ def run_training_step(hp: Any, io: Any) -> dict[str, Any]:
                           checkpoint_dir=io.checkpoints)
     summary = train(hp, train_split=train_split, valid_split=valid_split, paths=paths)
     if "model_card" in summary:
+        summary["model_card"] = add_training_data(paths.model_dir / ckpt.MODEL_CARD,
+                                                  training_data(io.channel("train"), hp.hf_repo))
         io.annotate("model", model_card=summary["model_card"], best_valid_iou=summary["best_valid_iou"])
         io.annotate("metrics", rows=summary["epochs_trained"], best_metrics=summary["best_metrics"])
     return summary

@@ -101,6 +101,20 @@ def test_validate_writes_the_machine_and_human_reports(passing_run):
     assert read_manifest(report_dir)["passed"] is True
 
 
+def test_validate_writes_the_model_card_with_its_metrics(passing_run):
+    layout, _ = passing_run
+    report_dir = layout.root / "output" / "data" / "report"
+    report = json.loads((report_dir / "report.json").read_text())
+    card = (report_dir / "MODEL_CARD.md").read_text()
+    assert "Status: validated: all gates passed." in card and report["evaluated_split"] == "test"
+    seg = report["evaluations"]["test"]["segmentation"]
+    assert f"| test split | 3 | {seg['miou']:.4f} | {seg['iou_per_class']['pupil']:.4f} |" in card
+    latency = report["models"]["best_efficientvit_tiny_model.onnx"]["latency"]["onnxruntime"]["median_ms"]
+    assert f"{latency:.2f} ms median per frame" in card
+    assert "- Gates: all passed (min_miou, max_parity_diff, max_latency_ms, max_seg_params, max_seg_size_kb)." in card
+    assert "Robustness suite" in card and "## Limitations" in card
+
+
 def test_validate_reports_real_frames_separately(passing_run, real_frames_dir):
     layout, _ = passing_run
     report = json.loads((layout.root / "output" / "data" / "report" / "report.json").read_text())

@@ -94,8 +94,10 @@ def run(hp: ValidateHyperparameters, io: StepIO) -> dict[str, Any]:
               "evaluated_split": evaluated_split(io.require_channel("test")),
               "hyperparameters": hp.model_dump(mode="json")}
     write_report(out, report, [row for e in evaluations.values() for row in e.rows()])
-    write_model_card(out, [(m.path, m.metadata) for m in inputs.models], report)
-    tracking = log_validation(report, out, hp.mlflow_experiment)
+    card = write_model_card(out, [(m.path, m.metadata) for m in inputs.models], report)
+    files = {m.path.name: {"onnx": m.path, "extra": [card, *([m.checkpoint_path] if m.checkpoint_path else [])]}
+             for m in inputs.models} if hp.register_model else None
+    tracking = log_validation(report, out, hp.mlflow_experiment, files)
     io.annotate("report", passed=report["passed"], gates={g.name + ":" + g.model: g.passed for g in gates})
     summary = {"passed": report["passed"], "failed_gates": [g.message() for g in gates if not g.passed],
                "miou": summaries["test"]["segmentation"]["miou"] if summaries["test"]["segmentation"] else None,

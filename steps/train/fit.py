@@ -349,7 +349,9 @@ def finish_outputs(run: TrainingRun, loop: LoopState, paths: TrainingPaths, trac
     log_overlays(run, tracker, model, step=loop.best_epoch)
     registered = None
     if run.hp.register_model:
-        name = run.hp.registered_model_name or f"openeds-{run.model_name.replace('_', '-')}"
+        from steps.tracking.mlflow_backend import default_registered_name
+
+        name = run.hp.registered_model_name or default_registered_name(run.model_name)
         registered = tracker.register_model(
             model, best_path, name=name, input_example=torch.zeros(2, 1, 400, 640).numpy(),
             tags={"model_type": card["model_type"], "architecture": run.model_name, "best_epoch": str(loop.best_epoch),

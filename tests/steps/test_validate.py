@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from contracts import Layout
+from steps.export.onnx_export import read_metadata
 from steps.outputs import read_manifest
 from steps.runtime import run_step
 from tests.steps.export.model_folders import exported_folder, write_model_folder
@@ -133,6 +136,28 @@ def test_validate_logs_results_to_mlflow_and_tags_the_model_version(passing_run,
         run.data.metrics["validation.miou"], rel=1e-5)
     artifacts = {a.path for a in client.list_artifacts(run_id, "validation")}
     assert "validation/report.json" in artifacts
+
+
+def test_validate_registers_the_checked_onnx_and_makes_it_champion(passing_run, tracking, inputs):
+    """The version validate adds is the ONNX file it evaluated (onnx flavor, same bytes), with the
+    model card beside it; champion because its gates passed; the training version is untouched."""
+    import mlflow
+
+    uri, client, run_id, version = tracking
+    champion = client.get_model_version_by_alias("pupil-seg", "champion")
+    assert champion.version != version.version and champion.run_id == run_id
+    assert champion.tags["format"] == "onnx" and champion.tags["validation.passed"] == "true"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        local = mlflow.artifacts.download_artifacts("models:/pupil-seg@champion")
+        model = mlflow.pyfunc.load_model("models:/pupil-seg@champion")
+        outputs = model.predict(np.zeros((2, 1, 400, 640), np.float32))
+    assert "onnx" in model.metadata.flavors and outputs["logits"].shape == (2, 2, 400, 640)
+    logged = next(Path(local).rglob("*.onnx"))
+    original = inputs["onnx"] / "best_efficientvit_tiny_model.onnx"
+    assert read_metadata(logged)["checkpoint_sha256"] == read_metadata(original)["checkpoint_sha256"]
+    assert "# Model card" in next(Path(local).rglob("MODEL_CARD.md")).read_text()
+    assert client.get_model_version_by_alias("openeds-ellipse-regression", "champion").tags["format"] == "onnx"
 
 
 def test_forced_gate_fails_the_step_but_keeps_the_report(inputs, tmp_path):

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -284,17 +285,29 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------- export and checks
 
+# torch 2.13's exporter: its registry logs one WARNING per torchvision op when torchvision is absent
+# (this project never uses torchvision), and its deepcopy of pytrees trips pytree's own LeafSpec
+# deprecation. Both are about torch internals, not about the model being exported.
+QUIET_LOGGERS = {"onnxscript": logging.WARNING, "onnx_ir": logging.WARNING, "torch.onnx": logging.WARNING,
+                 "torch.onnx._internal.exporter._registration": logging.ERROR}
+TORCH_INTERNAL_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
 @contextmanager
 def quiet_exporter_logs() -> Iterator[None]:
-    """The dynamo exporter's optimizer logs every rewrite at INFO: keep the step's log readable."""
-    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
+    """The dynamo exporter's optimizer logs every rewrite at INFO, its op registry warns about
+    torchvision, and torch warns about its own pytree internals: keep the step's log readable."""
+    loggers = {logging.getLogger(name): level for name, level in QUIET_LOGGERS.items()}
+    levels = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(level)
     try:
-        yield
+        with warnings.catch_warnings():
+            for message in TORCH_INTERNAL_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+            yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in levels.items():
             logger.setLevel(level)
 
 

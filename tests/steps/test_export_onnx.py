@@ -88,3 +88,20 @@ def test_step_fails_when_the_segmentation_file_is_over_the_size_limit(tmp_path):
     assert first.startswith("onnx size failed for tiny_efficientvit_micro: best_efficientvit_tiny_model.onnx is ")
     assert first.endswith(">= max_seg_size_kb 20")
     assert not (layout.root / "model").exists()
+
+
+@pytest.mark.slow
+def test_the_console_log_holds_only_the_steps_own_lines(tmp_path):
+    """A fresh process (torch's exporter warns once per process): no torchvision registrations, no
+    FutureWarnings from torch internals, nothing but `HH:MM:SS LEVEL logger: message` lines."""
+    import re
+    import subprocess
+    import sys
+
+    seg = write_model_folder(tmp_path / "seg", "tiny_efficientvit_micro")
+    result = subprocess.run([sys.executable, "-m", "steps", "export-onnx", "--root", str(tmp_path / "ml"),
+                             "--channel", f"seg_model={seg}"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    foreign = [line for line in lines if not re.match(r"\d\d:\d\d:\d\d (INFO|WARNING) steps[.\w]*: ", line)]
+    assert not foreign, "\n".join(foreign)

@@ -40,6 +40,7 @@ from steps.train.metrics import predicted_classes
 from steps.train.optim import LRSchedule, build_optimizer, build_scheduler, current_lr, optimizer_steps_per_epoch
 from steps.train.plots import overlay
 from steps.train.profiling import ResourceMonitor, TrainingProfiler
+from steps.train.progress import EpochMeter
 from steps.train.records import MetricsLog, package_versions, write_resolved_config
 from steps.train.signals import StopRequest, TrainingInterrupted
 from steps.train.tasks import PRIMARY_METRIC, Task, normalize_input, task_for
@@ -201,7 +202,8 @@ def run_epoch(run: TrainingRun, loop: LoopState, epoch: int, stop: StopRequest, 
     progress = train_one_epoch(
         run.train_model, run.task, run.loss_fn, run.train_loader, run.optimizer, run.schedule, run.config,
         epoch, progress=progress, should_stop=lambda: any_rank(stop.requested, run.config.device),
-        on_step=profiler.step)
+        on_step=profiler.step, meter=EpochMeter(epoch, run.hp.epochs, len(run.train_loader), run.hp.log_every_steps,
+                                                enabled=run.dist.is_primary))
     if progress.stopped:
         return None, progress
     train_values = summarize_epoch(run.task, progress, "train")

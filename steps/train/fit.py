@@ -38,7 +38,7 @@ from steps.train.distributed import (DistInfo, any_rank, barrier, broadcast_obje
 from steps.train.engine import EpochProgress, StepConfig, evaluate, new_progress, summarize_epoch, train_one_epoch
 from steps.train.metrics import predicted_classes
 from steps.train.optim import LRSchedule, build_optimizer, build_scheduler, current_lr, optimizer_steps_per_epoch
-from steps.train.plots import overlay
+from steps.train.plots import AUGMENTED, augmented_grid, overlay
 from steps.train.profiling import ResourceMonitor, TrainingProfiler
 from steps.train.progress import EpochMeter
 from steps.train.records import MetricsLog, package_versions, write_resolved_config
@@ -361,6 +361,14 @@ def finish_outputs(run: TrainingRun, loop: LoopState, paths: TrainingPaths, trac
     return {"model_card": card, "registered": registered}
 
 
+def draw_augmented_samples(run: TrainingRun, folder: Path, count: int = 8) -> Path | None:
+    """augmented_samples.png in the metrics output: epoch 1's first rows through the training
+    augmentations (they depend only on seed, epoch and row, so drawing them changes no batch)."""
+    dataset = run.train_loader.dataset
+    keys = [(1, position) for position in range(min(count, len(dataset)))]
+    return augmented_grid(dataset.__getitems__(keys), folder / AUGMENTED) if keys else None
+
+
 def log_overlays(run: TrainingRun, tracker: Any, model: nn.Module, step: int, count: int = 4) -> None:
     """A few validation frames with target (green) and the best model's prediction (red)."""
     if run.task.name != "segmentation":
@@ -404,6 +412,7 @@ def train(hp: Any, *, train_split: Any, valid_split: Any, paths: TrainingPaths,
                      run.model_name, config["model_type"], config["parameters"], config["device"],
                      config["precision"], dist.world_size, config["train_rows"], config["valid_rows"])
             write_resolved_config(config, paths.metrics_dir)
+            draw_augmented_samples(run, paths.metrics_dir)
         spec = get_spec(run.model_name)
         with open_tracker(hp, run_name=run_name or f"{hp.model}-seed{hp.seed}", model_type=spec.model_type,
                           architecture=run.model_name, output_dir=paths.metrics_dir,

@@ -50,6 +50,11 @@ def inputs(tmp_path_factory, tracking):
     history = [{"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.2 / e, "train_iou": 0.3 * e, "valid_iou": 0.25 * e}
                for e in (1, 2, 3)]
     (metrics / "metrics.json").write_text(json.dumps(history))
+    from steps.train.plots import augmented_grid
+
+    split = make_split(2, seed=6).with_format("numpy")
+    augmented_grid({"image": np.stack(split["image"])[:, None], "label": np.stack(split["label"]),
+                    "filename": list(split["filename"])}, metrics / "augmented_samples.png")
     return {**channels, "test": root / "test", "seg_metrics": metrics}
 
 
@@ -101,6 +106,8 @@ def test_validate_writes_the_machine_and_human_reports(passing_run):
         assert f"![{title}]({file})" in markdown
         assert (report_dir / file).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "loss_curves.png" in report["plots"].values()
+    assert report["plots"]["training: augmented samples"] == "augmented_samples.png"
+    assert report["plots"]["test: worst frames by pupil IoU"] == "overlays_test.png"
     assert read_manifest(report_dir)["passed"] is True
 
 

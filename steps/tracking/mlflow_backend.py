@@ -35,6 +35,9 @@ from steps.runtime import StepError
 from steps.secrets import redact
 
 log = logging.getLogger(__name__)
+# MLflow draws a download progress bar for every model it logs (it re-reads the input example): a
+# few KB each time, so the bars are only console noise. A user's own setting wins.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"

@@ -8,14 +8,20 @@ MODE ?= process
 
 .PHONY: setup pipeline test bench clean compile engine image pipeline-docker predict
 
+# The CPU lock (every package pinned, with hashes; python -m tools.lock rewrites it from pyproject.toml).
+LOCK ?= requirements/cpu.lock
+# torch's +cpu wheel comes from PyTorch's CPU index (or from a local wheel folder that pip is configured with).
+TORCH_CPU_INDEX ?= $(if $(wildcard /opt/wheels),,https://download.pytorch.org/whl/cpu)
+
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	# Exactly the locked versions (torch's +cpu wheel, not a multi-GB CUDA build), hashes checked;
+	# then the project itself without resolving anything again.
+	$(BIN)/pip install -q --require-hashes $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX)) -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed

@@ -6,16 +6,22 @@ RUNS ?= runs/default
 IMAGE ?= openeds-steps:latest
 MODE ?= process
 
-.PHONY: setup pipeline test bench clean compile engine image pipeline-docker
+.PHONY: setup pipeline test bench clean compile engine image pipeline-docker predict
+
+# The CPU lock (every package pinned, with hashes; python -m tools.lock rewrites it from pyproject.toml).
+LOCK ?= requirements/cpu.lock
+# torch's +cpu wheel comes from PyTorch's CPU index (or from a local wheel folder that pip is configured with).
+TORCH_CPU_INDEX ?= $(if $(wildcard /opt/wheels),,https://download.pytorch.org/whl/cpu)
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	# torch first, pinned: the CPU wheel; an unpinned torch would pull a multi-GB CUDA build.
-	$(BIN)/pip install -q torch==2.13.0
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/pip install -q -e '.[test]'
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	# Exactly the locked versions (torch's +cpu wheel, not a multi-GB CUDA build), hashes checked;
+	# then the project itself without resolving anything again.
+	$(BIN)/pip install -q --require-hashes $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX)) -r $(LOCK)
+	$(BIN)/pip install -q --no-deps -e .
 	touch $@
 
 setup: $(VENV)/.installed
@@ -27,6 +33,16 @@ export OPENEDS_FIXTURES_DIR ?= $(if $(wildcard $(FIXTURES)/images),$(FIXTURES),)
 pipeline: setup
 	MALLOC_MMAP_THRESHOLD_=268435456 MALLOC_TRIM_THRESHOLD_=1073741824 \
 	$(BIN)/python -m pipelines.full run --work-dir $(RUNS) --mode $(MODE)
+
+# predict with the model `make pipeline` exported: on the unlabelled real frames and on a short video
+# of generated frames; ellipses, masks and the annotated outputs land in $(RUNS)/predict-*/.
+FRAMES ?= ../shared/fixtures/openeds-sample/unlabeled
+MODEL ?= $(RUNS)/export-onnx/model
+predict: setup
+	$(BIN)/python -m steps predict --root $(RUNS)/predict-real --channel model=$(MODEL) --channel input=$(FRAMES)
+	$(BIN)/python -m steps.inference.sample_video $(RUNS)/predict-input/generated.mp4 --frames 24
+	$(BIN)/python -m steps predict --root $(RUNS)/predict-video --channel model=$(MODEL) \
+		--channel input=$(RUNS)/predict-input/generated.mp4
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

@@ -4,7 +4,7 @@ from contracts.base import Channel, ContractError, Hyperparameters, Output, Step
 from contracts.layout import Layout
 
 _MODULES = ("download_kaggle", "preprocess", "push_hf", "train_seg", "train_ellipse",
-            "export_onnx", "validate", "tune")
+            "export_onnx", "validate", "tune", "predict")
 
 
 def all_contracts() -> dict[str, StepContract]:

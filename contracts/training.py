@@ -54,6 +54,8 @@ class TrainingHyperparameters(Hyperparameters):
     cpu_threads: int | None = Field(
         None, ge=1, le=1024, description="torch CPU threads (None: torch's default, one per core); "
                                          "1 is steadier on a machine shared with other work")
+    log_every_steps: int = Field(50, ge=0, le=1_000_000, description="inside an epoch, log speed, data wait vs "
+                                                                     "compute and ETA every this many batches (0: off)")
     # reproducibility and checkpoints
     seed: int = Field(42, ge=0, le=MAX_SEED, description="one seed for Python, NumPy and torch")
     deterministic: bool = Field(False, description="deterministic algorithms (slower)")

@@ -19,6 +19,8 @@ class ValidateHyperparameters(Hyperparameters):
     parity_rows: int = Field(16, ge=1, description="rows also run through the PyTorch checkpoint (parity)")
     latency_runs: int = Field(30, ge=3, le=10_000, description="timed onnxruntime calls (median reported)")
     latency_warmup: int = Field(5, ge=0, le=1000, description="untimed calls before timing")
+    register_model: bool = Field(True, description="register each validated ONNX file (MLflow onnx flavor, "
+                                 "MODEL_CARD.md beside it); alias 'champion' when its gates pass")
     mlflow_experiment: str = Field("openeds", description="experiment of a new validation run "
                                    "(when the models' source run is unknown; MLFLOW_TRACKING_URI set)")
 

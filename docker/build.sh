@@ -59,7 +59,7 @@ build_wheelhouse() {
   fi
   log "filling wheelhouse/ (pip wheel)"
   "$PYTHON" -m pip wheel --quiet --wheel-dir wheelhouse --find-links wheelhouse \
-    -r wheelhouse/requirements.txt pip "setuptools>=68" wheel 2> >(grep -v "is ignored: it is neither" >&2)
+    -r wheelhouse/requirements.txt pip "setuptools>=77" wheel 2> >(grep -v "is ignored: it is neither" >&2)
   touch wheelhouse/.complete
   log "wheelhouse: $(ls wheelhouse/*.whl | wc -l) wheels, $(du -sh wheelhouse | cut -f1)"
 }

@@ -1,7 +1,8 @@
 """export-onnx: the best segmentation (and ellipse) model to checked ONNX files with metadata.
 
 Writes `best_efficientvit_model.onnx` (or `best_efficientvit_tiny_model.onnx` for the micro
-variant), `best_ellipse_model.onnx` when the ellipse channel is given, and `export_report.json`.
+variant), `best_ellipse_model.onnx` when the ellipse channel is given, `export_report.json` and MODEL_CARD.md
+(validate writes the card again with its evaluation).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 from contracts.export_onnx import ExportOnnxHyperparameters
 from steps.export.onnx_export import ExportResult, check_size, export_checked, load_source_model
 from steps.outputs import write_json_atomic
+from steps.report.model_card import write_model_card
 from steps.runtime import StepHooks, StepIO
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,7 @@ def run(hp: ExportOnnxHyperparameters, io: StepIO) -> dict[str, Any]:
         log.info("%s: %s, %.1f KB, %d nodes, max abs diff vs PyTorch %.2g (batch 1 and 3)",
                  result.model_name, result.file, result.size_kb, result.nodes, result.max_abs_diff)
         results.append(result)
+    write_model_card(out, [(out / r.file, r.metadata) for r in results])
     write_json_atomic(out / REPORT_NAME, {"exporter": hp.exporter, "opset": hp.opset,
                                           "models": [r.to_dict() for r in results]})
     facts = {r.file: {"model_name": r.model_name, "size_bytes": r.size_bytes, "size_kb": round(r.size_kb, 2),

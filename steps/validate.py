@@ -17,7 +17,9 @@ import datasets
 from contracts.validate import ValidateHyperparameters
 from steps.data.loading import load_disk_split
 from steps.report.evaluate import SplitEvaluation, evaluate_split, raw_frames_dataset
+from steps.outputs import read_manifest
 from steps.report.gates import failure_text, validation_gates
+from steps.report.model_card import write_model_card
 from steps.report.models import ExportedModel, attach_checkpoints, describe_models, open_models
 from steps.report.plots import report_plots
 from steps.report.render import write_report
@@ -40,6 +42,12 @@ def load_inputs(io: StepIO) -> Inputs:
     warnings = attach_checkpoints(models, {task: (channel, io.channel(channel))
                                            for task, channel in CHECKPOINT_CHANNELS.items()})
     return Inputs(models=models, test=load_disk_split(io.require_channel("test"), "test"), warnings=warnings)
+
+
+def evaluated_split(folder: Path) -> str:
+    """The name of the split fed as `test` (preprocess's manifest says which it wrote), else 'test'."""
+    manifest = read_manifest(folder) or {}
+    return str(manifest.get("output") or "test")
 
 
 def check_inputs(hp: ValidateHyperparameters, io: StepIO) -> None:
@@ -85,9 +93,13 @@ def run(hp: ValidateHyperparameters, io: StepIO) -> dict[str, Any]:
     report = {"passed": all(g.passed for g in gates), "gates": [g.to_dict() for g in gates], "models": models,
               "evaluations": summaries, "fixtures": fixtures, "warnings": warnings,
               "plots": report_plots(out, evaluations, io.channel("seg_metrics")),
+              "evaluated_split": evaluated_split(io.require_channel("test")),
               "hyperparameters": hp.model_dump(mode="json")}
     write_report(out, report, [row for e in evaluations.values() for row in e.rows()])
-    tracking = log_validation(report, out, hp.mlflow_experiment)
+    card = write_model_card(out, [(m.path, m.metadata) for m in inputs.models], report)
+    files = {m.path.name: {"onnx": m.path, "extra": [card, *([m.checkpoint_path] if m.checkpoint_path else [])]}
+             for m in inputs.models} if hp.register_model else None
+    tracking = log_validation(report, out, hp.mlflow_experiment, files)
     io.annotate("report", passed=report["passed"], gates={g.name + ":" + g.model: g.passed for g in gates})
     summary = {"passed": report["passed"], "failed_gates": [g.message() for g in gates if not g.passed],
                "miou": summaries["test"]["segmentation"]["miou"] if summaries["test"]["segmentation"] else None,

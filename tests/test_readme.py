@@ -169,3 +169,21 @@ def test_the_readme_metric_definitions_scrape_a_real_training_log(tmp_path):
     assert scraped["epoch"] == [1.0, 2.0]
     for name in ("train_loss", "valid_loss", "valid_iou", "iou_pupil", "lr"):
         assert scraped[name] == pytest.approx([row[name] for row in history], rel=1e-5), name
+
+
+def test_the_onnxruntime_snippet_runs_and_finds_the_pupil(tmp_path):
+    """The README's python block, on a known-answer ONNX model and a drawn 320x240 frame."""
+    import cv2
+
+    from tests.steps.inference.dark_model import dark_pupil_onnx, eye_frame
+
+    [snippet] = [b for b in re.findall(r"```python\n(.*?)```", README, flags=re.S) if "onnxruntime" in b]
+    assert len(snippet.strip().splitlines()) <= 12
+    model = dark_pupil_onnx(tmp_path / "dark.onnx")
+    cv2.imwrite(str(tmp_path / "eye.png"), eye_frame(320, 240, (150.0, 110.0, 20.0, 14.0, 0.0)))
+    code = snippet.replace("runs/default/export-onnx/model/best_efficientvit_model.onnx", str(model))
+    result = subprocess.run([sys.executable, "-c", code.replace('"eye.png"', repr(str(tmp_path / "eye.png")))],
+                            cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    found = re.search(r"Ellipse\(cx=([-\d.e]+), cy=([-\d.e]+)", result.stdout)
+    assert found and abs(float(found[1]) - 150) < 1 and abs(float(found[2]) - 110) < 1, result.stdout

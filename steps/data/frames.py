@@ -21,6 +21,6 @@ INPUT_MEAN = 0.5
 INPUT_STD = 0.5
 
 
-def normalize_image(image: np.ndarray) -> np.ndarray:
+def normalize_image(image: np.ndarray, mean: float = INPUT_MEAN, std: float = INPUT_STD) -> np.ndarray:
     """uint8 [..., H, W] -> float32 model input of the same shape."""
-    return ((image.astype(np.float32) / 255.0) - INPUT_MEAN) / INPUT_STD
+    return ((image.astype(np.float32) / 255.0) - mean) / std

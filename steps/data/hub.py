@@ -83,12 +83,25 @@ def write_parquet_shards(dataset: datasets.Dataset, split: str, folder: Path, ma
 
 # ---------------------------------------------------------------- the dataset card
 
+OPENEDS_LICENSE_NAME = "openeds-dataset-license"
+OPENEDS_LICENSE_LINK = "https://research.fb.com/programs/openeds-challenge"
+OPENEDS_CITATION = """@article{garbin2019openeds,
+  title   = {OpenEDS: Open Eye Dataset},
+  author  = {Garbin, Stephan J. and Shen, Yiru and Schuetz, Immo and Cavin, Robert and Hughes, Gregory and
+             Talathi, Sachin S.},
+  journal = {arXiv preprint arXiv:1905.03702},
+  year    = {2019}
+}"""
+
 def card_metadata(splits: list[SplitFacts], features: datasets.Features) -> DatasetCardData:
     info = datasets.DatasetInfo(features=features, splits=datasets.SplitDict(
         {s.name: datasets.SplitInfo(s.name, num_bytes=s.parquet_bytes, num_examples=s.rows) for s in splits}))
     total = sum(s.rows for s in splits)
     return DatasetCardData(
-        license="other", pretty_name="OpenEDS pupil segmentation, preprocessed",
+        # OpenEDS is under Meta's own research-use terms, not an SPDX license: the Hub wants their
+        # name and where to read them when `license` is "other".
+        license="other", license_name=OPENEDS_LICENSE_NAME, license_link=OPENEDS_LICENSE_LINK,
+        pretty_name="OpenEDS pupil segmentation, preprocessed",
         task_categories=["image-segmentation"], tags=["openeds", "eye-tracking", "pupil", "ellipse"],
         size_categories=_size_category(total),
         configs=[{"config_name": "default",
@@ -170,6 +183,10 @@ def card_text(repo_id: str, splits: list[SplitFacts], features: datasets.Feature
         "## Provenance", "", *_provenance_lines(manifest), "",
         "## Loading", "", "```python", "from datasets import load_dataset", "",
         f'train = load_dataset("{repo_id}", split="train").with_format("numpy")', "```", "",
+        "## License and citation", "",
+        f"OpenEDS frames and labels are under the OpenEDS dataset terms ({OPENEDS_LICENSE_LINK}); "
+        "generated frames follow the schema but hold no OpenEDS data. Cite OpenEDS when you use it:", "",
+        "```bibtex", OPENEDS_CITATION, "```", "",
     ]
     content = f"---\n{card_metadata(splits, features).to_yaml()}\n---\n\n" + "\n".join(body)
     DatasetCard(content)  # parses it back: a malformed header fails here, not on the Hub

@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -69,6 +70,12 @@ class SourceModel:
     @property
     def parameters(self) -> int:
         return count_parameters(self.model)
+
+    @property
+    def training_data(self) -> dict[str, Any]:
+        """What the model was trained on (steps.train.provenance), {} when the card does not say."""
+        facts = self.card.get("training_data")
+        return facts if isinstance(facts, dict) else {}
 
 
 @dataclass
@@ -184,12 +191,23 @@ def load_source_model(folder: Path, task: str | None = None) -> SourceModel:
 
 # ---------------------------------------------------------------- metadata
 
-def preprocessing_description(input_mode: str) -> str:
+def preprocessing_params(input_mode: str, recorded: dict[str, Any] | None = None) -> dict[str, float | int]:
+    """The enhancement the model's frames had, as enhance_image's parameters ({} for raw frames):
+    those the training data recorded (preprocess's manifest, via the model card), else the spec's."""
+    if input_mode == "raw":
+        return {}
+    params = PreprocessParams(**{key: value for key, value in (recorded or {}).items()
+                                 if key in ("gamma", "clahe_clip_limit", "clahe_tile_grid")})
+    return {"gamma": params.gamma, "clahe_clip_limit": params.clahe_clip_limit,
+            "clahe_tile_grid": params.clahe_tile_grid}
+
+
+def preprocessing_description(input_mode: str, recorded: dict[str, Any] | None = None) -> str:
     if input_mode == "raw":
         return "none: the raw camera frame (no gamma, no CLAHE)"
-    params = PreprocessParams()
-    return (f"gamma {params.gamma} (256-entry LUT) then CLAHE clipLimit {params.clahe_clip_limit} "
-            f"tileGridSize {params.clahe_tile_grid}x{params.clahe_tile_grid} "
+    params = preprocessing_params(input_mode, recorded)
+    return (f"gamma {params['gamma']} (256-entry LUT) then CLAHE clipLimit {params['clahe_clip_limit']} "
+            f"tileGridSize {params['clahe_tile_grid']}x{params['clahe_tile_grid']} "
             f"(steps.data.transforms.enhance_image)")
 
 
@@ -214,8 +232,14 @@ def onnx_metadata(source: SourceModel, exporter: str, opset: int) -> dict[str, s
         "input_dtype": "float32",
         "normalization": f"(x / 255 - {spec.input_mean}) / {spec.input_std} from uint8 grayscale "
                          f"(range [{-spec.input_mean / spec.input_std:g}, {(1 - spec.input_mean) / spec.input_std:g}])",
+        # The same facts as numbers, for code (steps.inference.preprocess reads them).
+        "input_mean": str(spec.input_mean),
+        "input_std": str(spec.input_std),
         "input_mode": source.input_mode,
-        "preprocessing": preprocessing_description(source.input_mode),
+        "preprocessing": preprocessing_description(source.input_mode, source.training_data.get("preprocessing")),
+        "preprocessing_params": json.dumps(preprocessing_params(source.input_mode,
+                                                                source.training_data.get("preprocessing"))),
+        "training_data": json.dumps(source.training_data),
         "output_name": OUTPUT_NAMES[task],
         "output": output_description(spec),
         **({"class_names": json.dumps(list(spec.outputs))} if task == "segmentation"
@@ -262,17 +286,29 @@ def read_metadata(path: Path) -> dict[str, str]:
 
 # ---------------------------------------------------------------- export and checks
 
+# torch 2.13's exporter: its registry logs one WARNING per torchvision op when torchvision is absent
+# (this project never uses torchvision), and its deepcopy of pytrees trips pytree's own LeafSpec
+# deprecation. Both are about torch internals, not about the model being exported.
+QUIET_LOGGERS = {"onnxscript": logging.WARNING, "onnx_ir": logging.WARNING, "torch.onnx": logging.WARNING,
+                 "torch.onnx._internal.exporter._registration": logging.ERROR}
+TORCH_INTERNAL_WARNINGS = (r"`isinstance\(treespec, LeafSpec\)` is deprecated",)
+
+
 @contextmanager
 def quiet_exporter_logs() -> Iterator[None]:
-    """The dynamo exporter's optimizer logs every rewrite at INFO: keep the step's log readable."""
-    loggers = [logging.getLogger(name) for name in ("onnxscript", "onnx_ir", "torch.onnx")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.WARNING)
+    """The dynamo exporter's optimizer logs every rewrite at INFO, its op registry warns about
+    torchvision, and torch warns about its own pytree internals: keep the step's log readable."""
+    loggers = {logging.getLogger(name): level for name, level in QUIET_LOGGERS.items()}
+    levels = {logger: logger.level for logger in loggers}
+    for logger, level in loggers.items():
+        logger.setLevel(level)
     try:
-        yield
+        with warnings.catch_warnings():
+            for message in TORCH_INTERNAL_WARNINGS:
+                warnings.filterwarnings("ignore", message=message, category=FutureWarning)
+            yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in levels.items():
             logger.setLevel(level)
 
 

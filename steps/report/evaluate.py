@@ -22,13 +22,13 @@ from steps.data import transforms
 from steps.data.frames import SEG_CLASSES, normalize_image
 from steps.data.loading import SplitRows
 from steps.data.openeds import FrameError, find_openeds, read_frame
+from steps.inference.pupil import PUPIL, pupil_probability
 from steps.report.models import ExportedModel
 from steps.errors import StepError
 from steps.train.metrics import ConfusionMatrix, ellipse_errors
 
 log = logging.getLogger(__name__)
 PR_BINS = 1000  # pupil-probability histogram bins for the precision-recall curve
-PUPIL = SEG_CLASSES.index("pupil")
 
 
 # ---------------------------------------------------------------- frames
@@ -177,12 +177,6 @@ def nan_stats(values: list[float]) -> dict[str, float | None]:
     return {"mean": float(array.mean()), "median": float(np.median(array)), "p90": float(np.percentile(array, 90))}
 
 
-def pupil_probability(logits: np.ndarray) -> np.ndarray:
-    """Softmax probability of the pupil class, (B, H, W)."""
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted[:, PUPIL] / shifted.sum(axis=1)
-
-
 def pupil_ious(prediction: np.ndarray, label: np.ndarray) -> np.ndarray:
     """Per-frame IoU of the pupil class (1.0 when neither has a pupil pixel)."""
     pred, true = prediction == PUPIL, label == PUPIL
@@ -211,9 +205,17 @@ class SegEvaluation:
         for k, name in enumerate(batch.filenames):
             self.rows.append({"filename": name, "pupil_iou": float(ious[k]),
                               **{f"fit_{key}": float(values[k]) for key, values in errors.items()}})
-            if len(self.overlays) < max_overlays:
-                self.overlays.append(OverlaySample(name, batch.images[k], batch.labels[k], prediction[k],
-                                                   batch.ellipses[k], fits[k], float(ious[k])))
+            if max_overlays:
+                self.keep_worst(OverlaySample(name, batch.images[k].copy(), batch.labels[k].copy(),
+                                              prediction[k].copy(), batch.ellipses[k].copy(), fits[k].copy(),
+                                              float(ious[k])), max_overlays)
+
+    def keep_worst(self, sample: OverlaySample, limit: int) -> None:
+        """The `limit` frames with the lowest pupil IoU so far, worst first (ties: earlier first);
+        only their images are kept, so a large split costs no more memory than a small one."""
+        self.overlays.append(sample)
+        self.overlays.sort(key=lambda s: s.pupil_iou)
+        del self.overlays[limit:]
 
     def summary(self) -> dict[str, Any]:
         scores = self.confusion.compute()
@@ -236,7 +238,7 @@ class SegEvaluation:
 def evaluate_segmentation(model: ExportedModel, batches: Iterator[FrameBatch], parity_rows: int,
                           max_overlays: int = 0) -> SegEvaluation:
     """mIoU over the whole split (one confusion matrix), per-frame pupil IoU, the ellipse fitted to
-    the predicted mask, the pixel PR histogram and the first frames for overlays."""
+    the predicted mask, the pixel PR histogram and the `max_overlays` worst frames for overlays."""
     result = SegEvaluation(ConfusionMatrix(len(SEG_CLASSES)), PixelPR(), Parity(parity_rows))
     for batch in batches:
         inputs = batch.inputs

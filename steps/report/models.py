@@ -24,6 +24,7 @@ class ExportedModel:
     session: ort.InferenceSession
     metadata: dict[str, str]
     torch_model: nn.Module | None = None
+    checkpoint_path: Path | None = None
 
     @property
     def task(self) -> str:
@@ -80,6 +81,7 @@ def attach_checkpoints(models: list[ExportedModel], folders: dict[str, tuple[str
             raise StepError(f"channel '{channel}': {source.checkpoint_path.name} (sha256 {source.sha256[:12]}) is "
                             f"not the checkpoint {model.path.name} was exported from (sha256 {expected[:12]})")
         model.torch_model = source.model
+        model.checkpoint_path = source.checkpoint_path
     return warnings
 
 

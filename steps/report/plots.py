@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,10 @@ from matplotlib.patches import Ellipse as EllipsePatch
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
 from steps.report.evaluate import OverlaySample, SplitEvaluation
-from steps.train.plots import overlay, save_curves
+from steps.train.plots import AUGMENTED, save_curves
 
 DPI = 90
-TRUE_COLOUR, FIT_COLOUR, MODEL_COLOUR = "lime", "orange", "cyan"
+TRUE_COLOUR, PREDICTED_COLOUR, FIT_COLOUR, MODEL_COLOUR = "lime", "red", "orange", "cyan"
 
 
 def read_training_history(folder: Path) -> list[dict[str, Any]]:
@@ -54,29 +55,55 @@ def pixel_ellipse(normalized: np.ndarray, colour: str, style: str) -> EllipsePat
                         fill=False, edgecolor=colour, linestyle=style, linewidth=1.2)
 
 
+def crop_box(sample: OverlaySample, margin: float = 0.6, minimum: tuple[int, int] = (160, 100)) -> tuple[int, int, int, int]:
+    """(x0, x1, y0, y1): the truth and predicted pupils' joint box, grown by `margin` of its size and
+    to at least `minimum` (w, h), inside the frame; the frame's centre when neither has a pixel."""
+    ys, xs = np.nonzero(np.asarray(sample.label).astype(bool) | np.asarray(sample.prediction).astype(bool))
+    if len(xs):
+        x0, x1, y0, y1 = xs.min(), xs.max() + 1, ys.min(), ys.max() + 1
+    else:
+        x0, x1, y0, y1 = IMAGE_WIDTH // 2, IMAGE_WIDTH // 2, IMAGE_HEIGHT // 2, IMAGE_HEIGHT // 2
+    half_w = max((x1 - x0) * (1 + margin), minimum[0]) / 2
+    half_h = max((y1 - y0) * (1 + margin), minimum[1]) / 2
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    cx, cy = min(max(cx, half_w), IMAGE_WIDTH - half_w), min(max(cy, half_h), IMAGE_HEIGHT - half_h)
+    return int(cx - half_w), int(cx + half_w), int(cy - half_h), int(cy + half_h)
+
+
+def _outline(axis: Any, mask: np.ndarray, colour: str, style: str) -> None:
+    if np.asarray(mask).any():
+        axis.contour(np.asarray(mask).astype(float), levels=[0.5], colors=[colour], linestyles=[style], linewidths=1.4)
+
+
 def overlays(samples: Sequence[OverlaySample], path: Path,
              ellipse_predictions: dict[str, np.ndarray] | None = None, columns: int = 3) -> Path | None:
-    """Frames with the true pupil (green), predicted pupil (red; overlap yellow), the true ellipse
-    (green dashed), the ellipse fitted to the predicted mask (orange) and the ellipse model's (cyan)."""
+    """The given frames (validate passes the worst by pupil IoU) cropped around the pupil: the true
+    pupil outlined solid green, the predicted one dashed red; ellipses: the true one (green dotted),
+    the one fitted to the prediction (orange) and the ellipse model's (cyan)."""
     if not samples:
         return None
     ellipse_predictions = ellipse_predictions or {}
     rows = math.ceil(len(samples) / columns)
-    figure = Figure(figsize=(4.2 * min(columns, len(samples)), 3.0 * rows))
+    figure = Figure(figsize=(3.6 * min(columns, len(samples)), 2.9 * rows))
     axes = figure.subplots(rows, min(columns, len(samples)), squeeze=False).reshape(-1)
     for axis, sample in zip(axes, samples):
-        axis.imshow(overlay(sample.image, sample.label, sample.prediction))
-        axis.add_patch(pixel_ellipse(sample.target_ellipse, TRUE_COLOUR, "--"))
+        axis.imshow(sample.image, cmap="gray", vmin=0, vmax=255)
+        _outline(axis, sample.label, TRUE_COLOUR, "solid")
+        _outline(axis, sample.prediction, PREDICTED_COLOUR, "dashed")
+        axis.add_patch(pixel_ellipse(sample.target_ellipse, TRUE_COLOUR, ":"))
         if not np.isnan(sample.fitted_ellipse).any():
             axis.add_patch(pixel_ellipse(sample.fitted_ellipse, FIT_COLOUR, "-"))
         if sample.filename in ellipse_predictions:
             axis.add_patch(pixel_ellipse(ellipse_predictions[sample.filename], MODEL_COLOUR, "-"))
+        x0, x1, y0, y1 = crop_box(sample)
+        axis.set_xlim(x0, x1)
+        axis.set_ylim(y1, y0)  # image rows grow downwards
         axis.set_title(f"{sample.filename}  IoU {sample.pupil_iou:.3f}", fontsize=8)
         axis.set_axis_off()
     for axis in axes[len(samples):]:
         axis.set_axis_off()
-    figure.suptitle("true pupil green, predicted red; ellipses: true (dashed green), "
-                    "fitted to prediction (orange), ellipse model (cyan)", fontsize=8)
+    figure.suptitle("worst frames by pupil IoU, cropped: truth outline solid green, prediction dashed red; "
+                    "ellipses: true (dotted green), fitted (orange), ellipse model (cyan)", fontsize=8)
     return _save(figure, path)
 
 
@@ -111,17 +138,27 @@ def _save(figure: Figure, path: Path) -> Path:
     return path
 
 
+def copy_augmented_samples(metrics: Path, out: Path) -> Path | None:
+    """train-seg's grid of augmented training frames, copied into the report (None without one)."""
+    source = metrics / AUGMENTED
+    if not source.is_file():
+        return None
+    shutil.copyfile(source, out / AUGMENTED)
+    return out / AUGMENTED
+
+
 def report_plots(out: Path, evaluations: dict[str, SplitEvaluation], metrics: Path | None) -> dict[str, str]:
     """Every PNG of the report that can be drawn, file names by title; `metrics`: train-seg's
     metrics folder (loss curves) or None."""
     drawn: dict[str, Path | None] = {}
     drawn["training curves"] = loss_curves(read_training_history(metrics), out / "loss_curves.png") if metrics else None
+    drawn["training: augmented samples"] = copy_augmented_samples(metrics, out) if metrics else None
     for name, evaluation in evaluations.items():
         seg, ellipse = evaluation.segmentation, evaluation.ellipse
         if seg is None:
             continue
         predictions = ellipse.predictions if ellipse else None
-        drawn[f"{name}: sample overlays"] = overlays(seg.overlays, out / f"overlays_{name}.png", predictions)
+        drawn[f"{name}: worst frames by pupil IoU"] = overlays(seg.overlays, out / f"overlays_{name}.png", predictions)
         drawn[f"{name}: precision-recall of pupil pixels"] = pr_curve(seg.pr.curve(), out / f"pr_curve_{name}.png")
         drawn[f"{name}: pupil IoU histogram"] = iou_histogram([r["pupil_iou"] for r in seg.rows],
                                                                     out / f"iou_histogram_{name}.png")

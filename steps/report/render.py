@@ -16,7 +16,7 @@ from steps.outputs import write_json_atomic
 REPORT_JSON, PER_SAMPLE_CSV, REPORT_MD = "report.json", "per_sample.csv", "report.md"
 SAMPLE_COLUMNS = ("split", "filename", "pupil_iou", "fit_center_error_px", "fit_radius_error_px",
                   "fit_ellipse_iou", "ellipse_center_error_px", "ellipse_radius_error_px", "ellipse_iou")
-SPLIT_TITLES = {"test": "Test split", "fixtures": "Real OpenEDS frames (fixtures)"}
+SPLIT_TITLES = {"fixtures": "Real OpenEDS frames (fixtures)"}
 
 
 def fmt(value: Any, digits: int = 4) -> str:
@@ -91,8 +91,15 @@ def ellipse_lines(ellipse: dict[str, Any]) -> list[str]:
             *table(("figure", "mean", "median", "p90"), rows)]
 
 
-def split_lines(name: str, evaluation: dict[str, Any] | None, note: str = "") -> list[str]:
-    lines = [f"## {SPLIT_TITLES.get(name, name)}", ""]
+def split_title(name: str, evaluated_split: str | None = None) -> str:
+    """The heading of an evaluation: the split validate was fed under `test` is named as what it is."""
+    if name == "test":
+        return f"{(evaluated_split or 'test').capitalize()} split"
+    return SPLIT_TITLES.get(name, name)
+
+
+def split_lines(name: str, evaluation: dict[str, Any] | None, note: str = "", evaluated_split: str | None = None) -> list[str]:
+    lines = [f"## {split_title(name, evaluated_split)}", ""]
     if evaluation is None:
         return lines + [note or "not evaluated", ""]
     lines += [note, ""] if note else []
@@ -109,7 +116,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     fixtures = report.get("fixtures", {})
     for name, evaluation in report["evaluations"].items():
         note = f"Frames from `{fixtures.get('path')}`; never used for training." if name == "fixtures" else ""
-        lines += split_lines(name, evaluation, note)
+        lines += split_lines(name, evaluation, note, report.get("evaluated_split"))
     if "fixtures" not in report["evaluations"]:
         lines += split_lines("fixtures", None, fixtures.get("note", "not found"))
     if report.get("plots"):

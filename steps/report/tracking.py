@@ -80,9 +80,24 @@ def _log_model(client: Any, run_id: str, figures: dict[str, float], source_run: 
     return tagged
 
 
-def log_validation(report: dict[str, Any], report_dir: Path, experiment: str) -> dict[str, Any]:
+def register_validated(client: Any, run_id: str, file: str, report: dict[str, Any], files: dict[str, Any],
+                       failed: list[str]) -> dict[str, Any]:
+    """The ONNX file as a registered onnx-flavor version; champion when none of its gates failed."""
+    from steps.tracking.onnx_registry import register_onnx, registered_name
+
+    model = report["models"][file]
+    name = registered_name(client, model.get("source_run_id"), model.get("model_name") or Path(file).stem)
+    tags = {**{k: f"{v:.6g}" for k, v in model_figures(report, file).items()},
+            f"{PREFIX}.passed": "false" if failed else "true", f"{PREFIX}.failed_gates": ",".join(failed) or "none"}
+    return register_onnx(client, run_id, files["onnx"], name=name, extra_files=files["extra"], tags=tags,
+                         champion=not failed)
+
+
+def log_validation(report: dict[str, Any], report_dir: Path, experiment: str,
+                   files: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Log every model's figures to its source run (or a new validation run) with the report files;
-    returns the run per ONNX file and the tagged model versions."""
+    with `files` (ONNX file name -> {"onnx": path, "extra": [paths]}) also register each ONNX file.
+    Returns the run per ONNX file, the tagged model versions and the registered ones."""
     uri = tracking_uri()
     if uri is None:
         return {"enabled": False}
@@ -93,16 +108,19 @@ def log_validation(report: dict[str, Any], report_dir: Path, experiment: str) ->
         client = MlflowClient(tracking_uri=uri)
         runs: dict[str, str] = {}
         tagged: list[str] = []
+        registered: dict[str, Any] = {}
         for file, model in report["models"].items():
             source = model.get("source_run_id") or None
             run_id = _existing_run(client, source) or _validation_run(client, experiment, file, source)
             failed = [g["name"] for g in report["gates"] if g["model"] == file and not g["passed"]]
             tagged += _log_model(client, run_id, model_figures(report, file), source, failed)
             client.log_artifacts(run_id, str(report_dir), artifact_path=PREFIX)
+            if files and file in files:
+                registered[file] = register_validated(client, run_id, file, report, files[file], failed)
             if run_id != source:
                 client.set_terminated(run_id, "FINISHED")
             runs[file] = run_id
-        return {"enabled": True, "runs": runs, "tagged_versions": tagged}
+        return {"enabled": True, "runs": runs, "tagged_versions": tagged, "registered": registered}
     except Exception as error:  # noqa: BLE001 - the report stands without tracking
         message = redact(f"{type(error).__name__}: {error}").splitlines()[0]
         log.warning("MLflow logging failed: %s", message)

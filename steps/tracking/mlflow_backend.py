@@ -5,12 +5,15 @@ refuses a bare ./mlruns folder). MLFLOW_EXPERIMENT_ID wins over the experiment n
 server that does not answer fails the step within seconds (MLflow's own retries would wait
 minutes). A run started while another is active (tune's parent run) is nested under it.
 
-Registered models are logged with `serialization_format="pickle"`: it loads at any batch size,
-where MLflow 3's default torch.export ("pt2") fixes the example's shapes. The version also carries
-the plain checkpoint (`extra_files/`), and `load_registered_model` rebuilds the model from that
-weights-only file: loading from the registry never unpickles. Each version gets tags
-(date, git commit when known, run id, metrics) and the alias "candidate"; it also becomes
-"champion" when its `valid_iou` tag is at least the current champion's.
+Training registers the best model as torch.export's graph (`serialization_format="pt2"`: no
+pickle, no project code needed to load it, a dynamic batch axis from the batch-2 example) and
+the plain checkpoint (`extra_files/`); `load_registered_model` rebuilds the model from that
+weights-only file, so loading from the registry never unpickles. Each version gets tags (date, git
+commit when known, run id, metrics) and the alias "candidate". Only validate makes a champion:
+`register_onnx` logs the validated ONNX file with MLflow's onnx flavor (signature, input example,
+the model card and checkpoint as extra files) as a new version, and moves "champion" to it when
+that model's gates passed, so `mlflow.pyfunc.load_model("models:/NAME@champion")` needs only
+mlflow and onnxruntime.
 """
 
 from __future__ import annotations
@@ -32,10 +35,12 @@ from steps.errors import StepError
 from steps.secrets import redact
 
 log = logging.getLogger(__name__)
+# MLflow draws a download progress bar for every model it logs (it re-reads the input example): a
+# few KB each time, so the bars are only console noise. A user's own setting wins.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 CANDIDATE_ALIAS = "candidate"
 CHAMPION_ALIAS = "champion"
-CHAMPION_METRIC = "valid_iou"
 REACHABILITY_TIMEOUT_S = 5.0
 MAX_VALUE_LENGTH = 6000  # MLflow's limit for a param value
 BATCH_SIZE = 100         # MLflow's limit for params or tags per log_batch
@@ -117,11 +122,32 @@ def _signature(model: Any, input_example: np.ndarray | None) -> Any:
     return infer_signature(example, output.detach().float().cpu().numpy())
 
 
-def _requirements() -> list[str]:
-    """What loading needs besides this project's package (saves MLflow's slow requirement inference)."""
+def _requirements(packages: tuple[str, ...] = ("torch", "numpy")) -> list[str]:
+    """What loading needs (pinned to what logged it; saves MLflow's slow requirement inference)."""
     from importlib.metadata import version
 
-    return [f"{package}=={version(package).split('+')[0]}" for package in ("torch", "numpy", "cloudpickle")]
+    return [f"{package}=={version(package).split('+')[0]}" for package in packages]
+
+
+def default_registered_name(model_name: str) -> str:
+    """The registry name of a model architecture when none is configured: openeds-tiny-efficientvit."""
+    return f"openeds-{model_name.replace('_', '-')}"
+
+
+def version_tags(run_id: str, tags: dict[str, str]) -> dict[str, str]:
+    """Tags every registered version carries: when, from which run and commit, plus `tags`."""
+    stamped = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "run_id": run_id, **tags}
+    if (commit := git_commit()) is not None:
+        stamped["git_commit"] = commit
+    return stamped
+
+
+def tag_and_alias(client: Any, name: str, version: str, tags: dict[str, str], aliases: list[str]) -> None:
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    for alias in aliases:
+        client.set_registered_model_alias(name, alias, version)
+    log.info("registered model %s version %s (aliases: %s)", name, version, ", ".join(aliases) or "none")
 
 
 class MlflowBackend:
@@ -194,44 +220,24 @@ class MlflowBackend:
 
     def register_model(self, model: Any, checkpoint_path: Path, name: str, tags: dict[str, str],
                        input_example: np.ndarray | None) -> dict[str, Any]:
-        """Log `model`, register it as a new version of `name`, tag it and move the aliases."""
+        """Log `model` (pt2), register it as a new version of `name`, tag it, alias it "candidate"."""
         import mlflow.pytorch
 
         was_training = model.training
         model.eval()
         try:
             info = mlflow.pytorch.log_model(model, name="registered_model", registered_model_name=name,
-                                            signature=_signature(model, input_example),
-                                            serialization_format="pickle", pip_requirements=_requirements(),
+                                            signature=_signature(model, input_example), input_example=input_example,
+                                            serialization_format="pt2", pip_requirements=_requirements(),
                                             extra_files=[str(checkpoint_path)],
                                             await_registration_for=120)
         finally:
             model.train(was_training)
         version = str(info.registered_model_version)
-        version_tags = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "run_id": self.run_id,
-                        "checkpoint": Path(checkpoint_path).name, **tags}
-        if (commit := git_commit()) is not None:
-            version_tags["git_commit"] = commit
-        for key, value in version_tags.items():
-            self.client.set_model_version_tag(name, version, key, value)
-        aliases = [CANDIDATE_ALIAS] + ([CHAMPION_ALIAS] if self._beats_champion(name, version_tags) else [])
-        for alias in aliases:
-            self.client.set_registered_model_alias(name, alias, version)
-        log.info("registered model %s version %s (aliases: %s)", name, version, ", ".join(aliases))
-        return {"name": name, "version": version, "aliases": aliases, "model_uri": f"models:/{name}/{version}",
-                "run_id": self.run_id, "tags": version_tags}
-
-    def _beats_champion(self, name: str, tags: dict[str, str]) -> bool:
-        from mlflow.exceptions import MlflowException
-
-        try:
-            champion = self.client.get_model_version_by_alias(name, CHAMPION_ALIAS)
-        except MlflowException:
-            return True  # no champion yet
-        try:
-            return float(tags[CHAMPION_METRIC]) >= float(champion.tags[CHAMPION_METRIC])
-        except (KeyError, ValueError):
-            return False  # not comparable: leave the champion to a person
+        stamped = version_tags(self.run_id, {"checkpoint": Path(checkpoint_path).name, **tags})
+        tag_and_alias(self.client, name, version, stamped, [CANDIDATE_ALIAS])
+        return {"name": name, "version": version, "aliases": [CANDIDATE_ALIAS], "model_uri": f"models:/{name}/{version}",
+                "run_id": self.run_id, "tags": stamped}
 
     def finish(self, status: str) -> None:
         import mlflow

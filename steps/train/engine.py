@@ -24,6 +24,7 @@ from steps.errors import StepError
 from steps.train.device import Precision, rng_state, set_rng_state
 from steps.train.metrics import RunningMeans
 from steps.train.optim import LRSchedule
+from steps.train.progress import EpochMeter
 from steps.train.tasks import MetricAccumulator, Task, batch_inputs
 
 
@@ -126,13 +127,16 @@ def skip_to(loader: Iterable, progress: EpochProgress):
 def train_one_epoch(model: nn.Module, task: Task, loss_fn: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                     schedule: LRSchedule, config: StepConfig, epoch: int, *,
                     progress: EpochProgress | None = None, should_stop: Callable[[], bool] | None = None,
-                    on_step: Callable[[], None] | None = None) -> EpochProgress:
-    """Train over the loader once (or its rest, given a resumed `progress`); returns the accumulators."""
+                    on_step: Callable[[], None] | None = None, meter: EpochMeter | None = None) -> EpochProgress:
+    """Train over the loader once (or its rest, given a resumed `progress`); returns the accumulators.
+    `meter` times the batches (data wait vs compute) and logs progress every few of them."""
     model.train()
     progress = progress or new_progress(task, config.device)
     guard = NonFiniteGuard(config.device, epoch, config.check_finite_every)
     total, accumulation = len(loader), config.accumulation_steps
     for index, batch in enumerate(skip_to(loader, progress), start=progress.batches_done):
+        if meter is not None:
+            meter.loaded()
         window_start = index - index % accumulation
         window = min(accumulation, total - window_start)  # a short last window still averages right
         stepping = index + 1 == window_start + window
@@ -148,6 +152,8 @@ def train_one_epoch(model: nn.Module, task: Task, loss_fn: nn.Module, loader: An
         progress.losses.add_means(losses, inputs.shape[0])
         task.update_metrics(progress.metrics, outputs.detach(), targets)
         progress.batches_done, progress.images = index + 1, progress.images + inputs.shape[0]
+        if meter is not None:
+            meter.done(inputs.shape[0], index + 1)
         if stepping:
             optimizer_step(model, optimizer, config)
             schedule.after_optimizer_step()

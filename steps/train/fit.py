@@ -39,8 +39,9 @@ from steps.train.engine import EpochProgress, StepConfig, evaluate, new_progress
 from steps.train.metric_lines import metric_line
 from steps.train.metrics import predicted_classes
 from steps.train.optim import LRSchedule, build_optimizer, build_scheduler, current_lr, optimizer_steps_per_epoch
-from steps.train.plots import overlay
+from steps.train.plots import AUGMENTED, augmented_grid, overlay
 from steps.train.profiling import ResourceMonitor, TrainingProfiler
+from steps.train.progress import EpochMeter
 from steps.train.records import MetricsLog, package_versions, write_resolved_config
 from steps.train.signals import StopRequest, TrainingInterrupted
 from steps.train.tasks import PRIMARY_METRIC, Task, normalize_input, task_for
@@ -206,7 +207,8 @@ def run_epoch(run: TrainingRun, loop: LoopState, epoch: int, stop: StopRequest, 
     progress = train_one_epoch(
         run.train_model, run.task, run.loss_fn, run.train_loader, run.optimizer, run.schedule, run.config,
         epoch, progress=progress, should_stop=lambda: any_rank(stop.requested, run.config.device),
-        on_step=profiler.step)
+        on_step=profiler.step, meter=EpochMeter(epoch, run.hp.epochs, len(run.train_loader), run.hp.log_every_steps,
+                                                enabled=run.dist.is_primary))
     if progress.stopped:
         return None, progress
     train_values = summarize_epoch(run.task, progress, "train")
@@ -350,12 +352,22 @@ def finish_outputs(run: TrainingRun, loop: LoopState, paths: TrainingPaths, trac
     log_overlays(run, tracker, model, step=loop.best_epoch)
     registered = None
     if run.hp.register_model:
-        name = run.hp.registered_model_name or f"openeds-{run.model_name.replace('_', '-')}"
+        from steps.tracking.mlflow_backend import default_registered_name
+
+        name = run.hp.registered_model_name or default_registered_name(run.model_name)
         registered = tracker.register_model(
             model, best_path, name=name, input_example=torch.zeros(get_spec(run.model_name).input_shape(2)).numpy(),
             tags={**get_spec(run.model_name).tracking_tags, "best_epoch": str(loop.best_epoch),
                   PRIMARY_METRIC: f"{loop.best_metric:.4f}", "input_mode": run.hp.input_mode})
     return {"model_card": card, "registered": registered}
+
+
+def draw_augmented_samples(run: TrainingRun, folder: Path, count: int = 8) -> Path | None:
+    """augmented_samples.png in the metrics output: epoch 1's first rows through the training
+    augmentations (they depend only on seed, epoch and row, so drawing them changes no batch)."""
+    dataset = run.train_loader.dataset
+    keys = [(1, position) for position in range(min(count, len(dataset)))]
+    return augmented_grid(dataset.__getitems__(keys), folder / AUGMENTED) if keys else None
 
 
 def log_overlays(run: TrainingRun, tracker: Any, model: nn.Module, step: int, count: int = 4) -> None:
@@ -401,6 +413,7 @@ def train(hp: Any, *, train_split: Any, valid_split: Any, paths: TrainingPaths,
                      run.model_name, config["model_type"], config["parameters"], config["device"],
                      config["precision"], dist.world_size, config["train_rows"], config["valid_rows"])
             write_resolved_config(config, paths.metrics_dir)
+            draw_augmented_samples(run, paths.metrics_dir)
         spec = get_spec(run.model_name)
         with open_tracker(hp, run_name=run_name or f"{hp.model}-seed{hp.seed}", model_type=spec.model_type,
                           architecture=run.model_name, output_dir=paths.metrics_dir,
@@ -420,6 +433,7 @@ def train(hp: Any, *, train_split: Any, valid_split: Any, paths: TrainingPaths,
 def run_training_step(hp: Any, io: Any) -> dict[str, Any]:
     """The body of train-seg and train-ellipse: splits from the channels (or hf_repo), train, annotate."""
     from steps.data.loading import load_split
+    from steps.train.provenance import add_training_data, training_data
 
     train_split = load_split(io.channel("train"), hf_repo=hp.hf_repo, split="train", data_dir=hp.data_dir)
     valid_split = load_split(io.channel("validation"), hf_repo=hp.hf_repo, split="validation", data_dir=hp.data_dir)
@@ -427,6 +441,8 @@ def run_training_step(hp: Any, io: Any) -> dict[str, Any]:
                           checkpoint_dir=io.checkpoints)
     summary = train(hp, train_split=train_split, valid_split=valid_split, paths=paths)
     if "model_card" in summary:
+        summary["model_card"] = add_training_data(paths.model_dir / ckpt.MODEL_CARD,
+                                                  training_data(io.channel("train"), hp.hf_repo))
         io.annotate("model", model_card=summary["model_card"], best_valid_iou=summary["best_valid_iou"])
         io.annotate("metrics", rows=summary["epochs_trained"], best_metrics=summary["best_metrics"])
     return summary

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 CURVES = "curves.png"
+AUGMENTED = "augmented_samples.png"
 # (panel title, metric names) drawn when present in the history
 PANELS = (
     ("loss", ("train_loss", "valid_loss")),
@@ -56,3 +57,30 @@ def overlay(image: np.ndarray, target: np.ndarray, pred: np.ndarray) -> np.ndarr
     rgb[target, 1] = 255
     rgb[pred | target, 2] //= 3
     return rgb
+
+
+def augmented_grid(batch: dict[str, Any], path: Path, columns: int = 4) -> Path | None:
+    """The training frames as the model sees them in epoch 1 (flips, lines, blur applied), the
+    target pupil outlined in green: what augmentation does, at a glance. None for an empty batch."""
+    from matplotlib.figure import Figure
+
+    images = np.asarray(batch["image"])[:, 0]
+    if not len(images):
+        return None
+    labels = np.asarray(batch["label"]) if "label" in batch else None
+    rows = -(-len(images) // columns)
+    figure = Figure(figsize=(3.2 * min(columns, len(images)), 2.2 * rows))
+    axes = figure.subplots(rows, min(columns, len(images)), squeeze=False).reshape(-1)
+    for k, axis in enumerate(axes):
+        axis.set_axis_off()
+        if k >= len(images):
+            continue
+        axis.imshow(images[k], cmap="gray", vmin=0, vmax=255)
+        if labels is not None and labels[k].any():
+            axis.contour(labels[k].astype(float), levels=[0.5], colors=["lime"], linewidths=1.0)
+        axis.set_title(str(batch["filename"][k]), fontsize=7)
+    figure.suptitle("augmented training samples (epoch 1), target pupil in green", fontsize=8)
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=80)
+    return path

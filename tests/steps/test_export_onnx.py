@@ -53,7 +53,22 @@ def test_step_reports_sizes_and_differences(exported):
     assert rows["best_efficientvit_model.onnx"]["size_kb"] < 300
     manifest = read_manifest(out)
     assert manifest["models"]["best_efficientvit_model.onnx"]["size_bytes"] == rows["best_efficientvit_model.onnx"]["size_bytes"]
-    assert {f["path"] for f in manifest["files"]} == {*rows, "export_report.json"}
+    assert {f["path"] for f in manifest["files"]} == {*rows, "export_report.json", "MODEL_CARD.md"}
+
+
+def test_step_writes_a_model_card_beside_the_onnx_files(exported):
+    layout, _ = exported
+    card = (layout.root / "model" / "MODEL_CARD.md").read_text()
+    assert "Status: exported, not yet validated." in card
+    for heading in ("## Intended use", "## best_efficientvit_model.onnx: TinyEfficientViT (pupil segmentation)",
+                    "## best_ellipse_model.onnx: EllipseRegressionNet", "### Input contract", "## Limitations",
+                    "## How to run"):
+        assert heading in card, heading
+    assert card.index("best_efficientvit_model.onnx:") < card.index("best_ellipse_model.onnx:")
+    assert "gamma 0.8 (256-entry LUT) then CLAHE clipLimit 1.5" in card and "no gamma, no CLAHE" in card
+    assert "(x / 255 - 0.5) / 0.5" in card and "Training data: not recorded" in card
+    size_kb = round((layout.root / "model" / "best_efficientvit_model.onnx").stat().st_size / 1024, 1)
+    assert f"Size {size_kb} KB, 30310 parameters" in card
 
 
 def test_step_refuses_a_model_in_the_wrong_channel(tmp_path):
@@ -73,3 +88,20 @@ def test_step_fails_when_the_segmentation_file_is_over_the_size_limit(tmp_path):
     assert first.startswith("onnx size failed for tiny_efficientvit_micro: best_efficientvit_tiny_model.onnx is ")
     assert first.endswith(">= max_seg_size_kb 20")
     assert not (layout.root / "model").exists()
+
+
+@pytest.mark.slow
+def test_the_console_log_holds_only_the_steps_own_lines(tmp_path):
+    """A fresh process (torch's exporter warns once per process): no torchvision registrations, no
+    FutureWarnings from torch internals, nothing but `HH:MM:SS LEVEL logger: message` lines."""
+    import re
+    import subprocess
+    import sys
+
+    seg = write_model_folder(tmp_path / "seg", "tiny_efficientvit_micro")
+    result = subprocess.run([sys.executable, "-m", "steps", "export-onnx", "--root", str(tmp_path / "ml"),
+                             "--channel", f"seg_model={seg}"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    foreign = [line for line in lines if not re.match(r"\d\d:\d\d:\d\d (INFO|WARNING) steps[.\w]*: ", line)]
+    assert not foreign, "\n".join(foreign)

@@ -104,6 +104,9 @@ def test_card_has_schema_splits_parameters_and_provenance(splits, tmp_path):
     assert "| gamma | 0.8 |" in text and "| clahe_clip_limit | 1.5 |" in text
     assert "`synthetic`" in text and "generated" in text
     assert "Conner/sddec25-01" in text  # the default repo in the loading example
+    assert header["license"] == "other" and header["license_name"] == "openeds-dataset-license"
+    assert header["license_link"].startswith("https://")
+    assert "## License and citation" in text and "arXiv:1905.03702" in text and "@article{garbin2019openeds" in text
 
 
 def test_push_offline_fails_within_seconds_without_leaking_the_token(splits, tmp_path):

@@ -48,6 +48,8 @@ def test_one_epoch_writes_model_metrics_and_config(tmp_path, splits):
     assert METRIC_NAMES <= set(rows[0])
     assert (metrics_dir / "metrics.csv").read_text().splitlines()[0].startswith("epoch,")
     assert (metrics_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (metrics_dir / "augmented_samples.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert card["training_data"] == {}  # the test splits carry no preprocess manifest
     for folder in (model_dir, metrics_dir):
         config = json.loads((folder / "resolved_config.json").read_text())
         assert config["hyperparameters"]["epochs"] == 2 and config["world_size"] == 1

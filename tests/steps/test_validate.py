@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from contracts import Layout
+from steps.export.onnx_export import read_metadata
 from steps.outputs import read_manifest
 from steps.runtime import run_step
 from tests.steps.export.model_folders import exported_folder, write_model_folder
@@ -47,6 +50,11 @@ def inputs(tmp_path_factory, tracking):
     history = [{"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.2 / e, "train_iou": 0.3 * e, "valid_iou": 0.25 * e}
                for e in (1, 2, 3)]
     (metrics / "metrics.json").write_text(json.dumps(history))
+    from steps.train.plots import augmented_grid
+
+    split = make_split(2, seed=6).with_format("numpy")
+    augmented_grid({"image": np.stack(split["image"])[:, None], "label": np.stack(split["label"]),
+                    "filename": list(split["filename"])}, metrics / "augmented_samples.png")
     return {**channels, "test": root / "test", "seg_metrics": metrics}
 
 
@@ -98,7 +106,23 @@ def test_validate_writes_the_machine_and_human_reports(passing_run):
         assert f"![{title}]({file})" in markdown
         assert (report_dir / file).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "loss_curves.png" in report["plots"].values()
+    assert report["plots"]["training: augmented samples"] == "augmented_samples.png"
+    assert report["plots"]["test: worst frames by pupil IoU"] == "overlays_test.png"
     assert read_manifest(report_dir)["passed"] is True
+
+
+def test_validate_writes_the_model_card_with_its_metrics(passing_run):
+    layout, _ = passing_run
+    report_dir = layout.root / "output" / "data" / "report"
+    report = json.loads((report_dir / "report.json").read_text())
+    card = (report_dir / "MODEL_CARD.md").read_text()
+    assert "Status: validated: all gates passed." in card and report["evaluated_split"] == "test"
+    seg = report["evaluations"]["test"]["segmentation"]
+    assert f"| test split | 3 | {seg['miou']:.4f} | {seg['iou_per_class']['pupil']:.4f} |" in card
+    latency = report["models"]["best_efficientvit_tiny_model.onnx"]["latency"]["onnxruntime"]["median_ms"]
+    assert f"{latency:.2f} ms median per frame" in card
+    assert "- Gates: all passed (min_miou, max_parity_diff, max_latency_ms, max_seg_params, max_seg_size_kb)." in card
+    assert "Robustness suite" in card and "## Limitations" in card
 
 
 def test_validate_reports_real_frames_separately(passing_run, real_frames_dir):
@@ -119,6 +143,28 @@ def test_validate_logs_results_to_mlflow_and_tags_the_model_version(passing_run,
         run.data.metrics["validation.miou"], rel=1e-5)
     artifacts = {a.path for a in client.list_artifacts(run_id, "validation")}
     assert "validation/report.json" in artifacts
+
+
+def test_validate_registers_the_checked_onnx_and_makes_it_champion(passing_run, tracking, inputs):
+    """The version validate adds is the ONNX file it evaluated (onnx flavor, same bytes), with the
+    model card beside it; champion because its gates passed; the training version is untouched."""
+    import mlflow
+
+    uri, client, run_id, version = tracking
+    champion = client.get_model_version_by_alias("pupil-seg", "champion")
+    assert champion.version != version.version and champion.run_id == run_id
+    assert champion.tags["format"] == "onnx" and champion.tags["validation.passed"] == "true"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_URI", uri)
+        local = mlflow.artifacts.download_artifacts("models:/pupil-seg@champion")
+        model = mlflow.pyfunc.load_model("models:/pupil-seg@champion")
+        outputs = model.predict(np.zeros((2, 1, 400, 640), np.float32))
+    assert "onnx" in model.metadata.flavors and outputs["logits"].shape == (2, 2, 400, 640)
+    logged = next(Path(local).rglob("*.onnx"))
+    original = inputs["onnx"] / "best_efficientvit_tiny_model.onnx"
+    assert read_metadata(logged)["checkpoint_sha256"] == read_metadata(original)["checkpoint_sha256"]
+    assert "# Model card" in next(Path(local).rglob("MODEL_CARD.md")).read_text()
+    assert client.get_model_version_by_alias("openeds-ellipse-regression", "champion").tags["format"] == "onnx"
 
 
 def test_forced_gate_fails_the_step_but_keeps_the_report(inputs, tmp_path):

@@ -151,3 +151,21 @@ def test_weights_that_do_not_fit_the_architecture_fail(tmp_path):
     torch.save(checkpoint, path)
     with pytest.raises(StepError, match="weights do not fit tiny_efficientvit"):
         load_source_model(folder)
+
+
+def test_metadata_carries_the_training_data_and_its_preprocessing(tmp_path):
+    """A model trained on frames preprocessed with other settings says so, and predict reads them."""
+    from steps.export.onnx_export import onnx_metadata
+    from steps.inference.preprocess import ModelInput
+
+    folder = write_model_folder(tmp_path / "seg", "tiny_efficientvit_micro")
+    card = json.loads((folder / "model_card.json").read_text())
+    card["training_data"] = {"source": "synthetic", "generated": True,
+                             "preprocessing": {"gamma": 0.7, "clahe_clip_limit": 2.0, "clahe_tile_grid": 4}}
+    (folder / "model_card.json").write_text(json.dumps(card))
+    meta = onnx_metadata(load_source_model(folder), "legacy", 18)
+    assert json.loads(meta["training_data"])["generated"] is True
+    assert json.loads(meta["preprocessing_params"]) == {"gamma": 0.7, "clahe_clip_limit": 2.0, "clahe_tile_grid": 4}
+    assert "gamma 0.7" in meta["preprocessing"] and "clipLimit 2.0 tileGridSize 4x4" in meta["preprocessing"]
+    spec = ModelInput.from_metadata(meta)
+    assert (spec.params.gamma, spec.params.clahe_clip_limit, spec.params.clahe_tile_grid) == (0.7, 2.0, 4)

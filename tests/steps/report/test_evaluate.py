@@ -72,6 +72,14 @@ def test_segmentation_miou_comes_from_the_onnx_outputs_over_the_whole_split(seg_
     assert summary["parity"]["rows"] == 2 and summary["parity"]["max_abs_diff"] < 1e-4
 
 
+def test_the_overlays_are_the_worst_frames_by_pupil_iou(seg_model):
+    rows = split_rows(make_split(5, seed=4), "test", "preprocessed", None)
+    result = evaluate_segmentation(seg_model, frame_batches(rows, batch_size=2), parity_rows=0, max_overlays=2)
+    worst = sorted(result.rows, key=lambda row: row["pupil_iou"])[:2]
+    assert [s.filename for s in result.overlays] == [row["filename"] for row in worst]
+    assert [s.pupil_iou for s in result.overlays] == [row["pupil_iou"] for row in worst]
+
+
 def test_a_raw_frame_model_is_not_fed_gamma_clahe_images(seg_model):
     """A preprocessed split has no camera frames: a raw-mode model is skipped there, with the reason."""
     raw_model = open_exported(seg_model.path)

@@ -42,3 +42,17 @@ def test_overlays_pr_curve_and_histogram_are_pngs(tmp_path):
     pr.add(np.linspace(0, 1, label.size).reshape(label.shape), label)
     assert plots.pr_curve(pr.curve(), tmp_path / "pr.png").read_bytes()[:8] == PNG
     assert plots.iou_histogram([0.1, 0.8, float("nan"), 0.95], tmp_path / "hist.png").read_bytes()[:8] == PNG
+
+
+def test_the_crop_holds_truth_and_prediction_with_a_margin_inside_the_frame():
+    label = np.zeros((400, 640), np.uint8)
+    label[180:220, 300:340] = 1
+    prediction = np.zeros_like(label)
+    prediction[190:230, 350:400] = 1
+    sample = OverlaySample("a.png", np.zeros((400, 640), np.uint8), label, prediction, np.zeros(4), np.zeros(4), 0.1)
+    x0, x1, y0, y1 = plots.crop_box(sample)
+    assert x0 <= 300 and x1 >= 400 and y0 <= 180 and y1 >= 230
+    assert (x1 - x0, y1 - y0) == (160, 100)  # the joint box 100x50 grown by 60%, then to the minimum
+    corner = OverlaySample("b.png", sample.image, np.pad(np.ones((10, 10), np.uint8), ((0, 390), (0, 630))),
+                           np.zeros_like(label), np.zeros(4), np.zeros(4), 0.0)
+    assert plots.crop_box(corner) == (0, 160, 0, 100)

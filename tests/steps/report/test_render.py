@@ -36,6 +36,12 @@ def test_markdown_has_the_verdict_tables_plots_and_warnings():
     assert "| IoU pupil | 0.1 |" in text
     assert "real frames not found at /x" in text
     assert "![test: sample overlays](overlays_test.png)" in text and "- something to know" in text
+    assert "## Test split" in text  # no evaluated_split recorded: the channel's name
+
+
+def test_the_heading_names_the_split_that_was_evaluated():
+    text = render_markdown({**REPORT, "evaluated_split": "validation"})
+    assert "## Validation split" in text and "Test split" not in text
 
 
 def test_report_files_are_written_with_nan_as_null_and_empty(tmp_path):

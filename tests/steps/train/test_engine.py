@@ -64,14 +64,14 @@ def batches(sizes: list[int], seed: int = 0) -> list[dict]:
             for n in sizes]
 
 
-def trained(data: list[dict], accumulation: int = 1, clip: float | None = None, should_stop=None):
+def trained(data: list[dict], accumulation: int = 1, clip: float | None = None, should_stop=None, meter=None):
     torch.manual_seed(0)
     model = nn.Conv2d(1, 1, 3, padding=1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     config = StepConfig(device=torch.device("cpu"), precision=Precision(None, False),
                         accumulation_steps=accumulation, clip_grad_norm=clip)
     progress = train_one_epoch(model, ToyTask(), nn.MSELoss(), data, optimizer, LRSchedule(None, False, "none"),
-                               config, epoch=1, should_stop=should_stop)
+                               config, epoch=1, should_stop=should_stop, meter=meter)
     return model, progress
 
 
@@ -124,3 +124,30 @@ def test_evaluate_averages_over_samples_not_batches():
     values = evaluate(model, ToyTask(), nn.MSELoss(), data, config)
     assert values["valid_loss"] == pytest.approx((3 * 1.0 + 1 * 9.0) / 4)
     assert values["valid_iou"] == pytest.approx((3 * 1.0 + 1 * 3.0) / 4)
+
+
+def test_progress_is_logged_every_n_batches_inside_the_epoch(caplog):
+    from steps.train.progress import EpochMeter
+
+    meter = EpochMeter(epoch=2, epochs=5, total_batches=7, every=3)
+    with caplog.at_level("INFO", logger="steps.train.fit"):
+        trained(batches([2] * 7), meter=meter)
+    lines = [r.getMessage() for r in caplog.records if r.name == "steps.train.fit"]
+    assert [line.split("  ")[1] for line in lines] == ["batch 3/7", "batch 6/7"]  # none at the epoch's end
+    assert all(line.startswith("epoch 2/5  ") and " img/s  data " in line and " s per batch  ETA " in line
+               for line in lines)
+    assert (meter.batches, meter.images) == (7, 14) and meter.data_seconds >= 0 and meter.compute_seconds > 0
+    quiet = EpochMeter(epoch=1, epochs=1, total_batches=7, every=0)
+    caplog.clear()
+    with caplog.at_level("INFO", logger="steps.train.fit"):
+        trained(batches([2] * 7), meter=quiet)
+    assert not [r for r in caplog.records if r.name == "steps.train.fit"]
+
+
+def test_eta_is_the_mean_batch_time_times_the_batches_left():
+    from steps.train.progress import EpochMeter, format_seconds
+
+    meter = EpochMeter(epoch=1, epochs=1, total_batches=100, every=10, data_seconds=2.0, compute_seconds=8.0,
+                       batches=10, images=80)
+    assert meter.line(10).endswith("8.0 img/s  data 0.200 s + compute 0.800 s per batch  ETA 1 min 30 s")
+    assert (format_seconds(12.34), format_seconds(3725)) == ("12.3 s", "1 h 02 min")

@@ -1,0 +1,40 @@
+"""predict: the pupil ellipse, a confidence and a mask for every frame of an image, a folder, a video
+or a saved split, from an exported ONNX model (default) or a PyTorch checkpoint."""
+
+from typing import Literal
+
+from pydantic import Field
+
+from contracts.base import Channel, Hyperparameters, Output, StepContract
+
+
+class PredictHyperparameters(Hyperparameters):
+    geometry: Literal["pad", "crop", "resize"] = Field(
+        "pad", description="frames of another size than 640x400: pad (fit, keep the aspect ratio), "
+                           "crop (cover, keep the aspect ratio) or resize (stretch); mapped back exactly")
+    backend: Literal["auto", "onnx", "checkpoint"] = Field(
+        "auto", description="auto: the .onnx file when the model channel has one, else the checkpoint")
+    batch_size: int = Field(4, ge=1, le=256, description="frames per model call")
+    threads: int = Field(0, ge=0, le=256, description="CPU threads for the model (0: the runtime's default)")
+    max_frames: int | None = Field(None, ge=1, description="predict at most this many frames")
+    masks: bool = Field(True, description="write masks/<frame>.png (0 or 255, frame size)")
+    annotate: Literal["auto", "none", "video", "sheet", "both"] = Field(
+        "auto", description="annotated output: auto = a video for a video input, a contact sheet otherwise")
+    sheet_frames: int = Field(12, ge=1, le=256, description="frames on the contact sheet")
+    min_area_px: int = Field(20, ge=1, description="smallest plausible pupil (model-input pixels)")
+    max_area_fraction: float = Field(0.25, gt=0, le=1, description="largest plausible pupil, as a fraction of the frame")
+    min_axis_ratio: float = Field(0.2, gt=0, le=1, description="thinnest plausible pupil (minor / major axis)")
+
+
+CONTRACT = StepContract(
+    name="predict",
+    summary="Predict pupil ellipses, confidences and masks on images, folders, videos or a saved split",
+    module="steps.predict",
+    channels=(
+        Channel(name="model", artifact="model", doc="export-onnx's `onnx` (or one .onnx file), or train-seg's `model` / a .pt checkpoint"),
+        Channel(name="input", artifact="dataset", doc="an image, a folder of images and videos, a video file, or a saved split"),
+    ),
+    outputs=(Output(name="predictions", artifact="dataset", doc="ellipses.csv, ellipses.jsonl, masks/, annotated.mp4 or "
+                                            "contact_sheet.png, skipped.jsonl", path="output/data/predictions"),),
+    hyperparameters=PredictHyperparameters,
+)

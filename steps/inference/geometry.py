@@ -1,0 +1,139 @@
+"""Frames of any size to the model's 640x400 input and predictions back, exactly.
+
+A policy is one axis-aligned affine map from frame pixels to model pixels, `model = scale * frame +
+offset` per axis (pixel centres at integer coordinates, OpenCV's convention):
+- `pad`: scale to fit inside 640x400 keeping the aspect ratio, centre it, fill the rest with the
+  frame's median grey (black padding would look like pupil to the model);
+- `crop`: scale to cover 640x400 keeping the aspect ratio, keep the centre (the edges are lost);
+- `resize`: stretch to 640x400 (the aspect ratio changes).
+The image is resized with cv2.resize, whose sampling is `model = s * (frame + 0.5) - 0.5` for a
+size ratio s, so the map below is the one the pixels really went through. Ellipses go back through
+the inverse map exactly (an axis-aligned stretch turns an ellipse into another ellipse: its axes are
+the singular values of the mapped axis matrix), masks through cv2.warpAffine with the same matrix.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
+from steps.data.transforms import Ellipse
+
+GeometryPolicy = Literal["pad", "crop", "resize"]
+POLICIES: tuple[str, ...] = ("pad", "crop", "resize")
+
+
+@dataclass(frozen=True)
+class FrameGeometry:
+    """How one frame size maps onto the model input: `model = scale * frame + offset` per axis."""
+
+    policy: str
+    frame_width: int
+    frame_height: int
+    resized_width: int   # the frame after cv2.resize, before padding or cropping
+    resized_height: int
+    left: int            # where the resized frame's column 0 lands in the model input (< 0: cropped)
+    top: int
+
+    @property
+    def scale(self) -> tuple[float, float]:
+        return self.resized_width / self.frame_width, self.resized_height / self.frame_height
+
+    @property
+    def offset(self) -> tuple[float, float]:
+        sx, sy = self.scale
+        return 0.5 * (sx - 1.0) + self.left, 0.5 * (sy - 1.0) + self.top
+
+    @property
+    def identity(self) -> bool:
+        return (self.frame_width, self.frame_height) == (IMAGE_WIDTH, IMAGE_HEIGHT)
+
+    def to_model(self, x: float, y: float) -> tuple[float, float]:
+        (sx, sy), (tx, ty) = self.scale, self.offset
+        return sx * x + tx, sy * y + ty
+
+    def to_frame(self, x: float, y: float) -> tuple[float, float]:
+        (sx, sy), (tx, ty) = self.scale, self.offset
+        return (x - tx) / sx, (y - ty) / sy
+
+    def frame_to_model_matrix(self) -> np.ndarray:
+        """The 2x3 affine matrix of `to_model` (cv2.warpAffine's layout)."""
+        (sx, sy), (tx, ty) = self.scale, self.offset
+        return np.array([[sx, 0.0, tx], [0.0, sy, ty]], np.float64)
+
+    def valid_region(self) -> tuple[slice, slice]:
+        """The model-input rows and columns that hold frame pixels (not padding)."""
+        rows = slice(max(self.top, 0), min(self.top + self.resized_height, IMAGE_HEIGHT))
+        cols = slice(max(self.left, 0), min(self.left + self.resized_width, IMAGE_WIDTH))
+        return rows, cols
+
+
+def plan_geometry(width: int, height: int, policy: str) -> FrameGeometry:
+    """The map of a `width` x `height` frame under `policy`; ValueError for an unknown policy."""
+    if width < 1 or height < 1:
+        raise ValueError(f"frame size {width}x{height}: expected at least 1x1")
+    if policy == "resize":
+        resized = (IMAGE_WIDTH, IMAGE_HEIGHT)
+    elif policy in ("pad", "crop"):
+        pick = min if policy == "pad" else max
+        ratio = pick(IMAGE_WIDTH / width, IMAGE_HEIGHT / height)
+        bound = min if policy == "pad" else max  # rounding never leaves the box (pad) or a gap (crop)
+        resized = (bound(IMAGE_WIDTH, max(1, round(width * ratio))),
+                   bound(IMAGE_HEIGHT, max(1, round(height * ratio))))
+    else:
+        raise ValueError(f"geometry policy {policy!r}: expected one of {', '.join(POLICIES)}")
+    left, top = (IMAGE_WIDTH - resized[0]) // 2, (IMAGE_HEIGHT - resized[1]) // 2
+    return FrameGeometry(policy, width, height, resized[0], resized[1], left, top)
+
+
+def frame_to_model(image: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """The uint8 (400, 640) model-input frame of a uint8 (h, w) frame."""
+    if image.shape != (geometry.frame_height, geometry.frame_width):
+        raise ValueError(f"frame shape {image.shape} does not match its geometry "
+                         f"({geometry.frame_height}, {geometry.frame_width})")
+    if geometry.identity:
+        return image
+    size = (geometry.resized_width, geometry.resized_height)
+    shrinking = size[0] * size[1] < image.size
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    canvas = np.full((IMAGE_HEIGHT, IMAGE_WIDTH), int(np.median(image)), np.uint8)
+    rows, cols = geometry.valid_region()
+    canvas[rows, cols] = resized[rows.start - geometry.top:rows.stop - geometry.top,
+                                 cols.start - geometry.left:cols.stop - geometry.left]
+    return canvas
+
+
+def map_to_frame(model_map: np.ndarray, geometry: FrameGeometry, interpolation: int = cv2.INTER_LINEAR) -> np.ndarray:
+    """A (400, 640) model-space map (probability, mask) resampled onto the frame's pixels; frame
+    pixels that the model never saw (cropped away) get 0."""
+    if geometry.identity:
+        return model_map
+    return cv2.warpAffine(model_map, geometry.frame_to_model_matrix(), (geometry.frame_width, geometry.frame_height),
+                          flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+
+
+def map_ellipse(ellipse: Ellipse, scale: tuple[float, float], offset: tuple[float, float]) -> Ellipse:
+    """The image of `ellipse` under `p -> scale * p + offset`: semi-major axis first (rx >= ry),
+    angle of the major axis in degrees in [0, 180), OpenCV's convention (x right, y down)."""
+    theta = math.radians(ellipse.angle)
+    rotation = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
+    axes = np.diag(scale) @ rotation @ np.diag([ellipse.rx, ellipse.ry])
+    left, singular, _ = np.linalg.svd(axes)
+    angle = math.degrees(math.atan2(left[1, 0], left[0, 0])) % 180.0
+    return Ellipse(cx=scale[0] * ellipse.cx + offset[0], cy=scale[1] * ellipse.cy + offset[1],
+                   rx=float(singular[0]), ry=float(singular[1]), angle=angle, method=ellipse.method)
+
+
+def ellipse_to_frame(ellipse: Ellipse, geometry: FrameGeometry) -> Ellipse:
+    """A model-space ellipse in frame pixels (the exact inverse of `ellipse_to_model`)."""
+    (sx, sy), (tx, ty) = geometry.scale, geometry.offset
+    return map_ellipse(ellipse, (1.0 / sx, 1.0 / sy), (-tx / sx, -ty / sy))
+
+
+def ellipse_to_model(ellipse: Ellipse, geometry: FrameGeometry) -> Ellipse:
+    return map_ellipse(ellipse, geometry.scale, geometry.offset)

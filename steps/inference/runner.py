@@ -1,0 +1,111 @@
+"""Frames in, pupil predictions out: prepare, batch through the model, fit, map back to the frame.
+
+    model = open_model(path)                       # steps.inference.models
+    kind, frames = open_source(input_path, model.spec.input_mode)
+    for item in predict_frames(model, frames, PredictOptions(policy="pad")):
+        ...  # FramePrediction, or the SourceFrame that could not be read (item.error)
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from steps.data.transforms import Ellipse
+from steps.inference.geometry import FrameGeometry, ellipse_to_frame, map_to_frame
+from steps.inference.models import PupilModel
+from steps.inference.preprocess import model_frame, normalize
+from steps.inference.pupil import Plausibility, PupilFit, find_pupil, pupil_probability
+from steps.inference.sources import SourceFrame
+
+
+@dataclass(frozen=True)
+class PredictOptions:
+    policy: str = "pad"
+    batch_size: int = 4
+    rules: Plausibility = Plausibility()
+    max_frames: int | None = None
+
+
+@dataclass
+class FramePrediction:
+    """One frame's pupil in frame pixels (`ellipse` None: no pupil) and its 0/1 mask."""
+
+    source: SourceFrame
+    geometry: FrameGeometry
+    fit: PupilFit                 # in model pixels
+    ellipse: Ellipse | None       # in frame pixels
+    mask: np.ndarray              # uint8 0/1, frame size
+
+    def row(self) -> dict[str, Any]:
+        """The CSV/JSONL record: frame pixels, rx the semi-major axis along `angle` (degrees)."""
+        e = self.ellipse
+        return {"frame": self.source.name, "width": self.geometry.frame_width, "height": self.geometry.frame_height,
+                "pupil": e is not None, "cx": _round(e, "cx"), "cy": _round(e, "cy"), "rx": _round(e, "rx"),
+                "ry": _round(e, "ry"), "angle": _round(e, "angle"), "confidence": round(self.fit.confidence, 4),
+                "mask_area_px": int(self.mask.sum()), "components": self.fit.components,
+                "reason": self.fit.reason}
+
+
+def _round(ellipse: Ellipse | None, name: str) -> float | None:
+    return None if ellipse is None else round(float(getattr(ellipse, name)), 3)
+
+
+@dataclass
+class Timing:
+    frames: int = 0
+    skipped: int = 0
+    model_seconds: float = 0.0
+    started: float = field(default_factory=time.perf_counter)
+
+    def summary(self) -> dict[str, Any]:
+        wall = time.perf_counter() - self.started
+        return {"frames": self.frames, "skipped": self.skipped, "seconds": round(wall, 3),
+                "frames_per_s": round(self.frames / wall, 2) if wall > 0 else None,
+                "model_frames_per_s": round(self.frames / self.model_seconds, 2) if self.model_seconds else None}
+
+
+def _predict_batch(model: PupilModel, batch: list[SourceFrame], options: PredictOptions,
+                   timing: Timing) -> list[FramePrediction]:
+    prepared = [model_frame(frame.image, model.spec, options.policy, frame.enhanced) for frame in batch]
+    inputs = normalize(np.stack([image for image, _ in prepared]), model.spec)
+    started = time.perf_counter()
+    logits = model.run(inputs)
+    timing.model_seconds += time.perf_counter() - started
+    results = []
+    for frame, (_, geometry), frame_logits in zip(batch, prepared, logits):
+        probability = pupil_probability(frame_logits)
+        fit = find_pupil(probability, geometry.valid_region(), options.rules)
+        mask = (map_to_frame(probability, geometry) > 0.5).astype(np.uint8)
+        ellipse = ellipse_to_frame(fit.ellipse, geometry) if fit.ellipse is not None else None
+        results.append(FramePrediction(frame, geometry, fit, ellipse, mask))
+    timing.frames += len(results)
+    return results
+
+
+def predict_frames(model: PupilModel, frames: Iterable[SourceFrame], options: PredictOptions,
+                   timing: Timing | None = None) -> Iterator[FramePrediction | SourceFrame]:
+    """Predictions in input order; unreadable frames come through as their SourceFrame (error set)."""
+    timing = timing if timing is not None else Timing()
+    batch: list[SourceFrame] = []
+    seen = 0
+    for frame in frames:
+        if options.max_frames is not None and seen >= options.max_frames:
+            break
+        seen += 1
+        if frame.error:
+            yield from _predict_batch(model, batch, options, timing) if batch else ()
+            batch = []
+            timing.skipped += 1
+            yield frame
+            continue
+        batch.append(frame)
+        if len(batch) == options.batch_size:
+            yield from _predict_batch(model, batch, options, timing)
+            batch = []
+    if batch:
+        yield from _predict_batch(model, batch, options, timing)

@@ -1,0 +1,150 @@
+"""Frames to predict on: one image, a folder (images and videos), a video file, or a saved split.
+
+Every source yields `SourceFrame`s in a stable order. A frame that cannot be read inside a folder or
+a video is yielded with its `error` set (reported and skipped by the caller, never fatal); a source
+that cannot be opened at all (an unreadable single image, a video that will not open, a path that
+is none of these) raises SourceError with one line naming it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from steps.inference.preprocess import to_gray
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv")
+SPLIT_MARKERS = ("state.json", "dataset_dict.json")  # datasets.save_to_disk folders
+MAX_BAD_VIDEO_READS = 25  # consecutive failed reads that end a video (its end, or beyond repair)
+
+
+class SourceError(ValueError):
+    """The input cannot be read at all; the message's first line names it."""
+
+
+@dataclass
+class SourceFrame:
+    name: str                       # unique per frame: relative path stem, <video>_f<index>, split row
+    image: np.ndarray | None        # uint8 grayscale, any size; None when unreadable
+    error: str = ""
+    fps: float | None = None        # frames per second of its video, if any
+    enhanced: bool = False          # already has the model's gamma + CLAHE (a preprocessed split row)
+
+
+def read_image_file(path: Path) -> np.ndarray:
+    """A uint8 grayscale image of any size; SourceError naming the file."""
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise SourceError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
+    try:
+        return to_gray(image)
+    except ValueError as error:
+        raise SourceError(f"{path}: {error}") from None
+
+
+def video_frames(path: Path, prefix: str | None = None) -> Iterator[SourceFrame]:
+    """Every frame of a video (OpenCV); a frame that fails to decode is yielded as an error."""
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise SourceError(f"{path}: video will not open (OpenCV cannot decode it)")
+    stem = prefix or path.stem
+    fps = capture.get(cv2.CAP_PROP_FPS) or None
+    expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+    index, failures = 0, 0
+    try:
+        while failures < MAX_BAD_VIDEO_READS and (expected <= 0 or index < expected):
+            ok, frame = capture.read()
+            name = f"{stem}_f{index:06d}"
+            index += 1
+            if not ok or frame is None:
+                if expected <= 0:
+                    break  # no frame count: a failed read is the end
+                failures += 1
+                yield SourceFrame(name, None, f"{path}: frame {index - 1} could not be decoded", fps)
+                continue
+            failures = 0
+            yield SourceFrame(name, to_gray(frame), fps=fps)
+    finally:
+        capture.release()
+    if index == 0 or (failures and failures == index):
+        raise SourceError(f"{path}: video has no decodable frame")
+
+
+def image_frames(files: list[Path], base: Path) -> Iterator[SourceFrame]:
+    for file in files:
+        name = "_".join(file.relative_to(base).with_suffix("").parts)
+        try:
+            yield SourceFrame(name, read_image_file(file))
+        except SourceError as error:
+            yield SourceFrame(name, None, str(error))
+
+
+def folder_frames(folder: Path) -> Iterator[SourceFrame]:
+    """Images (recursively, by path) then videos of a folder."""
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
+    videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
+    if not images and not videos:
+        raise SourceError(f"{folder}: no image ({', '.join(IMAGE_SUFFIXES)}) or video file in the folder")
+    yield from image_frames(images, folder)
+    for video in videos:
+        try:
+            yield from video_frames(video, "_".join(video.relative_to(folder).with_suffix("").parts))
+        except SourceError as error:  # one bad video in a folder is one more bad input, not the end
+            yield SourceFrame(video.stem, None, str(error))
+
+
+def split_frames(folder: Path, input_mode: str) -> Iterator[SourceFrame]:
+    """Rows of a saved split (preprocess's output) as the model needs them. A preprocessed row's
+    `image` already had gamma + CLAHE (`enhanced`: not enhanced again); a raw-frame model reads
+    `raw_image`, or the `image` of rows stored without preprocessing, and refuses enhanced ones."""
+    import datasets
+
+    try:
+        dataset = datasets.load_from_disk(str(folder))
+    except (FileNotFoundError, ValueError, IndexError) as error:
+        raise SourceError(f"{folder}: not a loadable saved split ({error})") from None
+    if isinstance(dataset, datasets.DatasetDict):
+        raise SourceError(f"{folder}: a dataset with splits {', '.join(dataset)}; give one split's folder")
+    columns = set(dataset.column_names)
+    column = "raw_image" if input_mode == "raw" and "raw_image" in columns else "image"
+    if column not in columns:
+        raise SourceError(f"{folder}: the split has no 'image' column")
+    stored = dataset["preprocessed"] if "preprocessed" in columns else [False] * len(dataset)
+    enhanced = [bool(flag) and column == "image" for flag in stored]
+    if input_mode == "raw" and any(enhanced):
+        raise SourceError(f"{folder}: the model takes raw frames, but this split stores gamma+CLAHE images "
+                          f"and has no 'raw_image' column")
+    names = dataset["filename"] if "filename" in columns else [f"row{k:06d}" for k in range(len(dataset))]
+    for k, row in enumerate(dataset.with_format("numpy").select_columns([column])):
+        yield SourceFrame(Path(str(names[k])).stem, np.ascontiguousarray(row[column], dtype=np.uint8),
+                          enhanced=enhanced[k])
+
+
+def is_saved_split(path: Path) -> bool:
+    return path.is_dir() and any((path / marker).is_file() for marker in SPLIT_MARKERS)
+
+
+def open_source(path: Path, input_mode: str) -> tuple[str, Iterator[SourceFrame]]:
+    """(kind, frames) for an image, a video, a folder or a saved split; SourceError for anything else.
+    A single image is read here, so an unreadable one fails at once."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"{path}: input not found")
+    if is_saved_split(path):
+        return "split", split_frames(path, input_mode)
+    if path.is_dir():
+        return "folder", folder_frames(path)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_SUFFIXES:
+        return "image", iter([SourceFrame(path.stem, read_image_file(path))])
+    if suffix in VIDEO_SUFFIXES or cv2.VideoCapture(str(path)).isOpened():
+        return "video", video_frames(path)
+    raise SourceError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video, a folder or a saved split")

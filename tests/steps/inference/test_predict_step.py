@@ -1,0 +1,181 @@
+"""The predict step end to end through onnxruntime: images of any size, folders, videos, saved
+splits and checkpoints in; ellipses, masks and annotated outputs out; bad input named in one line."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from contracts import Layout, get_contract
+from steps.runtime import run_step
+from tests.steps.inference.dark_model import dark_pupil_onnx, eye_frame
+from tests.steps.inference.test_geometry import assert_same
+from steps.data.transforms import Ellipse
+
+DRAWN = {"small": (320, 240, (150.0, 130.0, 22.0, 15.0, 30.0)),
+         "portrait": (400, 640, (210.0, 300.0, 40.0, 28.0, 100.0)),
+         "openeds": (640, 400, (300.0, 210.0, 45.0, 38.0, 10.0))}
+
+
+@pytest.fixture(scope="module")
+def dark_model(tmp_path_factory):
+    return dark_pupil_onnx(tmp_path_factory.mktemp("model") / "onnx" / "dark.onnx").parent
+
+
+def predict(root, model, source, **hp):
+    layout = Layout.resolve(root, channels={"model": model, "input": source})
+    code = run_step("predict", layout, hp)
+    failure = layout.failure_file.read_text() if layout.failure_file.exists() else ""
+    return code, root / "output" / "data" / "predictions", failure
+
+
+def rows(out):
+    with open(out / "ellipses.csv", newline="") as handle:
+        return {row["frame"]: row for row in csv.DictReader(handle)}
+
+
+def as_ellipse(row):
+    return Ellipse(*(float(row[k]) for k in ("cx", "cy", "rx", "ry", "angle")), "fit")
+
+
+@pytest.mark.parametrize("policy", ["pad", "crop", "resize"])
+def test_ellipses_in_frames_of_any_size_come_back_in_frame_pixels(tmp_path, dark_model, policy):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name, (w, h, ellipse) in DRAWN.items():
+        cv2.imwrite(str(frames / f"{name}.png"), eye_frame(w, h, ellipse))
+    code, out, failure = predict(tmp_path / "run", dark_model, frames, geometry=policy)
+    assert code == 0, failure
+    found = rows(out)
+    assert set(found) == set(DRAWN)
+    for name, (w, h, ellipse) in DRAWN.items():
+        row = found[name]
+        assert (int(row["width"]), int(row["height"])) == (w, h) and row["pupil"] == "True"
+        assert_same(as_ellipse(row), Ellipse(*ellipse, "fit"), centre=1.0, axes=1.5, angle=3.0)
+        assert float(row["confidence"]) > 0.8
+        mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_UNCHANGED)
+        truth = eye_frame(w, h, ellipse) < 60
+        assert mask.shape == (h, w) and set(np.unique(mask)) == {0, 255}
+        assert ((mask > 0) & truth).sum() / ((mask > 0) | truth).sum() > 0.9
+    lines = [json.loads(line) for line in (out / "ellipses.jsonl").read_text().splitlines()]
+    assert [line["frame"] for line in lines] == list(found)
+    sheet = cv2.imread(str(out / "contact_sheet.png"))
+    assert sheet.shape[1] == 3 * 320 and sheet.shape[2] == 3
+    summary = json.loads((tmp_path / "run" / "output" / "manifest.json").read_text())["summary"]
+    assert summary["frames"] == 3 and summary["pupils_found"] == 3 and summary["frames_per_s"] > 0
+
+
+def write_video(path, frames, codec="MJPG", fps=15.0):
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (frames[0].shape[1], frames[0].shape[0]))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    writer.release()
+    return path
+
+
+def moving_pupil(count):
+    return [eye_frame(320, 240, (100.0 + 10 * k, 120.0, 20.0, 16.0, 0.0), seed=k) for k in range(count)]
+
+
+def test_a_video_gives_one_row_per_frame_and_an_annotated_video(tmp_path, dark_model):
+    video = write_video(tmp_path / "eye.avi", moving_pupil(8))
+    code, out, failure = predict(tmp_path / "run", dark_model, video, masks=False)
+    assert code == 0, failure
+    found = rows(out)
+    assert list(found) == [f"eye_f{k:06d}" for k in range(8)]
+    centres = [float(row["cx"]) for row in found.values()]
+    assert np.allclose(centres, [100 + 10 * k for k in range(8)], atol=1.5)  # JPEG-compressed frames
+    annotated = cv2.VideoCapture(str(out / "annotated.mp4"))
+    assert annotated.get(cv2.CAP_PROP_FRAME_COUNT) == 8 and annotated.get(cv2.CAP_PROP_FPS) == 15
+    assert not (out / "masks").exists()
+
+
+def corrupt_mjpeg_frame(path, index):
+    """Overwrite the start of the `index`-th JPEG of an MJPG AVI: OpenCV cannot decode that frame."""
+    data = bytearray(path.read_bytes())
+    starts = [k for k in range(len(data) - 1) if data[k] == 0xFF and data[k + 1] == 0xD8]
+    data[starts[index]:starts[index] + 2000] = bytes(2000)
+    path.write_bytes(bytes(data))
+
+
+def test_corrupt_frames_in_a_folder_or_video_are_reported_and_skipped(tmp_path, dark_model):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k, frame in enumerate(moving_pupil(3)):
+        cv2.imwrite(str(frames / f"f{k}.png"), frame)
+    (frames / "f1.png").write_bytes((frames / "f1.png").read_bytes()[:60])   # truncated
+    video = write_video(frames / "clip.avi", moving_pupil(6))
+    corrupt_mjpeg_frame(video, 2)
+    code, out, failure = predict(tmp_path / "run", dark_model, frames)
+    assert code == 0, failure
+    assert set(rows(out)) == {"f0", "f2", *(f"clip_f{k:06d}" for k in (0, 1, 3, 4, 5))}
+    skipped = [json.loads(line) for line in (out / "skipped.jsonl").read_text().splitlines()]
+    assert [s["frame"] for s in skipped] == ["f1", "clip_f000002"]
+    assert "f1.png: not a readable image" in skipped[0]["error"] and "frame 2 could not be decoded" in skipped[1]["error"]
+
+
+def test_bad_inputs_fail_with_one_line_naming_them(tmp_path, dark_model):
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    not_video = tmp_path / "clip.mp4"
+    not_video.write_bytes(b"\x00" * 4096)
+    wrong_task = dark_pupil_onnx(tmp_path / "ellipse" / "ellipse.onnx", task="ellipse")
+    image = tmp_path / "ok.png"
+    cv2.imwrite(str(image), moving_pupil(1)[0])
+    cases = [(dark_model, broken, f"{broken}: not a readable image"),
+             (dark_model, not_video, f"{not_video}: video will not open"),
+             (wrong_task, image, f"{wrong_task}: a model of task 'ellipse', expected a segmentation model"),
+             (dark_model, tmp_path, "no image"),]
+    for k, (model, source, expected) in enumerate(cases):
+        if source == tmp_path:
+            source = tmp_path / "empty"
+            source.mkdir()
+            (source / "notes.txt").write_text("no frames")
+        code, _, failure = predict(tmp_path / f"run{k}", model, source)
+        assert code == 2
+        first = failure.splitlines()[0]
+        assert expected in first, first
+
+
+def test_a_saved_split_and_a_checkpoint_predict_like_the_exported_model(tmp_path):
+    """train-seg's model folder (checkpoint backend) and its ONNX export agree on a saved split
+    (preprocessed rows: their gamma+CLAHE image is used as stored, never enhanced twice)."""
+    from tests.steps.export.model_folders import exported_folder
+    from tests.steps.train.tiny_data import make_split
+
+    channels = exported_folder(tmp_path / "models", {"seg_model": "tiny_efficientvit_micro"})
+    split = tmp_path / "split"
+    make_split(3, seed=2).save_to_disk(str(split))
+    results = {}
+    for backend, model in (("onnx", channels["onnx"]), ("checkpoint", channels["seg_model"])):
+        code, out, failure = predict(tmp_path / backend, model, split, backend=backend, max_area_fraction=1.0,
+                                     min_area_px=1, min_axis_ratio=0.01)
+        assert code == 0, failure
+        results[backend] = rows(out)
+    assert len(results["onnx"]) == 3 and list(results["onnx"]) == list(results["checkpoint"])
+    for name, row in results["onnx"].items():
+        other = results["checkpoint"][name]
+        assert abs(int(row["mask_area_px"]) - int(other["mask_area_px"])) <= 5
+        assert abs(float(row["confidence"]) - float(other["confidence"])) < 1e-3
+
+
+def test_predict_is_a_kfp_component_too():
+    from pipelines.kfp_components import component_yaml, component_spec
+
+    text = component_yaml(component_spec(get_contract("predict")))
+    assert "predict" in text and "input" in text and "predictions" in text
+
+
+def test_the_generated_sample_video_has_the_frames_asked_for(tmp_path):
+    from steps.inference.sample_video import main
+
+    assert main([str(tmp_path / "demo.mp4"), "--frames", "3", "--width", "320", "--height", "200"]) == 0
+    capture = cv2.VideoCapture(str(tmp_path / "demo.mp4"))
+    shapes = []
+    while (frame := capture.read()[1]) is not None:
+        shapes.append(frame.shape)
+    assert shapes == [(200, 320, 3)] * 3

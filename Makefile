@@ -6,7 +6,7 @@ RUNS ?= runs/default
 IMAGE ?= openeds-steps:latest
 MODE ?= process
 
-.PHONY: setup pipeline test bench clean compile engine image pipeline-docker predict
+.PHONY: setup pipeline test lint bench clean compile engine image pipeline-docker predict
 
 # The CPU lock (every package pinned, with hashes; python -m tools.lock rewrites it from pyproject.toml).
 LOCK ?= requirements/cpu.lock
@@ -46,6 +46,11 @@ predict: setup
 
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The linter on the whole tree, the type checker on the library and the contracts (pyproject).
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 bench: setup
 	$(BIN)/python -m steps.bench

@@ -13,7 +13,8 @@ class DownloadKaggleHyperparameters(Hyperparameters):
         "synthetic", description="where the frames come from; 'local' reads the `source` channel")
     dataset: str = Field("soumicksarker/openeds-dataset", description="Kaggle dataset handle owner/slug")
     dataset_version: int | None = Field(None, ge=1, description="Kaggle dataset version (None: latest)")
-    cache_dir: str = Field("~/.cache/openeds/kaggle", description="download cache of source=kaggle (kagglehub uses KAGGLEHUB_CACHE); a complete cache is reused")
+    cache_dir: str = Field("~/.cache/openeds/kaggle", description="download cache of source=kaggle (kagglehub uses "
+                                                                  "KAGGLEHUB_CACHE); a complete cache is reused")
     splits: list[Literal["train", "validation", "test"]] = Field(
         ["train", "validation", "test"], min_length=1, description="splits to publish")
     max_frames_per_split: int | None = Field(None, ge=1, description="keep at most this many frames per split")
@@ -34,6 +35,7 @@ CONTRACT = StepContract(
     module="steps.download_kaggle",
     channels=(Channel(name="source", artifact="dataset", doc="a folder, .zip or .tar(.gz) holding OpenEDS (source=local)",
                       required=False),),
-    outputs=(Output(name="raw", artifact="dataset", doc="openEDS/openEDS/{split}/{images,labels,masks}", path="output/data/raw"),),
+    outputs=(Output(name="raw", artifact="dataset", doc="openEDS/openEDS/{split}/{images,labels,masks}",
+                    path="output/data/raw"),),
     hyperparameters=DownloadKaggleHyperparameters,
 )

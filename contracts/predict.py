@@ -31,7 +31,8 @@ CONTRACT = StepContract(
     summary="Predict pupil ellipses, confidences and masks on images, folders, videos or a saved split",
     module="steps.predict",
     channels=(
-        Channel(name="model", artifact="model", doc="export-onnx's `onnx` (or one .onnx file), or train-seg's `model` / a .pt checkpoint"),
+        Channel(name="model", artifact="model",
+                doc="export-onnx's `onnx` (or one .onnx file), or train-seg's `model` / a .pt checkpoint"),
         Channel(name="input", artifact="dataset", doc="an image, a folder of images and videos, a video file, or a saved split"),
     ),
     outputs=(Output(name="predictions", artifact="dataset", doc="ellipses.csv, ellipses.jsonl, masks/, annotated.mp4 or "

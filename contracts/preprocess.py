@@ -33,8 +33,10 @@ CONTRACT = StepContract(
     ),
     outputs=(
         Output(name="train", artifact="dataset", doc="train split, datasets.save_to_disk", path="output/data/train"),
-        Output(name="validation", artifact="dataset", doc="validation split, datasets.save_to_disk", path="output/data/validation"),
-        Output(name="test", artifact="dataset", doc="test split (may have 0 rows), datasets.save_to_disk", path="output/data/test"),
+        Output(name="validation", artifact="dataset", doc="validation split, datasets.save_to_disk",
+               path="output/data/validation"),
+        Output(name="test", artifact="dataset", doc="test split (may have 0 rows), datasets.save_to_disk",
+               path="output/data/test"),
         Output(name="report", artifact="artifact", doc="preprocess_report.json (per-split counts, skipped and bad frames), or "
                                   "validate_report.json in validate mode", path="output/data/preprocess-report"),
     ),

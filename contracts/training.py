@@ -45,7 +45,8 @@ class TrainingHyperparameters(Hyperparameters):
     early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")
     # device and speed
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="compute device")
-    amp: Literal["auto", "off", "bf16", "fp16"] = Field("auto", description="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", description="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
     compile: bool = Field(False, description="torch.compile (mode max-autotune) on CUDA")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
     # Measured on 2 cores: 2 threads train 1.3x faster than 1 when both cores are free, but 6x

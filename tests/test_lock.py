@@ -22,7 +22,7 @@ def test_the_locks_match_pyproject():
 
 
 def test_every_direct_requirement_is_pinned_within_its_specifier():
-    for variant, lock in LOCKS.items():
+    for lock in LOCKS.values():
         pinned = pins(lock)
         for requirement in direct_requirements():
             name = re.sub(r"[-_.]+", "-", requirement.name).lower()

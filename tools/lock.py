@@ -68,7 +68,7 @@ def compile_lock(variant: str) -> None:
 def problems() -> list[str]:
     current = fingerprint()
     found = []
-    for variant, lock in LOCKS.items():
+    for lock in LOCKS.values():
         if not lock.is_file():
             found.append(f"{lock.relative_to(REPO)}: missing (run python -m tools.lock)")
         elif recorded_fingerprint(lock) != current:

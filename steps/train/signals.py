@@ -4,9 +4,9 @@ SageMaker (StopTrainingJob, a managed-spot interruption), Kubernetes (pod evicti
 `docker stop` send SIGTERM and, after a grace period (SageMaker: 120 s; Kubernetes: 30 s by
 default), SIGKILL. The handler only sets a flag: the loop checks it after each optimizer step, so
 the stop takes at most one step (plus the rest of an evaluation, when the signal lands in one) and
-one checkpoint write; the saved point is always mid-epoch and resumes exactly. The step then exits with code 143 (128 + SIGTERM, what an orchestrator expects
-of a process ended by SIGTERM) and a failure file saying where to resume; its outputs are not
-committed, since training did not finish. Running the step again resumes from the saved point.
+one checkpoint write; the saved point is always mid-epoch and resumes exactly. The step then exits
+with code 143 (128 + SIGTERM, what an orchestrator expects of a process ended by SIGTERM) and a
+failure file saying where to resume; its outputs are not committed, since training did not finish. Running the step again resumes from the saved point.
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def test_preprocess_killed_at_random_points_reruns_to_identical_outputs(raw, cle
     data = root / "output" / "data"
     rng = random.Random(20240607)
     killed_mid_run = 0
-    for attempt in range(3):
+    for _ in range(3):
         process = start(preprocess_argv(root, raw), log)
         wait_for(started_working(root, process), process, "preprocess staging folder")
         time.sleep(rng.uniform(0.0, 0.6) * work_seconds)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -219,7 +220,7 @@ def _fill_hf_cache(data_dir: Path, repo_id: str) -> Path:
     (folder / "data").mkdir(parents=True)
     make_split(3, seed=6).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
     make_split(2, seed=7).to_parquet(str(folder / "data" / "validation-00000-of-00001.parquet"))
-    (folder / MARKER).write_text('{"repo_id": "%s", "downloaded_at": "2026-01-01T00:00:00Z"}' % repo_id)
+    (folder / MARKER).write_text(json.dumps({"repo_id": repo_id, "downloaded_at": "2026-01-01T00:00:00Z"}))
     return folder
 
 

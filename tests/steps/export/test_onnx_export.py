@@ -130,7 +130,8 @@ def test_file_names_are_distinct_per_model():
 
 def test_bad_model_folders_fail_naming_the_file(tmp_path):
     folder = write_model_folder(tmp_path / "m", "tiny_efficientvit_micro")
-    with pytest.raises(StepError, match=r"holds tiny_efficientvit_micro \(task segmentation\), expected a model with task ellipse"):
+    expected = r"holds tiny_efficientvit_micro \(task segmentation\), expected a model with task ellipse"
+    with pytest.raises(StepError, match=expected):
         load_source_model(folder, "ellipse")
     (folder / "best_efficientvit_tiny_model.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(StepError, match=r"best_efficientvit_tiny_model.pt: cannot be read as a PyTorch checkpoint"):

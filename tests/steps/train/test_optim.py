@@ -25,7 +25,7 @@ def lr_trace(**settings) -> list[float]:
     optimizer = build_optimizer(model, hp)
     schedule = build_scheduler(optimizer, hp, STEPS_PER_EPOCH)
     trace = []
-    for epoch in range(hp.epochs):
+    for _epoch in range(hp.epochs):
         for _ in range(STEPS_PER_EPOCH):
             trace.append(current_lr(optimizer))
             optimizer.step()

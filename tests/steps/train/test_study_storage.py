@@ -71,7 +71,7 @@ def test_workers_opening_an_empty_database_together_all_get_the_storage(postgres
         url = postgres_server.url(postgres_server.create_database(f"race_{uuid.uuid4().hex[:8]}"))
         barrier, errors = threading.Barrier(4), []
 
-        def open_together() -> None:
+        def open_together(barrier: threading.Barrier = barrier, url: str = url, errors: list = errors) -> None:
             barrier.wait()
             try:
                 storage.open_storage(url, env={})

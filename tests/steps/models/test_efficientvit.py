@@ -14,7 +14,7 @@ from steps.models.layers import ConvBN, fuse_conv_bn
 
 SEG_MODELS = ("tiny_efficientvit", "tiny_efficientvit_micro")
 # Exact counts: a change to the architecture must change these deliberately.
-EXPECTED_PARAMETERS = {"tiny_efficientvit": 29_617, "tiny_efficientvit_micro": 9_618}
+EXPECTED_PARAMETERS = {"tiny_efficientvit": 29_669, "tiny_efficientvit_micro": 9_670}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -87,8 +87,9 @@ def test_every_stage_uses_the_efficientvit_sandwich_block():
     assert batchnorms == sum(isinstance(m, ConvBN) for m in model.modules()) > 40
 
 
-def test_first_stage_attends_within_5x8_windows_and_the_others_globally():
-    model = create_model("tiny_efficientvit")
+def test_window_option_makes_the_first_stage_attend_within_5x8_windows():
+    assert not any(isinstance(m, WindowAttention) for m in create_model("tiny_efficientvit").modules())
+    model = create_model("tiny_efficientvit", window_stages=1)
     mixers = [block.mixer.branch for block in model.modules() if isinstance(block, EfficientViTBlock)]
     assert isinstance(mixers[0], WindowAttention) and mixers[0].window == (5, 8)
     assert mixers[0].attention.row_bias.shape[1:] == (5,) and mixers[0].attention.col_bias.shape[1:] == (8,)

@@ -13,7 +13,10 @@ Attention"; reference: microsoft/Cream EfficientViT and timm's efficientvit_msra
 
 Differences from the classification model, on purpose:
 - global attention instead of 7x7 windows: at these strides a stage has at most 1,000 tokens, and the
-  window padding/reshaping made the original project's ONNX graph 835 nodes;
+  window padding/reshaping made the original project's ONNX graph 835 nodes. Windows sized to the
+  grid are an option (`window_stages=1`: 5x8 windows at 1/16, which tile 25x40 exactly): 0.72x the
+  ONNX time, but trained by the local profile they predicted pupil in the dark lens border of all
+  three real frames (pupil IoU 0.41-0.44 against 0.87-0.94), so the variants stay global;
 - the relative-position attention bias is decomposed into a row table and a column table
   (bias(i, j) = row[|dy|] + col[|dx|], as in MViTv2's decomposed relative positions). EfficientViT's
   joint (|dy|, |dx|) table needs an N x N index (1,000 x 1,000 int64 at 1/16: 8 MB in the ONNX file);
@@ -21,7 +24,11 @@ Differences from the classification model, on purpose:
   tensor ever becomes a constant; offsets come from the actual grid (clamped to the table), so any
   input size runs;
 - a light FPN/U-Net decoder: 1x1 laterals, bilinear upsampling to each skip's exact size, separable
-  3x3 refinement, logits at 1/2 resolution bilinearly upsampled to the input size.
+  3x3 refinement; the segmentation variants fuse the 1/8 skip only and predict one pupil-vs-background
+  logit d at 1/8, bilinearly upsampled once to the input size, returned as the two class logits
+  (-d, d) (same softmax as two free logits: only their difference matters). onnxruntime's profile on
+  one thread put the old full-resolution end (16 channels upsampled to 1/4, two logits upsampled 4x)
+  at 40% of the time.
 """
 
 from __future__ import annotations
@@ -56,6 +63,8 @@ class EfficientViTEncoderConfig:
     ffn_ratio: float = 2.0
     merge_ratio: float = 4.0                        # patch-merging expansion
     subsample_blocks: bool = True                   # dw conv + FFN before and after each patch merging
+    window: tuple[int, int] = (5, 8)                # attention window (tokens) of the windowed stages
+    window_stages: int = 0                          # leading stages that attend within windows (0: all global)
 
     def __post_init__(self) -> None:
         for field in dataclasses.fields(self):
@@ -65,6 +74,9 @@ class EfficientViTEncoderConfig:
         for name in ("embed_dim", "depth", "num_heads", "key_dim", "stem_dims"):
             if len(getattr(self, name)) != 3:
                 raise ValueError(f"{name}: expected 3 values, got {getattr(self, name)}")
+        if not 0 <= self.window_stages <= 3 or min(self.window) < 1:
+            raise ValueError(f"window_stages/window: expected 0..3 stages and positive sizes, got "
+                             f"{self.window_stages}, {self.window}")
         for dim, heads in zip(self.embed_dim, self.num_heads):
             if heads < 1 or dim % heads:
                 raise ValueError(f"embed_dim/num_heads: {dim} channels do not split into {heads} heads")
@@ -74,14 +86,18 @@ class EfficientViTEncoderConfig:
 class EfficientViTSegConfig(EfficientViTEncoderConfig):
     num_classes: int = 2
     decoder_dim: int = 16
-    # Stem skips the decoder fuses, coarse to fine: 2 = 1/8 and 1/4, logits at 1/4 upsampled to the input.
-    # 3 adds the 1/2 level, which costs more than the rest of the model on CPU (16 channels at 200x320).
-    decoder_skips: int = 2
+    # Stem skips the decoder fuses, coarse to fine: 1 = 1/8, logits at 1/8 upsampled to the input.
+    # 2 adds 1/4 (16 channels upsampled to 100x160: +25% ONNX time), 3 adds 1/2.
+    decoder_skips: int = 1
+    # One pupil logit d, returned as (-d, d): one full-resolution upsample instead of two.
+    single_logit: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if not 0 <= self.decoder_skips <= 3:
             raise ValueError(f"decoder_skips: expected 0..3, got {self.decoder_skips}")
+        if self.single_logit and self.num_classes != 2:
+            raise ValueError(f"single_logit: needs num_classes 2, got {self.num_classes}")
 
 
 def token_grids(img_size: tuple[int, int], first_stride_exp: int = 4, stages: int = 3) -> list[tuple[int, int]]:
@@ -158,6 +174,31 @@ class CascadedGroupAttention(nn.Module):
         return self.proj(torch.cat(self.head_outputs(x), dim=1))
 
 
+class WindowAttention(nn.Module):
+    """Attention within non-overlapping windows (EfficientViT's LocalWindowAttention).
+
+    The map is zero-padded on the bottom/right to whole windows (no padding at 400x640 with 5x8
+    windows on the 25x40 grid), the windows become batch entries, and the result is cropped back.
+    """
+
+    def __init__(self, attention: nn.Module, window: tuple[int, int]) -> None:
+        super().__init__()
+        self.attention, self.window = attention, tuple(window)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, chans, height, width = x.shape
+        win_h, win_w = self.window
+        pad_h, pad_w = (-height) % win_h, (-width) % win_w
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
+        rows, cols = (height + pad_h) // win_h, (width + pad_w) // win_w
+        windows = x.view(batch, chans, rows, win_h, cols, win_w).permute(0, 2, 4, 1, 3, 5)
+        out = self.attention(windows.reshape(batch * rows * cols, chans, win_h, win_w))
+        out = out.view(batch, rows, cols, chans, win_h, win_w).permute(0, 3, 1, 4, 2, 5)
+        out = out.reshape(batch, chans, rows * win_h, cols * win_w)
+        return out[:, :, :height, :width] if pad_h or pad_w else out
+
+
 def depthwise_residual(dim: int, bn_weight_init: float = 0.0) -> Residual:
     return Residual(ConvBN(dim, dim, 3, groups=dim, bn_weight_init=bn_weight_init))
 
@@ -166,12 +207,14 @@ class EfficientViTBlock(nn.Module):
     """The sandwich: depthwise conv, FFN, cascaded group attention, depthwise conv, FFN (all residual)."""
 
     def __init__(self, dim: int, key_dim: int, num_heads: int, bias_grid: tuple[int, int],
-                 ffn_ratio: float, q_kernel: int) -> None:
+                 ffn_ratio: float, q_kernel: int, window: tuple[int, int] | None = None) -> None:
         super().__init__()
         hidden = max(1, round(dim * ffn_ratio))
         self.dw0 = depthwise_residual(dim)
         self.ffn0 = Residual(FFN(dim, hidden))
-        self.mixer = Residual(CascadedGroupAttention(dim, key_dim, num_heads, bias_grid, q_kernel))
+        # Windowed: the bias tables span one window; global: the stage's whole grid.
+        attention = CascadedGroupAttention(dim, key_dim, num_heads, window or bias_grid, q_kernel)
+        self.mixer = Residual(WindowAttention(attention, window) if window else attention)
         self.dw1 = depthwise_residual(dim)
         self.ffn1 = Residual(FFN(dim, hidden))
 
@@ -223,7 +266,9 @@ class EfficientViTEncoder(nn.Module):
         for i, (dim, depth, heads, key_dim) in enumerate(zip(c.embed_dim, c.depth, c.num_heads, c.key_dim)):
             down = (Subsample(c.embed_dim[i - 1], dim, c.ffn_ratio, c.merge_ratio, c.subsample_blocks)
                     if i else nn.Identity())
-            blocks = [EfficientViTBlock(dim, key_dim, heads, grids[i], c.ffn_ratio, c.q_kernel) for _ in range(depth)]
+            window = c.window if i < c.window_stages else None
+            blocks = [EfficientViTBlock(dim, key_dim, heads, grids[i], c.ffn_ratio, c.q_kernel, window)
+                      for _ in range(depth)]
             stages.append(nn.Sequential(down, *blocks))
         self.stages = nn.ModuleList(stages)
         self.feature_channels = (*c.stem_dims, *c.embed_dim)
@@ -245,14 +290,15 @@ class SegDecoder(nn.Module):
     """Top-down fusion of the stages at 1/16, then skip fusion at 1/8, 1/4, 1/2; logits at the input size."""
 
     def __init__(self, stem_dims: Sequence[int], embed_dim: Sequence[int], dim: int, num_classes: int,
-                 skips: int = 3) -> None:
+                 skips: int = 3, single_logit: bool = False) -> None:
         super().__init__()
         self.stage_laterals = nn.ModuleList(ConvBN(c, dim) for c in embed_dim)
         self.fuse = SeparableConv(dim, dim)
         used = list(reversed(stem_dims))[:skips]  # finest last: 1/8, 1/4, 1/2
         self.skip_laterals = nn.ModuleList(ConvBN(c, dim) for c in used)
         self.refine = nn.ModuleList(SeparableConv(dim, dim) for _ in used)
-        self.head = nn.Conv2d(dim, num_classes, 1)
+        self.single_logit = single_logit
+        self.head = nn.Conv2d(dim, 1 if single_logit else num_classes, 1)
 
     def forward(self, features: Sequence[torch.Tensor], output_size: Sequence[int]) -> torch.Tensor:
         skips, stages = features[:3], features[3:]
@@ -262,8 +308,9 @@ class SegDecoder(nn.Module):
         x = self.fuse(x)
         for lateral, refine, skip in zip(self.skip_laterals, self.refine, reversed(skips)):
             x = refine(upsample_to(x, skip) + lateral(skip))
-        logits = self.head(x)
-        return F.interpolate(logits, size=tuple(output_size), mode="bilinear", align_corners=False)
+        logits = F.interpolate(self.head(x), size=tuple(output_size), mode="bilinear", align_corners=False)
+        # Negating after the upsample: one full-resolution Resize, then a cheap Neg + Concat.
+        return torch.cat([-logits, logits], dim=1) if self.single_logit else logits
 
 
 class TinyEfficientViTSeg(nn.Module):
@@ -274,7 +321,7 @@ class TinyEfficientViTSeg(nn.Module):
         self.config = config
         self.encoder = EfficientViTEncoder(config)
         self.decoder = SegDecoder(config.stem_dims, config.embed_dim, config.decoder_dim, config.num_classes,
-                                  config.decoder_skips)
+                                  config.decoder_skips, config.single_logit)
         # He init everywhere, the head included: a near-zero head (logits ~ 0) was tried and learned the
         # all-background answer first, reaching pupil IoU 0 after 300 steps where He init reached 0.90.
         init_weights(self)
@@ -292,7 +339,8 @@ class TinyEfficientViTSeg(nn.Module):
 
 # -- the variants (SPEC 3: default < 60,000 parameters, micro < 10,000) ------------------------------
 
-# TinyEfficientViT: embed_dim (8, 16, 24), depth (1, 1, 1), heads (1, 1, 2).
+# TinyEfficientViT: embed_dim (8, 16, 24), depth (1, 1, 1), heads (1, 1, 2); one logit at 1/8
+# (EfficientViTSegConfig's defaults).
 DEFAULT = register_model(ModelSpec(
     "tiny_efficientvit", "TinyEfficientViT", "segmentation", build=TinyEfficientViTSeg,
     config=EfficientViTSegConfig(), checkpoint_stem="efficientvit_model", parameter_limit=60_000))

@@ -9,12 +9,12 @@ import pytest
 import torch
 
 from steps.models import count_parameters, create_model, parameter_limit, portable_state_dict
-from steps.models.efficientvit import CascadedGroupAttention, EfficientViTBlock, token_grids
+from steps.models.efficientvit import CascadedGroupAttention, EfficientViTBlock, WindowAttention, token_grids
 from steps.models.layers import ConvBN, fuse_conv_bn
 
 SEG_MODELS = ("tiny_efficientvit", "tiny_efficientvit_micro")
 # Exact counts: a change to the architecture must change these deliberately.
-EXPECTED_PARAMETERS = {"tiny_efficientvit": 30_310, "tiny_efficientvit_micro": 9_927}
+EXPECTED_PARAMETERS = {"tiny_efficientvit": 29_669, "tiny_efficientvit_micro": 9_670}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -85,6 +85,38 @@ def test_every_stage_uses_the_efficientvit_sandwich_block():
         assert block.dw0.branch.conv.groups == block.dw0.branch.conv.in_channels  # depthwise
     batchnorms = sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
     assert batchnorms == sum(isinstance(m, ConvBN) for m in model.modules()) > 40
+
+
+def test_window_option_makes_the_first_stage_attend_within_5x8_windows():
+    assert not any(isinstance(m, WindowAttention) for m in create_model("tiny_efficientvit").modules())
+    model = create_model("tiny_efficientvit", window_stages=1)
+    mixers = [block.mixer.branch for block in model.modules() if isinstance(block, EfficientViTBlock)]
+    assert isinstance(mixers[0], WindowAttention) and mixers[0].window == (5, 8)
+    assert mixers[0].attention.row_bias.shape[1:] == (5,) and mixers[0].attention.col_bias.shape[1:] == (8,)
+    assert [type(m) for m in mixers[1:]] == [CascadedGroupAttention, CascadedGroupAttention]
+
+
+@pytest.mark.parametrize("size", [(10, 16), (7, 13)])  # whole windows, and padded ones
+def test_window_attention_is_global_attention_inside_each_window(size):
+    attention = randomized(CascadedGroupAttention(dim=16, key_dim=4, num_heads=2, bias_grid=(5, 8)))
+    windowed = WindowAttention(attention, (5, 8)).eval()
+    x = torch.randn(2, 16, *size)
+    with torch.no_grad():
+        out = windowed(x)
+        assert out.shape == x.shape
+        torch.testing.assert_close(out[..., :5, :8], attention(x[..., :5, :8]))  # one whole window alone
+        poked = x.clone()
+        poked[..., 5:, 8:] += 1.0  # only tokens outside the first window change
+        torch.testing.assert_close(windowed(poked)[..., :5, :8], out[..., :5, :8])
+
+
+def test_single_logit_head_returns_opposite_class_logits():
+    model = randomized(create_model("tiny_efficientvit"))
+    assert model.decoder.head.out_channels == 1
+    with torch.no_grad():
+        logits = model(torch.randn(1, 1, 96, 160))
+    torch.testing.assert_close(logits[:, 0], -logits[:, 1])
+    assert logits[:, 1].abs().max() > 0
 
 
 def two_head_attention() -> CascadedGroupAttention:

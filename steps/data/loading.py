@@ -47,14 +47,14 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cv2
 import datasets
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from steps.data import transforms
 from steps.data.augment import AugmentParams, augment_row, params_for
@@ -220,6 +220,8 @@ class SplitRows:
     def zero_copy(self) -> bool:
         """Every array column is read through views (thread-safe reads; builds them once)."""
         self._chunk_views("image")
+        if self._views is None:
+            raise AssertionError("_chunk_views builds the views")
         return all(views is not None for views in self._views.values())
 
     def _chunk_views(self, column: str) -> ColumnViews | None:
@@ -281,7 +283,7 @@ def _batch_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
     if torch.utils.data.get_worker_info() is None:
         return torch.empty(shape, dtype=dtype)
     nbytes = math.prod(shape) * torch.empty((), dtype=dtype).element_size()
-    return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape)
+    return torch.empty(0, dtype=dtype).set_(torch.UntypedStorage._new_shared(nbytes), 0, shape, ())  # () = contiguous
 
 
 class TrainingBatches(torch.utils.data.Dataset):
@@ -324,8 +326,8 @@ class TrainingBatches(torch.utils.data.Dataset):
         return self._pool
 
     def __getitems__(self, keys: list[int | tuple[int, int]]) -> dict[str, Any]:
-        keys = [key if isinstance(key, tuple) else (self.epoch, int(key)) for key in keys]
-        size = len(keys)
+        pairs = [key if isinstance(key, tuple) else (self.epoch, int(key)) for key in keys]
+        size = len(pairs)
         batch: dict[str, Any] = {"image": _batch_tensor((size, 1, *IMAGE_SHAPE), torch.uint8)}
         for name in self.fields[1:]:
             shape = (size, 4) if name == "ellipse" else (size, *ARRAY_COLUMNS[name][0])
@@ -333,18 +335,18 @@ class TrainingBatches(torch.utils.data.Dataset):
         arrays = {name: batch[name].numpy() for name in self.fields}
         # Stored rows may go to threads; rows preprocessed at run time stay in this thread
         # (OpenCV's CLAHE object is shared and not thread-safe).
-        runtime = [self.rows.runtime[self.rows.row_id(p)] for _, p in keys]
+        runtime = [self.rows.runtime[self.rows.row_id(p)] for _, p in pairs]
         pool = self._executor()
         if pool is not None:
-            jobs = [pool.submit(self._fill_row, arrays, k, *key) for k, key in enumerate(keys) if not runtime[k]]
-        for k, key in enumerate(keys):
+            jobs = [pool.submit(self._fill_row, arrays, k, *key) for k, key in enumerate(pairs) if not runtime[k]]
+        for k, key in enumerate(pairs):
             if pool is None or runtime[k]:
                 self._fill_row(arrays, k, *key)
         if pool is not None:
             for job in jobs:
                 job.result()
-        batch["filename"] = [self.rows.filenames[self.rows.row_id(p)] for _, p in keys]
-        batch["index"] = torch.tensor([self.rows.row_id(p) for _, p in keys], dtype=torch.int64)
+        batch["filename"] = [self.rows.filenames[self.rows.row_id(p)] for _, p in pairs]
+        batch["index"] = torch.tensor([self.rows.row_id(p) for _, p in pairs], dtype=torch.int64)
         return batch
 
 
@@ -360,7 +362,10 @@ class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
                  distributed: bool):
         self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
         self.drop_last, self.epoch, self.start_batch = drop_last, 0, 0
-        self.sampler = DistributedSampler(range(size), shuffle=shuffle, seed=seed) if distributed and shuffle else None
+        # DistributedSampler needs only len() of its dataset: a range of positions is enough.
+        self.sampler: DistributedSampler[int] | None = (
+            DistributedSampler(cast("Dataset[int]", range(size)), shuffle=shuffle, seed=seed)
+            if distributed and shuffle else None)
         self.rank, self.world = ((torch.distributed.get_rank(), torch.distributed.get_world_size())
                                  if distributed else (0, 1))
 
@@ -420,7 +425,8 @@ class BatchLoader(DataLoader):
     background = False
     depth = 2
 
-    def __iter__(self) -> Iterator[Any]:
+    # The background iterator is a generator, not a _BaseDataLoaderIter: callers only iterate it.
+    def __iter__(self) -> Iterator[Any]:  # type: ignore[override]
         iterator = super().__iter__()
         if self.num_workers or not self.background:
             return iterator
@@ -471,7 +477,8 @@ def _prefetched(iterator: Iterator[Any], depth: int) -> Iterator[Any]:
 def _loader(batches: TrainingBatches, sampler: EpochBatchSampler, options: LoaderOptions) -> DataLoader:
     workers = options.num_workers
     loader = BatchLoader(
-        batches, batch_sampler=sampler, collate_fn=_identity, num_workers=workers,
+        # __getitems__ builds the whole batch, so collate_fn gets that dict, not a list of samples
+        batches, batch_sampler=sampler, collate_fn=_identity, num_workers=workers,  # type: ignore[arg-type]
         pin_memory=options.pin_memory and torch.cuda.is_available(),
         # A private generator: creating an iterator never consumes the global torch RNG.
         generator=torch.Generator().manual_seed(options.seed),
@@ -528,8 +535,8 @@ def set_loader_epoch(loader: DataLoader, epoch: int, start_batch: int = 0) -> No
     `start_batch` > 0 (resuming mid-epoch): this epoch yields its batches from that one on, the
     same batches as an uninterrupted epoch, without loading the ones before (len() shrinks too).
     """
-    sampler = loader.batch_sampler
-    if not isinstance(sampler, EpochBatchSampler):
+    sampler, dataset = loader.batch_sampler, loader.dataset
+    if not isinstance(sampler, EpochBatchSampler) or not isinstance(dataset, TrainingBatches):
         raise TypeError("set_loader_epoch: the loader was not built by build_loaders")
     sampler.set_epoch(epoch, start_batch)
-    loader.dataset.epoch = epoch
+    dataset.epoch = epoch

@@ -318,8 +318,8 @@ def export_to_onnx(model: nn.Module, path: Path, task: str, exporter: Exporter =
     without per-node debug metadata."""
     example = torch.zeros(EXAMPLE_BATCH, 1, IMAGE_HEIGHT, IMAGE_WIDTH)
     output = OUTPUT_NAMES[task]
-    common = dict(input_names=[INPUT_NAME], output_names=[output], opset_version=opset,
-                  external_data=False, verbose=False)
+    common: dict[str, Any] = dict(input_names=[INPUT_NAME], output_names=[output], opset_version=opset,
+                                  external_data=False, verbose=False)
     with torch.no_grad(), quiet_exporter_logs():
         if exporter == "dynamo":
             batch = torch.export.Dim("batch", min=1, max=MAX_EXPORT_BATCH)

@@ -48,7 +48,7 @@ class VideoSink:
         """Append a BGR frame; the first one sets the video's size and rate (`fps`, default 10)."""
         if self.writer is None:
             self.size = (image.shape[1], image.shape[0])
-            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter_fourcc(*VIDEO_CODEC), fps or 10.0, self.size)
+            self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*VIDEO_CODEC), fps or 10.0, self.size)
             if not self.writer.isOpened():
                 raise OSError(f"{self.path}: OpenCV cannot write a {VIDEO_CODEC} video here")
         if (image.shape[1], image.shape[0]) != self.size:

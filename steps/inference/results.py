@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +38,7 @@ def label(prediction: FramePrediction) -> str:
 class PredictionWriter:
     """Writes every prediction as it comes (nothing but the sheet's tiles is kept in memory)."""
 
-    def __init__(self, out: Path, *, masks: bool = True, annotations: set[str] = frozenset(),
+    def __init__(self, out: Path, *, masks: bool = True, annotations: Collection[str] = frozenset(),
                  sheet_frames: int = 12):
         self.out, self.masks, self.sheet_frames = out, masks, sheet_frames
         if masks:
@@ -60,10 +61,12 @@ class PredictionWriter:
         self._jsonl.write(json.dumps(row) + "\n")
         wants_tile = self.tiles is not None and len(self.tiles) < self.sheet_frames
         if self.video is not None or wants_tile:
+            if prediction.source.image is None:
+                raise ValueError(f"{prediction.source.name}: a prediction without its frame's image")
             picture = annotate(prediction.source.image, prediction.mask, prediction.ellipse, label(prediction))
             if self.video is not None:
                 self.video.add(picture, prediction.source.fps)
-            if wants_tile:
+            if wants_tile and self.tiles is not None:
                 self.tiles.append(tile(picture))
 
     def skip(self, frame: SourceFrame) -> None:

@@ -69,9 +69,15 @@ class Timing:
                 "model_frames_per_s": round(self.frames / self.model_seconds, 2) if self.model_seconds else None}
 
 
+def _image(frame: SourceFrame) -> np.ndarray:
+    if frame.image is None:  # predict_frames sends unreadable frames (error set, no image) around the model
+        raise ValueError(f"{frame.name}: no image to predict on ({frame.error or 'unreadable'})")
+    return frame.image
+
+
 def _predict_batch(model: PupilModel, batch: list[SourceFrame], options: PredictOptions,
                    timing: Timing) -> list[FramePrediction]:
-    prepared = [model_frame(frame.image, model.spec, options.policy, frame.enhanced) for frame in batch]
+    prepared = [model_frame(_image(frame), model.spec, options.policy, frame.enhanced) for frame in batch]
     inputs = normalize(np.stack([image for image, _ in prepared]), model.spec)
     started = time.perf_counter()
     logits = model.run(inputs)

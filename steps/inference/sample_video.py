@@ -29,7 +29,7 @@ def write_generated_video(path: Path, frames: int = 24, fps: float = 8.0, size: 
         if size is not None:
             image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
         if writer is None:
-            writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (image.shape[1], image.shape[0]))
+            writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (image.shape[1], image.shape[0]))
         writer.write(cv2.cvtColor(image, cv2.COLOR_GRAY2BGR))
     if writer is not None:
         writer.release()

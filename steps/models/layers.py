@@ -7,14 +7,20 @@ pair into one Conv2d for inference (fewer ONNX nodes, same outputs).
 from __future__ import annotations
 
 import copy
+from typing import cast
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+_Pair = tuple[int, int]
+
 
 class ConvBN(nn.Sequential):
     """Conv2d (no bias) + BatchNorm2d; `bn_weight_init=0` makes a residual branch start as identity."""
+
+    conv: nn.Conv2d
+    bn: nn.BatchNorm2d
 
     def __init__(self, in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1,
                  groups: int = 1, bn_weight_init: float = 1.0) -> None:
@@ -29,9 +35,15 @@ class ConvBN(nn.Sequential):
     def fuse(self) -> nn.Conv2d:
         """One Conv2d computing what this pair computes in eval mode (running statistics)."""
         conv, bn = self.conv, self.bn
+        if bn.running_mean is None or bn.running_var is None:
+            raise ValueError("fuse needs a BatchNorm2d that tracks running statistics")
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-        fused = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                          dilation=conv.dilation, groups=conv.groups, bias=True)
+        # Conv2d stores its 2-D hyperparameters as tuples of two ints (the stubs say tuple[int, ...]).
+        fused = nn.Conv2d(conv.in_channels, conv.out_channels, cast(_Pair, conv.kernel_size), cast(_Pair, conv.stride),
+                          cast("str | _Pair", conv.padding), dilation=cast(_Pair, conv.dilation),
+                          groups=conv.groups, bias=True)
+        if fused.bias is None:
+            raise AssertionError("Conv2d(bias=True) has a bias")
         fused.weight.copy_(conv.weight * scale[:, None, None, None])
         fused.bias.copy_(bn.bias - bn.running_mean * scale)
         return fused.to(conv.weight.device)

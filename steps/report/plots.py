@@ -12,7 +12,7 @@ import math
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -124,7 +124,8 @@ def iou_histogram(ious: Sequence[float], path: Path, title: str = "per-frame pup
     figure = Figure(figsize=(4.5, 3.4))
     axis = figure.subplots()
     values = np.asarray([v for v in ious if not math.isnan(v)])
-    axis.hist(values, bins=np.linspace(0, 1, 21), color="tab:blue", edgecolor="white")
+    bins = cast(Sequence[float], np.linspace(0, 1, 21))  # hist takes any array of edges; its stubs say Sequence
+    axis.hist(values, bins=bins, color="tab:blue", edgecolor="white")
     axis.set_xlabel("pupil IoU")
     axis.set_ylabel("frames")
     axis.set_title(f"{title} (n={len(values)})", fontsize=9)

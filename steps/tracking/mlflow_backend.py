@@ -54,7 +54,7 @@ def without_credentials(uri: str) -> str:
     """The URI without a user:password@ part."""
     parts = urllib.parse.urlsplit(uri)
     if parts.password or parts.username:
-        parts = parts._replace(netloc=parts.hostname + (f":{parts.port}" if parts.port else ""))
+        parts = parts._replace(netloc=(parts.hostname or "") + (f":{parts.port}" if parts.port else ""))
     return urllib.parse.urlunsplit(parts)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,7 +146,8 @@ def train_one_epoch(model: nn.Module, task: Task, loss_fn: nn.Module, loader: An
             losses = task.loss(loss_fn, outputs, targets)
         guard.observe(losses["loss"], index, batch.get("filename"))
         scaled = losses["loss"] / window
-        sync = nullcontext() if stepping or not hasattr(model, "no_sync") else model.no_sync()
+        no_sync: Callable[[], AbstractContextManager[Any]] | None = getattr(model, "no_sync", None)  # DDP's
+        sync = nullcontext() if stepping or no_sync is None else no_sync()
         with sync:  # DDP: all-reduce gradients only on the batch that steps
             (config.scaler.scale(scaled) if config.scaler is not None else scaled).backward()
         progress.losses.add_means(losses, inputs.shape[0])

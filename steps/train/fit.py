@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import torch
 from torch import nn
@@ -45,6 +45,9 @@ from steps.train.progress import EpochMeter
 from steps.train.records import MetricsLog, package_versions, write_resolved_config
 from steps.train.signals import StopRequest, TrainingInterrupted
 from steps.train.tasks import PRIMARY_METRIC, Task, normalize_input, task_for
+
+if TYPE_CHECKING:
+    from steps.data.loading import Task as LoaderTask
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +104,7 @@ def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device,
     spec = get_spec(hp.model)
     task = task_for(spec.task)
     train_loader, valid_loader = build_loaders(
-        train_split, valid_split, task=task.name, batch_size=hp.batch_size, num_workers=hp.num_workers,
+        train_split, valid_split, task=cast("LoaderTask", task.name), batch_size=hp.batch_size, num_workers=hp.num_workers,
         augment=hp.augment, input_mode=hp.input_mode, seed=hp.seed, distributed=dist.enabled,
         pin_memory=device.type == "cuda", max_train_rows=hp.max_train_rows, max_valid_rows=hp.max_valid_rows)
     if len(train_loader) == 0 or len(valid_loader) == 0:
@@ -198,8 +201,9 @@ def run_epoch(run: TrainingRun, loop: LoopState, epoch: int, stop: StopRequest, 
     from steps.data.loading import set_loader_epoch
 
     set_loader_epoch(run.train_loader, epoch)
-    if hasattr(run.loss_fn, "set_epoch"):
-        run.loss_fn.set_epoch(epoch - 1, run.hp.epochs)  # RITnet: Dice/surface balance by epoch
+    set_epoch: Callable[[int, int], None] | None = getattr(run.loss_fn, "set_epoch", None)
+    if set_epoch is not None:
+        set_epoch(epoch - 1, run.hp.epochs)  # RITnet: Dice/surface balance by epoch
     monitor.start_epoch()
     started = time.perf_counter()
     progress, loop.partial = loop.partial, None
@@ -264,7 +268,7 @@ def log_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
 
 
 def stop_for_sigterm(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any,
-                     partial: EpochProgress) -> None:
+                     partial: EpochProgress) -> NoReturn:
     """Save the mid-epoch resume point (rank 0) and leave with TrainingInterrupted (exit code 143).
 
     The flag is read after optimizer steps only: a SIGTERM during evaluation or bookkeeping stops

@@ -21,6 +21,16 @@ class ValidateHyperparameters(Hyperparameters):
     latency_warmup: int = Field(5, ge=0, le=1000, description="untimed calls before timing")
     register_model: bool = Field(True, description="register each validated ONNX file (MLflow onnx flavor, "
                                  "MODEL_CARD.md beside it); alias 'champion' when its gates pass")
+    robustness: bool = Field(True, description="run the robustness suite (perturbed frames, every model and the "
+                             "classical detector side by side) on the evaluated split and the real frames")
+    robustness_rows: int = Field(8, ge=0, le=512, description="rows of the evaluated split in the robustness suite "
+                                 "(0: real frames only); each runs every perturbation level through every model")
+    robustness_levels: int | None = Field(None, ge=1, le=8, description="at most this many levels per perturbation "
+                                          "kind, spread from mild to worst (None: all 29 levels)")
+    min_robustness_mean: float | None = Field(None, ge=0, le=1, description="gate: segmentation pupil IoU on the "
+                                              "robustness suite, mean over kinds, on every frame set (None: off)")
+    min_robustness_worst_kind: float | None = Field(None, ge=0, le=1, description="gate: the worst perturbation "
+                                                    "kind's mean pupil IoU, on every frame set (None: off)")
     mlflow_experiment: str = Field("openeds", description="experiment of a new validation run "
                                    "(when the models' source run is unknown; MLFLOW_TRACKING_URI set)")
 

@@ -23,6 +23,7 @@ from steps.report.model_card import write_model_card
 from steps.report.models import ExportedModel, attach_checkpoints, describe_models, open_models
 from steps.report.plots import report_plots
 from steps.report.render import write_report
+from steps.report.robustness import robustness_summary
 from steps.report.tracking import log_validation
 from steps.runtime import FailAfterCommit, StepHooks, StepIO
 
@@ -66,32 +67,54 @@ def fixtures_folder(hp: ValidateHyperparameters) -> tuple[Path | None, str]:
     return None, f"real frames not found at {folder} (fixtures_dir); not evaluated"
 
 
-def evaluate_all(hp: ValidateHyperparameters, inputs: Inputs) -> tuple[dict[str, SplitEvaluation], dict[str, Any]]:
-    options = dict(batch_size=hp.batch_size, parity_rows=hp.parity_rows)
-    evaluations = {"test": evaluate_split("test", inputs.test, inputs.models, max_rows=hp.max_rows,
-                                          overlays=hp.overlays, **options)}
+def real_frames(hp: ValidateHyperparameters) -> tuple[datasets.Dataset | None, dict[str, Any]]:
+    """The labelled real frames (unprocessed rows) and what the report says about them."""
     folder, note = fixtures_folder(hp)
     frames = raw_frames_dataset(folder) if folder else None
     if folder and frames is None:
         note = f"no labelled OpenEDS frame (images/<stem>.png with labels/<stem>.npy) in {folder}; not evaluated"
+    return frames, {"path": str(folder) if folder else None, "found": frames is not None, "note": note,
+                    "frames": len(frames) if frames is not None else 0}
+
+
+def evaluate_all(hp: ValidateHyperparameters, inputs: Inputs,
+                 frames: datasets.Dataset | None) -> dict[str, SplitEvaluation]:
+    options = dict(batch_size=hp.batch_size, parity_rows=hp.parity_rows)
+    evaluations = {"test": evaluate_split("test", inputs.test, inputs.models, max_rows=hp.max_rows,
+                                          overlays=hp.overlays, **options)}
     if frames is not None:
         evaluations["fixtures"] = evaluate_split("fixtures", frames, inputs.models, max_rows=None,
                                                  overlays=min(hp.overlays, 3), **options)
-    return evaluations, {"path": str(folder) if folder else None, "found": frames is not None, "note": note,
-                         "frames": len(frames) if frames is not None else 0}
+    return evaluations
+
+
+def evaluate_robustness(hp: ValidateHyperparameters, inputs: Inputs,
+                        frames: datasets.Dataset | None) -> dict[str, Any] | None:
+    """The robustness suite on a bounded number of split rows and on every real frame."""
+    if not hp.robustness:
+        return None
+    splits: dict[str, tuple[datasets.Dataset, int | None]] = {}
+    if hp.robustness_rows:
+        splits["test"] = (inputs.test, hp.robustness_rows)
+    if frames is not None:
+        splits["fixtures"] = (frames, None)
+    return robustness_summary(splits, inputs.models, max_levels=hp.robustness_levels, batch_size=hp.batch_size)
 
 
 def run(hp: ValidateHyperparameters, io: StepIO) -> dict[str, Any]:
     inputs = load_inputs(io)
     out = io.output("report")
-    evaluations, fixtures = evaluate_all(hp, inputs)
+    frames, fixtures = real_frames(hp)
+    evaluations = evaluate_all(hp, inputs, frames)
+    robustness = evaluate_robustness(hp, inputs, frames)
     models = describe_models(inputs.models, hp.latency_runs, hp.latency_warmup)
     summaries = {name: evaluation.summary() for name, evaluation in evaluations.items()}
-    gates = validation_gates(hp, models, summaries["test"])
+    gates = validation_gates(hp, models, summaries["test"], robustness)
     warnings = inputs.warnings + [f"{name}: {task} model not evaluated: {reason}"
                                   for name, e in evaluations.items() for task, reason in e.skipped.items()]
     report = {"passed": all(g.passed for g in gates), "gates": [g.to_dict() for g in gates], "models": models,
-              "evaluations": summaries, "fixtures": fixtures, "warnings": warnings,
+              "evaluations": summaries, "fixtures": fixtures,
+              "robustness": robustness, "warnings": warnings,
               "plots": report_plots(out, evaluations, io.channel("seg_metrics")),
               "evaluated_split": evaluated_split(io.require_channel("test")),
               "hyperparameters": hp.model_dump(mode="json")}

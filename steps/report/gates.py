@@ -62,9 +62,11 @@ def _figure(summary: dict[str, Any] | None, *keys: str) -> float | None:
     return None if value is None else float(value)
 
 
-def validation_gates(hp: Any, models: dict[str, dict[str, Any]], test: dict[str, Any]) -> list[Gate]:
-    """The gates of ValidateHyperparameters over the models (report rows by file) and the test split."""
-    gates = []
+def validation_gates(hp: Any, models: dict[str, dict[str, Any]], test: dict[str, Any],
+                     robustness: dict[str, Any] | None = None) -> list[Gate]:
+    """The gates of ValidateHyperparameters over the models (report rows by file), the test split and
+    the robustness suite's summary (steps.report.robustness; None: not run)."""
+    gates = robustness_gates(hp, models, robustness)
     for file, model in models.items():
         task = model["task"]
         evaluation = test.get(task)
@@ -87,5 +89,26 @@ def validation_gates(hp: Any, models: dict[str, dict[str, Any]], test: dict[str,
             gates.append(Gate("max_center_error_px", file, "mean ellipse center error (px)",
                               _figure(evaluation, "center_error_px", "mean"), hp.max_center_error_px,
                               minimum=False, reason=skipped))
-    order = ("min_miou", "max_center_error_px", "max_parity_diff", "max_latency_ms", "max_seg_params", "max_seg_size_kb")
+    order = ("min_miou", "min_robustness_mean", "min_robustness_worst_kind", "max_center_error_px", "max_parity_diff", "max_latency_ms", "max_seg_params", "max_seg_size_kb")
     return sorted(gates, key=lambda gate: order.index(gate.name))
+
+
+def robustness_gates(hp: Any, models: dict[str, dict[str, Any]], robustness: dict[str, Any] | None) -> list[Gate]:
+    """min_robustness_mean / min_robustness_worst_kind (when set) for the segmentation model on every
+    frame set the suite ran on; a gate set while the suite did not run fails as not measured."""
+    gates = []
+    sets = (robustness or {}).get("sets") or {"-": {}}
+    limits = (("min_robustness_mean", "mean_pupil_iou", "mean over kinds"),
+              ("min_robustness_worst_kind", "worst_kind_pupil_iou", "worst kind"))
+    for file in (f for f, model in models.items() if model["task"] == "segmentation"):
+        for name, key, what in limits:
+            limit = getattr(hp, name)
+            if limit is None:
+                continue
+            for set_name, frame_set in sets.items():
+                figures = frame_set.get("predictors", {}).get(file)
+                reason = (frame_set.get("skipped", {}).get(file) or ("robustness suite not run" if not frame_set
+                                                                       else "no frame with a pupil"))
+                gates.append(Gate(name, file, f"robustness pupil IoU, {what} ({set_name})",
+                                  _figure(figures, key), limit, minimum=True, reason=reason))
+    return gates

@@ -16,6 +16,8 @@ from steps.outputs import write_json_atomic
 REPORT_JSON, PER_SAMPLE_CSV, REPORT_MD = "report.json", "per_sample.csv", "report.md"
 SAMPLE_COLUMNS = ("split", "filename", "pupil_iou", "fit_center_error_px", "fit_radius_error_px",
                   "fit_ellipse_iou", "ellipse_center_error_px", "ellipse_radius_error_px", "ellipse_iou")
+STAGE_NOTES = {"raw": "camera frames, perturbed before each model's own preprocessing",
+               "enhanced": "the split stores only gamma+CLAHE images, so they are perturbed after the enhancement"}
 SPLIT_TITLES = {"fixtures": "Real OpenEDS frames (fixtures)"}
 
 
@@ -111,6 +113,39 @@ def split_lines(name: str, evaluation: dict[str, Any] | None, note: str = "", ev
     return lines + [""]
 
 
+def robustness_set_lines(name: str, frame_set: dict[str, Any], kinds: dict[str, list[str]]) -> list[str]:
+    """One table: a row per kind (clean first, then mean and worst), pupil IoU / detection per predictor."""
+    predictors = frame_set["predictors"]
+    lines = [f"{SPLIT_TITLES.get(name, name)}: {frame_set['frames']} frames with a pupil "
+             f"({STAGE_NOTES[frame_set['stage']]}).", ""]
+    lines += [f"- {predictor} not run: {reason}" for predictor, reason in frame_set["skipped"].items()]
+    if not predictors:
+        return lines + [""]
+    cell = lambda f: f"{fmt(f['pupil_iou'], 3)} / {f['detection_rate']:.0%}" if f else "-"  # noqa: E731
+    rows = [("clean", "none", *(cell(p["clean"]) for p in predictors.values()))]
+    rows += [(kind, ", ".join(levels), *(cell(p["kinds"].get(kind)) for p in predictors.values()))
+             for kind, levels in kinds.items()]
+    rows.append(("**mean over kinds**", "", *(f"{fmt(p['mean_pupil_iou'], 3)} / {p['mean_detection_rate']:.0%}"
+                                              for p in predictors.values())))
+    rows.append(("**worst kind**", "", *(f"{p['worst_kind']} {fmt(p['worst_kind_pupil_iou'], 3)}"
+                                         for p in predictors.values())))
+    return lines + table(("kind", "levels", *predictors), rows)
+
+
+def robustness_lines(robustness: dict[str, Any] | None) -> list[str]:
+    if robustness is None:
+        return []
+    classical = robustness["classical"]
+    lines = ["## Robustness", "",
+             f"Pupil IoU / detection rate (one pupil ellipse centre within {robustness['detect_px']:g} px) on "
+             "perturbed frames, per kind (mean over its levels and frames); the label moves with geometric "
+             "perturbations. `classical`: " + (classical["name"] + ", " + classical["note"] if classical["available"]
+                                                else "not run: " + classical["note"]) + ".", ""]
+    for name, frame_set in robustness["sets"].items():
+        lines += robustness_set_lines(name, frame_set, robustness["kinds"])
+    return lines
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# Validation report", "", *gate_lines(report), *model_lines(report)]
     fixtures = report.get("fixtures", {})
@@ -119,6 +154,7 @@ def render_markdown(report: dict[str, Any]) -> str:
         lines += split_lines(name, evaluation, note, report.get("evaluated_split"))
     if "fixtures" not in report["evaluations"]:
         lines += split_lines("fixtures", None, fixtures.get("note", "not found"))
+    lines += robustness_lines(report.get("robustness"))
     if report.get("plots"):
         lines += ["## Plots", ""] + [f"![{title}]({file})\n" for title, file in report["plots"].items()]
     if report.get("warnings"):

@@ -17,7 +17,7 @@ from tests.steps.export.model_folders import exported_folder, write_model_folder
 from tests.steps.train.tiny_data import make_split
 
 PASSING = {"min_miou": 0.0, "max_center_error_px": 10_000, "max_latency_ms": 60_000,
-           "latency_runs": 3, "latency_warmup": 0, "overlays": 2}
+           "latency_runs": 3, "latency_warmup": 0, "overlays": 2, "robustness_levels": 1}
 REPORT_FILES = {"report.json", "per_sample.csv", "report.md", "overlays_test.png", "pr_curve_test.png",
                 "iou_histogram_test.png"}
 
@@ -133,6 +133,22 @@ def test_validate_reports_real_frames_separately(passing_run, real_frames_dir):
     assert "Real OpenEDS frames" in (layout.root / "output" / "data" / "report" / "report.md").read_text()
 
 
+def test_validate_runs_the_robustness_suite_on_the_split_and_the_real_frames(passing_run, real_frames_dir):
+    layout, _ = passing_run
+    report_dir = layout.root / "output" / "data" / "report"
+    robustness = json.loads((report_dir / "report.json").read_text())["robustness"]
+    assert set(robustness["sets"]) == {"test", "fixtures"} and robustness["sets"]["fixtures"]["stage"] == "raw"
+    assert robustness["sets"]["test"]["frames"] == 3 and robustness["sets"]["fixtures"]["frames"] == 3
+    expected = {"best_efficientvit_tiny_model.onnx", "best_ellipse_model.onnx"}
+    expected |= {"classical"} if robustness["classical"]["available"] else set()
+    for frame_set in robustness["sets"].values():
+        assert set(frame_set["predictors"]) == expected
+        seg = frame_set["predictors"]["best_efficientvit_tiny_model.onnx"]
+        assert set(seg["kinds"]) == set(robustness["kinds"]) and 0 <= seg["mean_pupil_iou"] <= 1
+        assert all(len(kind["levels"]) == 1 for kind in seg["kinds"].values())  # robustness_levels=1
+    assert "## Robustness" in (report_dir / "report.md").read_text()
+
+
 def test_validate_logs_results_to_mlflow_and_tags_the_model_version(passing_run, tracking):
     uri, client, run_id, version = tracking
     run = client.get_run(run_id)
@@ -169,13 +185,16 @@ def test_validate_registers_the_checked_onnx_and_makes_it_champion(passing_run, 
 
 def test_forced_gate_fails_the_step_but_keeps_the_report(inputs, tmp_path):
     layout = layout_for(tmp_path, inputs)
-    assert run_step("validate", layout, {**PASSING, "min_miou": 0.999, "fixtures_dir": str(tmp_path / "none")}) == 2
+    assert run_step("validate", layout, {**PASSING, "min_miou": 0.999, "fixtures_dir": str(tmp_path / "none"),
+                                         "robustness_rows": 1, "min_robustness_worst_kind": 0.0}) == 2
     first = layout.failure_file.read_text().splitlines()[0]
     assert first.startswith("gate min_miou failed: mIoU ") and "< 0.999" in first
     report_dir = layout.root / "output" / "data" / "report"
     report = json.loads((report_dir / "report.json").read_text())
     assert report["passed"] is False and report["fixtures"]["found"] is False
     assert [g["name"] for g in report["gates"] if not g["passed"]] == ["min_miou"]
+    assert [g["label"] for g in report["gates"] if g["name"] == "min_robustness_worst_kind"] == [
+        "robustness pupil IoU, worst kind (test)"]  # only the split: no real frames here
     assert read_manifest(report_dir)["summary"]["failure"] == first
     assert "Gates: FAILED" in (report_dir / "report.md").read_text()
 

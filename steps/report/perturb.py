@@ -89,7 +89,7 @@ def add_glints(frame: Frame, level: tuple[float, ...], rng: np.random.Generator)
     image, mask = frame
     if not mask.any():
         return frame
-    spots = np.zeros(image.shape, np.float32)
+    spots: np.ndarray = np.zeros(image.shape, np.float32)
     for x, y in border_points(mask, int(level[0]), rng):
         cv2.circle(spots, (int(round(x)), int(round(y))), int(rng.integers(3, 6)), 1.0, -1, cv2.LINE_AA)
     spots = cv2.GaussianBlur(spots, (0, 0), 1.0)
@@ -112,7 +112,7 @@ def add_lid(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) ->
     h, w = image.shape
     e = transforms.fit_pupil_ellipse(mask)
     xs = np.arange(w, dtype=np.float32)
-    curve = 50 * np.minimum(((xs - e.cx) / 200) ** 2, 2.0)  # an arched margin, highest over the pupil
+    curve: np.ndarray = 50 * np.minimum(((xs - e.cx) / 200) ** 2, 2.0)  # an arched margin, highest over the pupil
     y0 = lid_edge(mask, level[0], curve)
     yy = np.arange(h, dtype=np.float32)[:, None]
     margin = y0 + curve[None, :]
@@ -144,11 +144,11 @@ def zoom(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Fr
     ys, xs = np.nonzero(mask)
     cx, cy = (xs.mean(), ys.mean()) if len(xs) else (mask.shape[1] / 2, mask.shape[0] / 2)
     s = level[0]
-    return warp(frame, np.float32([[s, 0, (1 - s) * cx], [0, s, (1 - s) * cy]]))
+    return warp(frame, np.array([[s, 0, (1 - s) * cx], [0, s, (1 - s) * cy]], np.float32))
 
 
 def shift(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Frame:
-    return warp(frame, np.float32([[1, 0, level[0]], [0, 1, level[1]]]))
+    return warp(frame, np.array([[1, 0, level[0]], [0, 1, level[1]]], np.float32))
 
 
 APPLY: dict[str, Callable[[Frame, tuple[float, ...], np.random.Generator], Frame]] = {

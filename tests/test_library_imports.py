@@ -17,7 +17,7 @@ LIBRARY = ("steps.models", "steps.models.efficientvit", "steps.models.ellipse", 
            "steps.train.engine", "steps.train.metrics", "steps.train.checkpoints", "steps.train.fit",
            "steps.data.loading", "steps.data.transforms", "steps.data.synthetic", "steps.data.archive",
            "steps.export.onnx_export", "steps.report.evaluate", "steps.report.robustness",
-           "steps.report.perturb", "steps.report.pupil_fit", "steps.report.classical", "steps.tracking", "steps.train.search",
+           "steps.report.perturb", "steps.report.classical", "steps.tracking", "steps.train.search",
            "steps.train.study_storage")
 FORBIDDEN = ("steps.runtime", "steps.__main__", "contracts", "pipelines")
 

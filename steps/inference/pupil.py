@@ -51,8 +51,12 @@ def pupil_probability(logits: np.ndarray) -> np.ndarray:
 
 
 def filled_ellipse(ellipse: Ellipse, shape: tuple[int, int]) -> np.ndarray:
-    """uint8 0/1 mask of the filled ellipse, drawn at 1/16 pixel precision."""
+    """uint8 0/1 mask of the filled ellipse (outline included), drawn at 1/16 pixel precision; empty
+    for an ellipse with a non-finite or non-positive axis (a regressor's or detector's nonsense)."""
     canvas = np.zeros(shape, np.uint8)
+    values = (ellipse.cx, ellipse.cy, ellipse.rx, ellipse.ry, ellipse.angle)
+    if not all(np.isfinite(values)) or ellipse.rx <= 0 or ellipse.ry <= 0:
+        return canvas
     unit = 1 << ELLIPSE_DRAW_SHIFT
     cv2.ellipse(canvas, (round(ellipse.cx * unit), round(ellipse.cy * unit)),
                 (round(ellipse.rx * unit), round(ellipse.ry * unit)), ellipse.angle, 0, 360, 1,

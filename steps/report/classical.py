@@ -11,7 +11,8 @@ import importlib.util
 
 import numpy as np
 
-from steps.report.pupil_fit import ellipse_mask
+from steps.data.transforms import Ellipse
+from steps.inference.pupil import filled_ellipse
 
 NAME = "classical (pupil-detectors Detector2D)"
 INSTALL_HINT = "pip install 'openeds-steps[classical]' (pupil-detectors) to compare with the classical detector"
@@ -36,4 +37,5 @@ def detect(image: np.ndarray, min_confidence: float = 0.0) -> tuple[np.ndarray, 
         return np.zeros(image.shape, np.uint8), None
     (cx, cy), angle = ellipse["center"], ellipse["angle"]
     # Its axes are full lengths, in cv2.RotatedRect order (as cv2.fitEllipse): halve for radii.
-    return ellipse_mask(cx, cy, axes[0] / 2, axes[1] / 2, angle, image.shape), (float(cx), float(cy))
+    drawn = Ellipse(float(cx), float(cy), axes[0] / 2, axes[1] / 2, float(angle), "classical")
+    return filled_ellipse(drawn, image.shape), (float(cx), float(cy))

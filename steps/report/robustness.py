@@ -29,10 +29,9 @@ from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS, normalize_i
 from steps.data.loading import SplitRows
 from steps.errors import StepError
 from steps.report import classical
-from steps.report.evaluate import PUPIL, pupil_probability
+from steps.inference.pupil import PUPIL, filled_ellipse, find_pupil, pupil_probability
 from steps.report.models import ExportedModel
 from steps.report.perturb import KINDS, Perturbation, perturb, suite
-from steps.report.pupil_fit import ellipse_mask, pupil_from_mask
 
 log = logging.getLogger(__name__)
 DETECT_PX = 5.0
@@ -100,8 +99,8 @@ def segmentation_predictor(model: ExportedModel, batch_size: int) -> Predictor:
             logits = model.run(model_inputs(model, images[start:start + batch_size], stage))
             probability = pupil_probability(logits)
             for k, mask in enumerate((logits.argmax(axis=1) == PUPIL).astype(np.uint8)):
-                fit = pupil_from_mask(mask, probability[k])
-                out.append((mask, fit.center if fit else None))
+                fit = find_pupil(probability[k])
+                out.append((mask, (fit.ellipse.cx, fit.ellipse.cy) if fit.ellipse else None))
         return out
     return Predictor(model.path.name, "segmentation", predict, raw_mode_skip(model))
 
@@ -113,7 +112,8 @@ def ellipse_predictor(model: ExportedModel, batch_size: int) -> Predictor:
         for start in range(0, len(images), batch_size):
             for cx, cy, rx, ry in model.run(model_inputs(model, images[start:start + batch_size], stage)):
                 center = (float(cx) * IMAGE_WIDTH, float(cy) * IMAGE_HEIGHT)
-                mask = ellipse_mask(*center, float(rx) * MAX_RADIUS, float(ry) * MAX_RADIUS, 0.0, images[0].shape)
+                drawn = transforms.Ellipse(*center, float(rx) * MAX_RADIUS, float(ry) * MAX_RADIUS, 0.0, "regressed")
+                mask = filled_ellipse(drawn, images[0].shape)
                 out.append((mask, center if mask.any() else None))
         return out
     return Predictor(model.path.name, "ellipse", predict, raw_mode_skip(model))

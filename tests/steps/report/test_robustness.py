@@ -12,7 +12,7 @@ from steps.report import classical
 from steps.report.evaluate import raw_frames_dataset
 from steps.report.gates import validation_gates
 from steps.report.perturb import KINDS, suite
-from steps.report.pupil_fit import pupil_from_mask
+from steps.inference.pupil import find_pupil
 from steps.report.render import robustness_lines
 from steps.report.robustness import (FrameSet, Predictor, frame_set, pupil_iou, robustness_summary, run_suite)
 from tests.steps.report.test_perturb import eye
@@ -29,16 +29,20 @@ def threshold_predictor() -> Predictor:
         out = []
         for image in images:
             mask = (image < 75).astype(np.uint8)
-            fit = pupil_from_mask(mask)
-            out.append((mask, fit.center if fit else None))
+            fit = find_pupil(mask.astype(np.float32))
+            out.append((mask, (fit.ellipse.cx, fit.ellipse.cy) if fit.ellipse else None))
         return out
     return Predictor("threshold", "segmentation", predict)
+
+
+def center(fit) -> tuple[float, float] | None:
+    return (fit.ellipse.cx, fit.ellipse.cy) if fit.ellipse else None
 
 
 def frozen_predictor(masks) -> Predictor:
     """Always answers the unperturbed labels: right only where the label did not move."""
     def predict(images, stage):
-        return [(m, pupil_from_mask(m).center) for m in masks]
+        return [(m, center(find_pupil(m.astype(np.float32)))) for m in masks]
     return Predictor("frozen", "segmentation", predict)
 
 

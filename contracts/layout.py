@@ -31,7 +31,7 @@ class Layout:
         channels: Mapping[str, str | os.PathLike] | None = None,
         outputs: Mapping[str, str | os.PathLike] | None = None,
         env: Mapping[str, str] | None = None,
-    ) -> "Layout":
+    ) -> Layout:
         """Explicit arguments win over SageMaker's environment, which wins over `/opt/ml`."""
         env = os.environ if env is None else env
         base = Path(root) if root else Path(env.get("SAGEMAKER_BASE_DIR") or DEFAULT_ROOT)

@@ -6,12 +6,11 @@ can produce (both ends of a range, every choice) must pass the field's own valid
 """
 
 import re
-from collections.abc import Mapping
 import typing
+from collections.abc import Mapping
 from typing import Any, Literal
 
-from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
-                      model_validator)
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from contracts.base import MAX_SEED, Output, StepContract
 from contracts.train_seg import TrainSegHyperparameters

@@ -34,10 +34,8 @@ from urllib.parse import urlparse
 
 from kfp import compiler, dsl, kubernetes
 
-from pipelines.dag import (Dag, DagError, build_dag, load_profile, load_settings, parse_assignments,
-                           resolve_hyperparameters)
-from pipelines.kfp_components import (DEFAULT_IMAGE, WORKSPACE_MOUNT, ImageReferenceError, build_component,
-                                      check_image_reference)
+from pipelines.dag import Dag, DagError, build_dag, load_profile, load_settings, parse_assignments, resolve_hyperparameters
+from pipelines.kfp_components import DEFAULT_IMAGE, WORKSPACE_MOUNT, ImageReferenceError, build_component, check_image_reference
 from pipelines.kfp_ui import TYPED_PARAMETERS
 from steps.secrets import redact
 

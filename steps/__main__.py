@@ -20,8 +20,7 @@ from typing import NoReturn
 
 from contracts import ContractError, Layout, StepContract, all_contracts, get_contract
 from contracts.base import decode_value, shorten
-from steps.runtime import (check_channels, configure_logging, fail, load_raw_hyperparameters,
-                           resolve_hyperparameters, run_step)
+from steps.runtime import check_channels, configure_logging, fail, load_raw_hyperparameters, resolve_hyperparameters, run_step
 
 log = logging.getLogger("steps")
 

@@ -26,8 +26,7 @@ from typing import Any
 from contracts.download_kaggle import DownloadKaggleHyperparameters
 from steps.data.archive import ArchiveError, ArchiveLimits, extract_archive
 from steps.data.kaggle import KaggleDownloadError, download_with_kaggle_api, download_with_kagglehub
-from steps.data.openeds import (FrameError, OpenEDSLayout, check_frames, find_openeds, publish_frames,
-                                select_frames)
+from steps.data.openeds import FrameError, OpenEDSLayout, check_frames, find_openeds, publish_frames, select_frames
 from steps.data.synthetic import generate_openeds
 from steps.runtime import StepError, StepHooks, StepIO
 

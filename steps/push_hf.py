@@ -17,8 +17,7 @@ from typing import Any
 import datasets
 
 from contracts.push_hf import PushHfHyperparameters
-from steps.data.hub import (CARD_FILE, HubError, SplitFacts, card_text, check_reachable, upload,
-                            write_parquet_shards)
+from steps.data.hub import CARD_FILE, HubError, SplitFacts, card_text, check_reachable, upload, write_parquet_shards
 from steps.data.precompute import FEATURES
 from steps.data.verify import is_saved_dataset
 from steps.outputs import read_manifest

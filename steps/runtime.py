@@ -217,7 +217,7 @@ class StepLock:
         self.path = path
         self.handle = None
 
-    def __enter__(self) -> "StepLock":
+    def __enter__(self) -> StepLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.handle = open(self.path, "a+")
         try:

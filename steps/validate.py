@@ -16,8 +16,8 @@ import datasets
 
 from contracts.validate import ValidateHyperparameters
 from steps.data.loading import load_disk_split
-from steps.report.evaluate import SplitEvaluation, evaluate_split, raw_frames_dataset
 from steps.outputs import read_manifest
+from steps.report.evaluate import SplitEvaluation, evaluate_split, raw_frames_dataset
 from steps.report.gates import failure_text, validation_gates
 from steps.report.model_card import write_model_card
 from steps.report.models import ExportedModel, attach_checkpoints, describe_models, open_models

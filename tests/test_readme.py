@@ -89,8 +89,8 @@ def test_documented_submit_fails_fast_without_a_cluster():
 
 
 def test_documented_step_commands_parse():
-    from steps.__main__ import build_parser as step_parser
     from contracts import get_contract
+    from steps.__main__ import build_parser as step_parser
 
     documented = commands("python -m steps")
     assert documented

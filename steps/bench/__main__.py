@@ -123,7 +123,7 @@ def run_all(modules: Sequence[str], quick: bool) -> dict[str, Any]:
         print(f"[bench] {name}: {facts[name]['seconds']} s{'  FAILED: ' + facts[name]['error'] if facts[name]['error'] else ''}",
               file=sys.stderr, flush=True)
     machine = machine_info()
-    return {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "quick": quick,
+    return {"created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "quick": quick,
             "seconds": round(time.perf_counter() - started, 1), "machine": machine,
             "load_average": {"start": load_before, "end": load_average()}, "modules": facts,
             "rows": [finite_or_none(row.to_dict()) for row in rows], "table": format_table(rows),

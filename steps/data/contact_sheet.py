@@ -40,7 +40,12 @@ def grid(tiles: list[np.ndarray]) -> np.ndarray:
 
 def real_tiles(folder: Path, limit: int) -> list[np.ndarray]:
     frames = [f for split in find_openeds(folder).splits.values() for f in split if f.label is not None][:limit]
-    return [tile(*read_frame(frame), f"real {frame.image.stem}") for frame in frames]
+    tiles = []
+    for frame in frames:
+        image, label = read_frame(frame)
+        if label is not None:  # the frames were chosen for having one
+            tiles.append(tile(image, label, f"real {frame.image.stem}"))
+    return tiles
 
 
 def contact_sheet(frames: int, real: Path | None) -> np.ndarray:

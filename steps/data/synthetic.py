@@ -71,7 +71,8 @@ def sample_geometry(rng: np.random.Generator, closed_eye: bool) -> EyeGeometry:
     pupil = (ix + offset[0] * np.cos(offset[1]), iy + offset[0] * np.sin(offset[1]),
              major, major * ratio, rng.uniform(0, np.pi))
     return EyeGeometry(float(ex), float(ey), half_width, upper, lower, rng.normal(0, 0.06),
-                       rng.uniform(0.5, 0.85), rng.uniform(-0.2, 0.2), (float(ix), float(iy), iris_r), tuple(float(v) for v in pupil))
+                       rng.uniform(0.5, 0.85), rng.uniform(-0.2, 0.2), (float(ix), float(iy), iris_r),
+                       (float(pupil[0]), float(pupil[1]), float(pupil[2]), float(pupil[3]), float(pupil[4])))
 
 
 @dataclass
@@ -157,8 +158,9 @@ def iris_texture(rng: np.random.Generator, geo: EyeGeometry, box: EyeBox) -> np.
     """Radial streaks, crypts, a collarette and a dark limbal ring, computed in the iris square only."""
     ix, iy, r = geo.iris
     texture = np.zeros(box.xx.shape, np.float32)
-    y0, y1 = int(max(iy - r - 3 - box.rows.start, 0)), int(min(iy + r + 4 - box.rows.start, texture.shape[0]))
-    x0, x1 = int(max(ix - r - 3 - box.cols.start, 0)), int(min(ix + r + 4 - box.cols.start, texture.shape[1]))
+    height, width = box.xx.shape[0], box.xx.shape[-1]  # the eye box is 2-D
+    y0, y1 = int(max(iy - r - 3 - box.rows.start, 0)), int(min(iy + r + 4 - box.rows.start, height))
+    x0, x1 = int(max(ix - r - 3 - box.cols.start, 0)), int(min(ix + r + 4 - box.cols.start, width))
     if y0 >= y1 or x0 >= x1:
         return texture
     dx, dy = box.xx[y0:y1, x0:x1] - ix, box.yy[y0:y1, x0:x1] - iy
@@ -254,8 +256,7 @@ def draw_glints(rng: np.random.Generator, geo: EyeGeometry, label: np.ndarray, i
         xi, yi = int(round(x)), int(round(y))
         if 0 <= xi < W and 0 <= yi < H and label[yi, xi] > 0:
             cv2.circle(spots, (xi, yi), int(rng.integers(2, 5)), 1.0, -1, cv2.LINE_AA)
-    spots = cv2.GaussianBlur(spots, (0, 0), 1.0)
-    return image + 320 * spots
+    return image + 320 * cv2.GaussianBlur(spots, (0, 0), 1.0)
 
 
 def apply_lens(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
@@ -281,8 +282,8 @@ def render_frame(rng: np.random.Generator, closed_eye: bool = False) -> tuple[np
     image = draw_glints(rng, geo, label, image)
     image = apply_lens(rng, image) * rng.uniform(0.85, 1.15)
     sigma = rng.uniform(2.5, 4.0) if rng.random() < 0.08 else rng.uniform(0.5, 1.5)
-    image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma)
-    image += rng.uniform(1.5, 4.0) * rng.standard_normal((H, W), dtype=np.float32)
+    image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma).astype(np.float32)
+    image = image + np.float32(rng.uniform(1.5, 4.0)) * rng.standard_normal((H, W), dtype=np.float32)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8), label
 
 

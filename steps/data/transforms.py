@@ -38,8 +38,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from steps.data.frames import (IMAGE_DIAGONAL, IMAGE_HEIGHT, IMAGE_SHAPE, IMAGE_WIDTH, MAX_RADIUS,
-                               PUPIL_RAW_CLASS)
+from steps.data.frames import IMAGE_DIAGONAL, IMAGE_HEIGHT, IMAGE_SHAPE, IMAGE_WIDTH, MAX_RADIUS, PUPIL_RAW_CLASS
 
 DIST_CLASSES = 2
 GAUSSIAN_TRUNCATE = 4.0  # scipy.ndimage.gaussian_filter's default
@@ -62,7 +61,7 @@ class PreprocessParams:
     weight_sigma: float = 5.0
 
     @classmethod
-    def from_hyperparameters(cls, hp: Any) -> "PreprocessParams":
+    def from_hyperparameters(cls, hp: Any) -> PreprocessParams:
         return cls(gamma=hp.gamma, clahe_clip_limit=hp.clahe_clip_limit,
                    clahe_tile_grid=hp.clahe_tile_grid, weight_sigma=hp.weight_sigma)
 

@@ -30,12 +30,12 @@ from torch import nn
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
 from steps.data.transforms import PreprocessParams
+from steps.errors import StepError
 from steps.models import ModelSpec, count_parameters, create_model, get_spec
-from steps.models.layers import fuse_conv_bn
 from steps.models.checkpoint_file import CheckpointRefused, read_checkpoint
+from steps.models.layers import fuse_conv_bn
 from steps.outputs import sha256_file
 from steps.paths import PathOutsideFolder, inside_folder
-from steps.errors import StepError
 
 Exporter = Literal["dynamo", "legacy"]
 MODEL_CARD_NAME = "model_card.json"

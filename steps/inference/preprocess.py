@@ -38,7 +38,7 @@ class ModelInput:
     std: float = INPUT_STD
 
     @classmethod
-    def from_metadata(cls, metadata: dict[str, str]) -> "ModelInput":
+    def from_metadata(cls, metadata: dict[str, str]) -> ModelInput:
         """From ONNX metadata_props; ModelMismatch when the model is not a segmentation model."""
         task = metadata.get("task")
         if task != "segmentation":
@@ -50,7 +50,7 @@ class ModelInput:
 
     @classmethod
     def for_mode(cls, input_mode: str, params: dict[str, Any] | None = None,
-                 mean: float = INPUT_MEAN, std: float = INPUT_STD) -> "ModelInput":
+                 mean: float = INPUT_MEAN, std: float = INPUT_STD) -> ModelInput:
         if input_mode not in ("preprocessed", "raw"):
             raise ModelMismatch(f"input_mode {input_mode!r}: expected 'preprocessed' or 'raw'")
         if input_mode == "raw":

@@ -35,17 +35,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
+from steps.models.layers import FFN, ConvBN, Residual, SeparableConv, SqueezeExcite, conv_bn_relu, init_weights, upsample_to
 from steps.models.registry import ModelSpec, make_config, register_model
-from steps.models.layers import (FFN, ConvBN, Residual, SeparableConv, SqueezeExcite, conv_bn_relu, init_weights,
-                                 upsample_to)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from steps.models.efficientvit import EfficientViTEncoder, EfficientViTEncoderConfig
-from steps.models.registry import ModelSpec, make_config, register_model
 from steps.models.layers import ConvBN, SeparableConv, init_weights, upsample_to
+from steps.models.registry import ModelSpec, make_config, register_model
 
 
 @dataclass(frozen=True)

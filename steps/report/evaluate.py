@@ -12,7 +12,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import datasets
 import numpy as np
@@ -20,11 +20,11 @@ import torch
 
 from steps.data import transforms
 from steps.data.frames import SEG_CLASSES, normalize_image
-from steps.data.loading import SplitRows
+from steps.data.loading import InputMode, SplitRows
 from steps.data.openeds import FrameError, find_openeds, read_frame
+from steps.errors import StepError
 from steps.inference.pupil import PUPIL, pupil_probability
 from steps.report.models import ExportedModel
-from steps.errors import StepError
 from steps.train.metrics import ConfusionMatrix, ellipse_errors
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ class FrameBatch:
 
 
 def split_rows(dataset: datasets.Dataset, name: str, input_mode: str, max_rows: int | None) -> SplitRows:
-    return SplitRows(dataset, name=name, input_mode=input_mode, max_rows=max_rows, seed=0)
+    """`input_mode` as an ONNX file's metadata names it ("preprocessed" or "raw")."""
+    return SplitRows(dataset, name=name, input_mode=cast(InputMode, input_mode), max_rows=max_rows, seed=0)
 
 
 def frame_batches(rows: SplitRows, batch_size: int) -> Iterator[FrameBatch]:
@@ -223,7 +224,7 @@ class SegEvaluation:
         return {
             "frames": len(self.rows),
             "miou": scores["miou"],
-            "iou_per_class": dict(zip(SEG_CLASSES, scores["iou_per_class"])),
+            "iou_per_class": dict(zip(SEG_CLASSES, cast(list[float], scores["iou_per_class"]))),
             "pixel_acc": scores["pixel_acc"],
             "pupil_iou_per_frame": nan_stats(column("pupil_iou")),
             "pupil_average_precision": self.pr.curve()["average_precision"],

@@ -89,7 +89,8 @@ def validation_gates(hp: Any, models: dict[str, dict[str, Any]], test: dict[str,
             gates.append(Gate("max_center_error_px", file, "mean ellipse center error (px)",
                               _figure(evaluation, "center_error_px", "mean"), hp.max_center_error_px,
                               minimum=False, reason=skipped))
-    order = ("min_miou", "min_robustness_mean", "min_robustness_worst_kind", "max_center_error_px", "max_parity_diff", "max_latency_ms", "max_seg_params", "max_seg_size_kb")
+    order = ("min_miou", "min_robustness_mean", "min_robustness_worst_kind", "max_center_error_px", "max_parity_diff",
+             "max_latency_ms", "max_seg_params", "max_seg_size_kb")
     return sorted(gates, key=lambda gate: order.index(gate.name))
 
 

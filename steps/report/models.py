@@ -11,9 +11,9 @@ import numpy as np
 import onnxruntime as ort
 from torch import nn
 
+from steps.errors import StepError
 from steps.export.onnx_export import INPUT_NAME, cpu_session, load_source_model, read_metadata
 from steps.report.latency import onnx_latency, paired_latency
-from steps.errors import StepError
 
 
 @dataclass

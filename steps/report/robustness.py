@@ -28,8 +28,8 @@ from steps.data import transforms
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS, normalize_image
 from steps.data.loading import SplitRows
 from steps.errors import StepError
-from steps.report import classical
 from steps.inference.pupil import PUPIL, filled_ellipse, find_pupil, pupil_probability
+from steps.report import classical
 from steps.report.models import ExportedModel
 from steps.report.perturb import KINDS, Perturbation, perturb, suite
 

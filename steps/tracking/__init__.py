@@ -120,7 +120,7 @@ class Tracker:
             self._finished = True
             self._each("finish", status)
 
-    def __enter__(self) -> "Tracker":
+    def __enter__(self) -> Tracker:
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -155,7 +155,7 @@ class TrackingConfig:
     tensorboard: bool = False
 
     @classmethod
-    def of(cls, settings: TrackingSettings, **changes: Any) -> "TrackingConfig":
+    def of(cls, settings: TrackingSettings, **changes: Any) -> TrackingConfig:
         values = {name: getattr(settings, name) for name in cls.__dataclass_fields__}
         return cls(**{**values, **changes})
 

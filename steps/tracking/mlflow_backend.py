@@ -136,7 +136,7 @@ def default_registered_name(model_name: str) -> str:
 
 def version_tags(run_id: str, tags: dict[str, str]) -> dict[str, str]:
     """Tags every registered version carries: when, from which run and commit, plus `tags`."""
-    stamped = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "run_id": run_id, **tags}
+    stamped = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), "run_id": run_id, **tags}
     if (commit := git_commit()) is not None:
         stamped["git_commit"] = commit
     return stamped

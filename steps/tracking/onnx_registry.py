@@ -15,8 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.tracking.mlflow_backend import (CHAMPION_ALIAS, _requirements, default_registered_name, tag_and_alias,
-                                           version_tags)
+from steps.tracking.mlflow_backend import CHAMPION_ALIAS, _requirements, default_registered_name, tag_and_alias, version_tags
 
 log = logging.getLogger(__name__)
 ARTIFACT_NAME = "onnx_model"

@@ -28,11 +28,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from steps.models import (CHECKPOINT_FORMAT, MODEL_SPECS, best_checkpoint_name, count_parameters,
-                          create_model, epoch_checkpoint_name, get_spec, portable_state_dict)
+from steps.errors import StepError
+from steps.models import (
+    CHECKPOINT_FORMAT,
+    MODEL_SPECS,
+    best_checkpoint_name,
+    count_parameters,
+    create_model,
+    epoch_checkpoint_name,
+    get_spec,
+    portable_state_dict,
+)
 from steps.models.checkpoint_file import CheckpointRefused, read_checkpoint
 from steps.outputs import write_json_atomic
-from steps.errors import StepError
 
 log = logging.getLogger(__name__)
 

@@ -28,13 +28,21 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import torch
 from torch import nn
 
-from steps.models import get_spec, unwrap
 from steps.errors import StepError
+from steps.models import get_spec, unwrap
 from steps.train import checkpoints as ckpt
-from steps.train.device import (configure_backends, describe_device, prepare_model, resolve_precision, rng_state,
-                                seed_everything, select_device, set_rng_state, torch_threads)
-from steps.train.distributed import (DistInfo, any_rank, barrier, broadcast_object, dist_info_from_env,
-                                     process_group, wrap_ddp)
+from steps.train.device import (
+    configure_backends,
+    describe_device,
+    prepare_model,
+    resolve_precision,
+    rng_state,
+    seed_everything,
+    select_device,
+    set_rng_state,
+    torch_threads,
+)
+from steps.train.distributed import DistInfo, any_rank, barrier, broadcast_object, dist_info_from_env, process_group, wrap_ddp
 from steps.train.engine import EpochProgress, StepConfig, evaluate, new_progress, summarize_epoch, train_one_epoch
 from steps.train.metric_lines import metric_line
 from steps.train.metrics import predicted_classes

@@ -44,7 +44,7 @@ class OpTiming:
     device_total_ms: float
 
     @classmethod
-    def from_event(cls, event: Any) -> "OpTiming":
+    def from_event(cls, event: Any) -> OpTiming:
         return cls(name=event.key, calls=int(event.count),
                    self_cpu_ms=event.self_cpu_time_total / 1000, cpu_total_ms=event.cpu_time_total / 1000,
                    self_device_ms=event.self_device_time_total / 1000,
@@ -107,7 +107,7 @@ class TrainingProfiler:
         self._profiler: profile | None = None
         self._steps_seen = 0
 
-    def __enter__(self) -> "TrainingProfiler":
+    def __enter__(self) -> TrainingProfiler:
         if not self.enabled:
             return self
         activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if self.on_cuda else [])

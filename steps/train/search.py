@@ -172,7 +172,7 @@ def worker_name() -> str:
 
 
 def make_objective(hp: StudySettings, train: TrialTrainer, trials_dir: Path,
-                   tracking: "StudyTracking | None" = None) -> Callable[[Trial], float]:
+                   tracking: StudyTracking | None = None) -> Callable[[Trial], float]:
     """The study's objective: train one trial into its own checkpoint folder, return its best mIoU."""
 
     def objective(trial: Trial) -> float:
@@ -221,7 +221,7 @@ def best_reported(number: int, reported: list[float], metrics: dict[str, Any]) -
 
 
 def run_study(study: optuna.Study, hp: StudySettings, train: TrialTrainer, trials_dir: Path,
-              tracking: "StudyTracking | None" = None) -> list[FrozenTrial]:
+              tracking: StudyTracking | None = None) -> list[FrozenTrial]:
     """Run this worker's trials; returns them (the study may also hold other workers' trials)."""
     finished: list[int] = []
     callbacks = [lambda _, trial: finished.append(trial.number)]

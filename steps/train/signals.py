@@ -6,7 +6,8 @@ default), SIGKILL. The handler only sets a flag: the loop checks it after each o
 the stop takes at most one step (plus the rest of an evaluation, when the signal lands in one) and
 one checkpoint write; the saved point is always mid-epoch and resumes exactly. The step then exits
 with code 143 (128 + SIGTERM, what an orchestrator expects of a process ended by SIGTERM) and a
-failure file saying where to resume; its outputs are not committed, since training did not finish. Running the step again resumes from the saved point.
+failure file saying where to resume; its outputs are not committed, since training did not finish.
+Running the step again resumes from the saved point.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ class StopRequest:
         self.requested = False
         self._previous: Any = None
 
-    def __enter__(self) -> "StopRequest":
+    def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
             self._previous = signal.signal(signal.SIGTERM, self._handle)
         return self

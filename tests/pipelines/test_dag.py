@@ -5,8 +5,17 @@ from __future__ import annotations
 import pytest
 
 from contracts import all_contracts
-from pipelines.dag import (ALL_TASKS, TASKS, Dag, DagError, Edge, build_dag, load_profile, parse_assignments,
-                           resolve_hyperparameters)
+from pipelines.dag import (
+    ALL_TASKS,
+    TASKS,
+    Dag,
+    DagError,
+    Edge,
+    build_dag,
+    load_profile,
+    parse_assignments,
+    resolve_hyperparameters,
+)
 
 SPEC_EDGES = {
     ("download-kaggle", "raw", "preprocess", "raw"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
@@ -16,9 +15,9 @@ from kfp import components
 from contracts import get_contract
 from pipelines import launch
 from pipelines.dag import ALL_TASKS, TASKS, build_dag, load_profile
-from pipelines.full import hyperparameter_parameter, main, probe_endpoint, typed_parameter, EndpointError
-from pipelines.kfp_ui import MARKDOWN, METRICS, METRICS_OUTPUT, TYPED_PARAMETERS, UI_OUTPUTS
+from pipelines.full import EndpointError, hyperparameter_parameter, main, probe_endpoint, typed_parameter
 from pipelines.kfp_components import ImageReferenceError, check_image_reference
+from pipelines.kfp_ui import MARKDOWN, METRICS, METRICS_OUTPUT, TYPED_PARAMETERS, UI_OUTPUTS
 from steps.__main__ import build_parser, parse_pairs
 from tests.pipelines import kfp_emulation as kfp_emu
 

@@ -34,8 +34,7 @@ from steps.data.transforms import PreprocessParams
 from steps.models import create_model, portable_state_dict
 from steps.outputs import MANIFEST_NAME
 from steps.runtime import run_step
-from tests.reliability.conftest import (StepRun, assert_failed_cleanly, hash_tree, read_only_folder,
-                                        snapshot)
+from tests.reliability.conftest import StepRun, assert_failed_cleanly, hash_tree, read_only_folder, snapshot
 from tests.steps.export.model_folders import write_model_folder
 from tests.steps.train.tiny_data import make_split, write_tiny_splits
 

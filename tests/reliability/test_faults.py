@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.models import epoch_checkpoint_name
 from steps.data.synthetic import generate_openeds
+from steps.models import epoch_checkpoint_name
 from steps.outputs import MANIFEST_NAME, read_manifest, sha256_file
 from steps.train.checkpoints import last_checkpoint_name
 from tests.reliability.conftest import REPO, read_failure, step_environment

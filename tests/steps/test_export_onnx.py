@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from contracts import Layout
-from steps.models import count_parameters, create_model
 from steps.export.onnx_export import INPUT_NAME, cpu_session, read_metadata
+from steps.models import count_parameters, create_model
 from steps.outputs import read_manifest
 from steps.runtime import run_step
 from tests.steps.export.model_folders import write_model_folder

@@ -25,8 +25,7 @@ from optuna.trial import TrialState
 from steps.models import epoch_checkpoint_name
 from steps.train import search, study_storage
 from tests.steps.train.tiny_data import write_tiny_splits
-from tests.steps.tune_workers import (FROZEN_LR, GOOD_LR, MODEL, Worker, load_study, start_worker,
-                                      wait_until)
+from tests.steps.tune_workers import FROZEN_LR, GOOD_LR, MODEL, Worker, load_study, start_worker, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]

@@ -8,8 +8,7 @@ import pytest
 import torch
 
 from steps.data import transforms
-from steps.data.augment import (AugmentParams, NO_AUGMENTATION, augment_row, augment_sample, draw_params,
-                                mirror_cx, params_for)
+from steps.data.augment import NO_AUGMENTATION, AugmentParams, augment_row, augment_sample, draw_params, mirror_cx, params_for
 from steps.data.frames import IMAGE_WIDTH
 from tests.steps.data.tiny_dataset import make_rows
 

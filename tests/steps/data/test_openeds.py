@@ -10,8 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from steps.data.openeds import (Frame, FrameError, check_frames, find_openeds, publish_frames, read_frame,
-                                select_frames)
+from steps.data.openeds import Frame, FrameError, check_frames, find_openeds, publish_frames, read_frame, select_frames
 
 KAGGLE = ("openEDS", "openEDS")
 

@@ -15,8 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from steps.models import (CHECKPOINT_FORMAT, best_checkpoint_name, count_parameters, create_model,
-                          get_spec, portable_state_dict)
+from steps.models import CHECKPOINT_FORMAT, best_checkpoint_name, count_parameters, create_model, get_spec, portable_state_dict
 
 
 def wrapped_state_dict(model: nn.Module, wrap: str | None, scratch: Path) -> dict[str, torch.Tensor]:

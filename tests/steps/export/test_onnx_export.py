@@ -9,10 +9,20 @@ import onnx
 import pytest
 import torch
 
-from steps.export.onnx_export import (EXAMPLE_BATCH, INPUT_NAME, check_onnx_file, check_parity, check_size,
-                                      compare_with_pytorch, cpu_session, export_checked,
-                                      load_source_model, onnx_file_name, read_metadata,
-                                      strip_wrapper_prefixes)
+from steps.export.onnx_export import (
+    EXAMPLE_BATCH,
+    INPUT_NAME,
+    check_onnx_file,
+    check_parity,
+    check_size,
+    compare_with_pytorch,
+    cpu_session,
+    export_checked,
+    load_source_model,
+    onnx_file_name,
+    read_metadata,
+    strip_wrapper_prefixes,
+)
 from steps.outputs import sha256_file
 from steps.runtime import StepError
 from tests.steps.export.model_folders import write_model_folder

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from contracts import Layout, get_contract
+from steps.data.transforms import Ellipse
 from steps.runtime import run_step
 from tests.steps.inference.dark_model import dark_pupil_onnx, eye_frame
 from tests.steps.inference.test_geometry import assert_same
-from steps.data.transforms import Ellipse
 
 DRAWN = {"small": (320, 240, (150.0, 130.0, 22.0, 15.0, 30.0)),
          "portrait": (400, 640, (210.0, 300.0, 40.0, 28.0, 100.0)),
@@ -164,7 +164,7 @@ def test_a_saved_split_and_a_checkpoint_predict_like_the_exported_model(tmp_path
 
 
 def test_predict_is_a_kfp_component_too():
-    from pipelines.kfp_components import component_yaml, component_spec
+    from pipelines.kfp_components import component_spec, component_yaml
 
     text = component_yaml(component_spec(get_contract("predict")))
     assert "predict" in text and "input" in text and "predictions" in text

@@ -9,7 +9,6 @@ import pytest
 from steps.models import MODEL_SPECS, count_parameters, create_model
 from steps.models.__main__ import main
 
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 

@@ -8,8 +8,16 @@ import pytest
 
 from steps.data import transforms
 from steps.export.onnx_export import load_source_model
-from steps.report.evaluate import (PixelPR, evaluate_segmentation, evaluate_split, fitted_ellipses,
-                                   frame_batches, pupil_ious, raw_frames_dataset, split_rows)
+from steps.report.evaluate import (
+    PixelPR,
+    evaluate_segmentation,
+    evaluate_split,
+    fitted_ellipses,
+    frame_batches,
+    pupil_ious,
+    raw_frames_dataset,
+    split_rows,
+)
 from steps.report.models import open_exported
 from tests.steps.export.model_folders import exported_folder
 from tests.steps.train.tiny_data import make_split

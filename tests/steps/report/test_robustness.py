@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from contracts.validate import ValidateHyperparameters
+from steps.inference.pupil import find_pupil
 from steps.report import classical
 from steps.report.evaluate import raw_frames_dataset
 from steps.report.gates import validation_gates
 from steps.report.perturb import KINDS, suite
-from steps.inference.pupil import find_pupil
 from steps.report.render import robustness_lines
-from steps.report.robustness import (FrameSet, Predictor, frame_set, pupil_iou, robustness_summary, run_suite)
+from steps.report.robustness import FrameSet, Predictor, frame_set, pupil_iou, robustness_summary, run_suite
 from tests.steps.report.test_perturb import eye
 
 

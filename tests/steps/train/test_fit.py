@@ -6,7 +6,6 @@ CPU: 8 train rows, batch 2 (4 optimizer steps per epoch), 3 epochs, a checkpoint
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

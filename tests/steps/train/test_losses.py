@@ -8,8 +8,15 @@ import torch
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
 from steps.data.transforms import signed_distance_maps, spatial_weights
-from steps.train.losses import (EllipseRegressionLoss, SegmentationLoss, binary_terms, generalized_dice_loss,
-                                multiclass_terms, one_hot, ritnet_alpha)
+from steps.train.losses import (
+    EllipseRegressionLoss,
+    SegmentationLoss,
+    binary_terms,
+    generalized_dice_loss,
+    multiclass_terms,
+    one_hot,
+    ritnet_alpha,
+)
 
 SIZE = (64, 96)
 

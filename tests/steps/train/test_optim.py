@@ -7,8 +7,7 @@ import torch
 from torch import nn
 
 from contracts.train_seg import TrainSegHyperparameters
-from steps.train.optim import (MIN_LR_RATIO, build_optimizer, build_scheduler, current_lr,
-                               optimizer_steps_per_epoch)
+from steps.train.optim import MIN_LR_RATIO, build_optimizer, build_scheduler, current_lr, optimizer_steps_per_epoch
 
 STEPS_PER_EPOCH = 5
 

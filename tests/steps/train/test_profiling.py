@@ -14,8 +14,7 @@ from torch import nn
 
 from contracts import Layout
 from steps.runtime import run_step
-from steps.train.profiling import (PROFILE_OPS_CSV, PROFILE_OPS_TXT, PROFILE_TRACE, ResourceMonitor,
-                                   TrainingProfiler)
+from steps.train.profiling import PROFILE_OPS_CSV, PROFILE_OPS_TXT, PROFILE_TRACE, ResourceMonitor, TrainingProfiler
 
 
 def _train_steps(profiler: TrainingProfiler, steps: int) -> None:

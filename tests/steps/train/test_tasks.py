@@ -9,7 +9,7 @@ import torch
 from steps.data.frames import normalize_image
 from steps.train.losses import SegmentationLoss, multiclass_terms
 from steps.train.metrics import ConfusionMatrix, predicted_classes
-from steps.train.tasks import EllipseTask, SegmentationTask, _DEVICE_TABLES, batch_inputs, normalize_input
+from steps.train.tasks import _DEVICE_TABLES, EllipseTask, SegmentationTask, batch_inputs, normalize_input
 
 
 def loader_like_batch() -> dict[str, torch.Tensor]:

@@ -15,8 +15,6 @@ from steps.data.precompute import FEATURES  # preprocess's on-disk schema
 from steps.data.transforms import preprocess_frame
 
 
-
-
 def synthetic_frame(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A gray frame with sclera, iris and a dark pupil ellipse, and its raw 4-class label."""
     cx, cy = rng.uniform(200, 440), rng.uniform(140, 260)

@@ -14,8 +14,8 @@ import logging
 from typing import Any
 
 from contracts.predict import PredictHyperparameters
+from steps.inference.model_input import ModelMismatch
 from steps.inference.models import PupilModel, open_model
-from steps.inference.preprocess import ModelMismatch
 from steps.inference.pupil import Plausibility
 from steps.inference.results import PredictionWriter, resolve_annotation
 from steps.inference.runner import PredictOptions, Timing, predict_frames

@@ -18,13 +18,13 @@ from contracts.validate import ValidateHyperparameters
 from steps.data.loading import load_disk_split
 from steps.outputs import read_manifest
 from steps.report.evaluate import SplitEvaluation, evaluate_split, raw_frames_dataset
+from steps.report.exported import ExportedModel, attach_checkpoints, describe_models, open_models
+from steps.report.figures import report_plots
 from steps.report.gates import failure_text, validation_gates
+from steps.report.mlflow_results import log_validation
 from steps.report.model_card import write_model_card
-from steps.report.models import ExportedModel, attach_checkpoints, describe_models, open_models
-from steps.report.plots import report_plots
 from steps.report.render import write_report
 from steps.report.robustness import robustness_summary
-from steps.report.tracking import log_validation
 from steps.runtime import FailAfterCommit, StepHooks, StepIO
 
 log = logging.getLogger(__name__)

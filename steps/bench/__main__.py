@@ -7,7 +7,7 @@ with the machine it ran on.
 Modules (each exposes `measure(quick) -> list[BenchRow]`): preprocess (images/s), loader (rows/s),
 train (training images/s per model), onnx (ms/frame per model); a new module is picked up by name.
 The full table runs each module at the sizes in FULL_SIZES, so that the whole command stays under
-5 minutes on a 2-core machine; a module run alone (`python -m steps.bench.preprocess`) uses its
+5 minutes on a 2-core machine; a module run alone (`python -m steps.bench.preprocess_speed`) uses its
 own, larger defaults. A module that fails is reported in the table's JSON and the exit code, and
 the others still run.
 """
@@ -33,9 +33,10 @@ import steps.bench
 from steps.bench import BenchRow, format_table
 
 DEFAULT_JSON = Path("runs") / "bench.json"
-ORDER = ("preprocess", "loader", "train", "onnx")  # the pipeline's order; others follow by name
+# The pipeline's order; others follow by name.
+ORDER = ("preprocess_speed", "loader", "training_speed", "onnx_latency")
 # Sizes of the full table (module -> keyword arguments of its `measure`).
-FULL_SIZES: dict[str, dict[str, Any]] = {"preprocess": {"frames": 96}, "loader": {"rows": 32}}
+FULL_SIZES: dict[str, dict[str, Any]] = {"preprocess_speed": {"frames": 96}, "loader": {"rows": 32}}
 
 
 def bench_modules() -> list[str]:

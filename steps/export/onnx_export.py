@@ -232,7 +232,7 @@ def onnx_metadata(source: SourceModel, exporter: str, opset: int) -> dict[str, s
         "input_dtype": "float32",
         "normalization": f"(x / 255 - {spec.input_mean}) / {spec.input_std} from uint8 grayscale "
                          f"(range [{-spec.input_mean / spec.input_std:g}, {(1 - spec.input_mean) / spec.input_std:g}])",
-        # The same facts as numbers, for code (steps.inference.preprocess reads them).
+        # The same facts as numbers, for code (steps.inference.model_input reads them).
         "input_mean": str(spec.input_mean),
         "input_std": str(spec.input_std),
         "input_mode": source.input_mode,

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from steps.inference.preprocess import ModelInput, ModelMismatch
+from steps.inference.model_input import ModelInput, ModelMismatch
 
 Backend = Literal["auto", "onnx", "checkpoint"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from steps.inference.preprocess import to_gray
+from steps.inference.model_input import to_gray
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")

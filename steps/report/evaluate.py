@@ -24,7 +24,7 @@ from steps.data.loading import InputMode, SplitRows
 from steps.data.openeds import FrameError, find_openeds, read_frame
 from steps.errors import StepError
 from steps.inference.pupil import PUPIL, pupil_probability
-from steps.report.models import ExportedModel
+from steps.report.exported import ExportedModel
 from steps.train.metrics import ConfusionMatrix, ellipse_errors
 
 log = logging.getLogger(__name__)

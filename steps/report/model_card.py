@@ -153,7 +153,7 @@ def how_to_run(files: list[str]) -> list[str]:
     return ["## How to run", "", "```bash",
             "python -m steps predict --root runs/p --channel model=<this folder> --channel input=<image, folder or video>",
             "```", "", "```python", "import onnxruntime as ort",
-            "from steps.inference.preprocess import ModelInput, prepare_frame",
+            "from steps.inference.model_input import ModelInput, prepare_frame",
             f'session = ort.InferenceSession("{seg}")',
             "spec = ModelInput.from_metadata(session.get_modelmeta().custom_metadata_map)",
             'batch, geometry = prepare_frame(gray_frame, spec, "pad")',

@@ -30,7 +30,7 @@ from steps.data.loading import SplitRows
 from steps.errors import StepError
 from steps.inference.pupil import PUPIL, filled_ellipse, find_pupil, pupil_probability
 from steps.report import classical
-from steps.report.models import ExportedModel
+from steps.report.exported import ExportedModel
 from steps.report.perturb import KINDS, Perturbation, perturb, suite
 
 log = logging.getLogger(__name__)

@@ -47,12 +47,12 @@ from steps.train.engine import EpochProgress, StepConfig, evaluate, new_progress
 from steps.train.metric_lines import metric_line
 from steps.train.metrics import predicted_classes
 from steps.train.optim import LRSchedule, build_optimizer, build_scheduler, current_lr, optimizer_steps_per_epoch
-from steps.train.plots import AUGMENTED, augmented_grid, overlay
 from steps.train.profiling import ResourceMonitor, TrainingProfiler
 from steps.train.progress import EpochMeter
 from steps.train.records import MetricsLog, package_versions, write_resolved_config
 from steps.train.signals import StopRequest, TrainingInterrupted
 from steps.train.tasks import PRIMARY_METRIC, Task, normalize_input, task_for
+from steps.train.training_figures import AUGMENTED, augmented_grid, overlay
 
 if TYPE_CHECKING:
     from steps.data.loading import Task as LoaderTask

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from steps.outputs import write_json_atomic
-from steps.train.plots import CURVES, save_curves
+from steps.train.training_figures import CURVES, save_curves
 
 log = logging.getLogger(__name__)
 

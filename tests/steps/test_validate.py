@@ -50,7 +50,7 @@ def inputs(tmp_path_factory, tracking):
     history = [{"epoch": e, "train_loss": 1.0 / e, "valid_loss": 1.2 / e, "train_iou": 0.3 * e, "valid_iou": 0.25 * e}
                for e in (1, 2, 3)]
     (metrics / "metrics.json").write_text(json.dumps(history))
-    from steps.train.plots import augmented_grid
+    from steps.train.training_figures import augmented_grid
 
     split = make_split(2, seed=6).with_format("numpy")
     augmented_grid({"image": np.stack(split["image"])[:, None], "label": np.stack(split["label"]),

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[3]
 
 def test_every_module_is_found_in_pipeline_order():
     names = bench.bench_modules()
-    assert names[:4] == ["preprocess", "loader", "train", "onnx"]
+    assert names[:4] == ["preprocess_speed", "loader", "training_speed", "onnx_latency"]
     assert "__main__" not in names
 
 

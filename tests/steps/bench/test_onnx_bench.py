@@ -7,7 +7,7 @@ import math
 import pytest
 
 from steps.bench import format_table
-from steps.bench.onnx import measure
+from steps.bench.onnx_latency import measure
 
 
 @pytest.mark.slow

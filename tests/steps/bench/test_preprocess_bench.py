@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 
 from steps.bench import BenchRow, format_table
-from steps.bench.preprocess import REFERENCE_NAME, measure
+from steps.bench.preprocess_speed import REFERENCE_NAME, measure
 
 
 def test_quick_measure_returns_well_formed_rows():

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from steps.bench import format_table
-from steps.bench.train import BATCH_SIZE, ProjectPath, ReferencePath, measure, training_rows, training_settings
+from steps.bench.training_speed import BATCH_SIZE, ProjectPath, ReferencePath, measure, training_rows, training_settings
 from steps.train.tasks import batch_inputs
 
 

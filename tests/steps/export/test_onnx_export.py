@@ -167,7 +167,7 @@ def test_weights_that_do_not_fit_the_architecture_fail(tmp_path):
 def test_metadata_carries_the_training_data_and_its_preprocessing(tmp_path):
     """A model trained on frames preprocessed with other settings says so, and predict reads them."""
     from steps.export.onnx_export import onnx_metadata
-    from steps.inference.preprocess import ModelInput
+    from steps.inference.model_input import ModelInput
 
     folder = write_model_folder(tmp_path / "seg", "tiny_efficientvit_micro")
     card = json.loads((folder / "model_card.json").read_text())

@@ -18,7 +18,7 @@ from steps.report.evaluate import (
     raw_frames_dataset,
     split_rows,
 )
-from steps.report.models import open_exported
+from steps.report.exported import open_exported
 from tests.steps.export.model_folders import exported_folder
 from tests.steps.train.tiny_data import make_split
 

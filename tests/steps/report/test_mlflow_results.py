@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from steps.report.tracking import log_validation, model_figures
+from steps.report.mlflow_results import log_validation, model_figures
 
 REPORT = {"models": {"seg.onnx": {"task": "segmentation", "size_kb": 90.0, "parameters": 9927,
                                   "latency": {"onnxruntime": {"median_ms": 8.0}}, "source_run_id": None}},

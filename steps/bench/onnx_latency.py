@@ -2,7 +2,7 @@
 eager (the reference), batch 1 at 400x640, one thread each, measured in the same run with the calls
 alternating (steps.report.latency.paired_latency).
 
-    python -m steps.bench.onnx [--quick]
+    python -m steps.bench.onnx_latency [--quick]
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ def measure(quick: bool = False) -> list[BenchRow]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return area_main("steps.bench.onnx", __doc__, measure, "default segmentation model only, fewer calls", argv=argv)
+    return area_main("steps.bench.onnx_latency", __doc__, measure, "default segmentation model only, fewer calls", argv=argv)
 
 
 if __name__ == "__main__":

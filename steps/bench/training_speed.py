@@ -19,7 +19,7 @@ round counts.
 On a CPU the project turns on nothing the reference lacks (its extra per-batch work, the training
 metrics, shows as a ratio below 1 there); its speed-ups are CUDA ones.
 
-    python -m steps.bench.train [--quick]
+    python -m steps.bench.training_speed [--quick]
 """
 
 from __future__ import annotations
@@ -171,7 +171,7 @@ def measure(quick: bool = False) -> list[BenchRow]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return area_main("steps.bench.train", __doc__, measure, "the micro model only, one timed step per path", argv=argv)
+    return area_main("steps.bench.training_speed", __doc__, measure, "the micro model only, one timed step per path", argv=argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from steps.report import plots
+from steps.report import figures as plots
 from steps.report.evaluate import OverlaySample, PixelPR
 
 PNG = b"\x89PNG\r\n\x1a\n"

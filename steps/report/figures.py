@@ -20,7 +20,7 @@ from matplotlib.patches import Ellipse as EllipsePatch
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
 from steps.report.evaluate import OverlaySample, SplitEvaluation
-from steps.train.plots import AUGMENTED, save_curves
+from steps.train.training_figures import AUGMENTED, save_curves
 
 DPI = 90
 TRUE_COLOUR, PREDICTED_COLOUR, FIT_COLOUR, MODEL_COLOUR = "lime", "red", "orange", "cyan"

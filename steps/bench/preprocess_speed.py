@@ -8,7 +8,7 @@
 Both paths' datasets are compared row by row (images exactly, floats within 1e-4); a benchmark of
 a path that disagrees raises instead of printing a figure.
 
-    python -m steps.bench.preprocess [--quick] [--frames N]
+    python -m steps.bench.preprocess_speed [--quick] [--frames N]
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def measure(quick: bool = False, frames: int | None = None) -> list[BenchRow]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return area_main("steps.bench.preprocess", __doc__, measure, f"{QUICK_FRAMES} frames instead of {FULL_FRAMES}",
+    return area_main("steps.bench.preprocess_speed", __doc__, measure, f"{QUICK_FRAMES} frames instead of {FULL_FRAMES}",
                      ("frames", "generated frames to process"), argv)
 
 

@@ -15,10 +15,10 @@ from typing import Any
 
 from contracts.predict import PredictHyperparameters
 from steps.inference.model_input import ModelMismatch
-from steps.inference.models import PupilModel, open_model
 from steps.inference.pupil import Plausibility
 from steps.inference.results import PredictionWriter, resolve_annotation
 from steps.inference.runner import PredictOptions, Timing, predict_frames
+from steps.inference.segmenters import PupilModel, open_model
 from steps.inference.sources import SourceError, SourceFrame, open_source
 from steps.runtime import StepError, StepHooks, StepIO
 

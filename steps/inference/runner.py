@@ -1,6 +1,6 @@
 """Frames in, pupil predictions out: prepare, batch through the model, fit, map back to the frame.
 
-    model = open_model(path)                       # steps.inference.models
+    model = open_model(path)                       # steps.inference.segmenters
     kind, frames = open_source(input_path, model.spec.input_mode)
     for item in predict_frames(model, frames, PredictOptions(policy="pad")):
         ...  # FramePrediction, or the SourceFrame that could not be read (item.error)
@@ -18,8 +18,8 @@ import numpy as np
 from steps.data.transforms import Ellipse
 from steps.inference.geometry import FrameGeometry, ellipse_to_frame, map_to_frame
 from steps.inference.model_input import model_frame, normalize
-from steps.inference.models import PupilModel
 from steps.inference.pupil import Plausibility, PupilFit, find_pupil, pupil_probability
+from steps.inference.segmenters import PupilModel
 from steps.inference.sources import SourceFrame
 
 

@@ -15,6 +15,12 @@ class PreprocessHyperparameters(Hyperparameters):
     weight_sigma: float = Field(5.0, gt=0, le=50, description="Gaussian sigma of the spatial weights")
     backend: Literal["opencv", "scipy"] = Field(
         "opencv", description="distance/morphology backend; both agree within 1e-4")
+    row_layout: Literal["spec", "compact"] = Field(
+        "spec", description="'spec': the seed's row (3.2 MB, what push-hf publishes); 'compact': image, label "
+                            "and ellipse only (0.49 MB), the trainer derives weights and distance maps per batch")
+    keep_raw_image: bool = Field(
+        False, description="also store the camera frame (raw_image, +0.26 MB a row): camera augmentation then "
+                           "acts on it before gamma + CLAHE, and input_mode=raw can train")
     max_frames_per_split: int | None = Field(None, ge=1, description="keep at most this many frames per split")
     validate_only: bool = Field(
         False, description="--validate mode: recompute rows of the `reference` dataset from `raw` and "

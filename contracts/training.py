@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import Field
 
 from contracts.base import MAX_SEED, Channel, Hyperparameters, Output
+from steps.data.camera_augment import CameraAugment
 
 TRAINING_CHANNELS = (
     Channel(name="train", artifact="dataset", doc="preprocessed train split (preprocess's `train`)"),
@@ -25,7 +26,22 @@ class TrainingHyperparameters(Hyperparameters):
         "preprocessed", description="'raw': train on camera frames without gamma/CLAHE (inference-aligned)")
     max_train_rows: int | None = Field(None, ge=1, description="use at most this many train rows")
     max_valid_rows: int | None = Field(None, ge=1, description="use at most this many validation rows")
-    augment: bool = Field(True, description="random flip, line augment and Gaussian blur on train rows")
+    augment: bool = Field(True, description="random flip, line augment and Gaussian blur on train rows "
+                                            "(and the camera augmentation below)")
+    # camera augmentation (steps.data.camera_augment): on the camera frame, before gamma + CLAHE;
+    # each effect with camera_probability, at a magnitude drawn up to its limit (0: off)
+    camera_probability: float = Field(0.0, ge=0, le=1, description="probability of each camera effect per row (0: off)")
+    camera_scale: float = Field(0.3, ge=0, le=1, description="zoom in [1/(1+s), 1+s] about the frame centre")
+    camera_rotation_deg: float = Field(10.0, ge=0, le=45, description="rotation in [-r, r] degrees")
+    camera_shift_px: float = Field(60.0, ge=0, le=320, description="shift in [-s, s] px (vertical: s * 400/640)")
+    camera_lid: float = Field(0.5, ge=0, le=0.9, description="upper lid covering up to this fraction of the pupil")
+    camera_glints: int = Field(4, ge=0, le=16, description="up to this many glints on the pupil border")
+    camera_gain: float = Field(0.5, ge=0, le=0.9, description="gain in [1-g, 1+g]")
+    camera_offset: float = Field(40.0, ge=0, le=128, description="offset in [-o, o] on 0-255")
+    camera_gamma: float = Field(0.5, ge=0, le=2, description="gamma exponent in [1/(1+g), 1+g]")
+    camera_blur_sigma: float = Field(3.0, ge=0, le=10, description="defocus blur sigma up to this (<= 0.5: off)")
+    camera_noise_sd: float = Field(25.0, ge=0, le=64, description="Gaussian sensor noise sd up to this on 0-255")
+    camera_jpeg_quality: int = Field(20, ge=0, le=95, description="JPEG round trip at quality [q, 95] (0: off)")
     num_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes")
     # optimisation
     epochs: int = Field(12, ge=1, le=10_000, description="training epochs")
@@ -72,3 +88,7 @@ class TrainingHyperparameters(Hyperparameters):
     tensorboard: bool = Field(False, description="write TensorBoard scalars and images to output/data")
     profile: bool = Field(False, description="torch.profiler over a few steps; table of slowest ops")
     profile_steps: int = Field(6, ge=1, le=1000, description="profiled training steps")
+
+    def camera_augment(self) -> CameraAugment:
+        """The camera augmentation these settings ask for (steps.data.camera_augment)."""
+        return CameraAugment(**{name: getattr(self, f"camera_{name}") for name in CameraAugment.__dataclass_fields__})

@@ -22,7 +22,7 @@ import datasets
 
 from contracts.preprocess import PreprocessHyperparameters
 from steps.data.openeds import OpenEDSLayout, find_openeds
-from steps.data.precompute import SplitReport, precompute_splits, resolve_workers
+from steps.data.precompute import SplitReport, features_for, precompute_splits, resolve_workers, row_bytes
 from steps.data.reference import TOLERANCE
 from steps.data.transforms import PreprocessParams
 from steps.data.verify import find_saved_splits, validate_split
@@ -103,12 +103,15 @@ def run_preprocess(hp: PreprocessHyperparameters, io: StepIO, layout: OpenEDSLay
     description = (f"OpenEDS preprocessed per the spec: {params.as_dict()}, backend {hp.backend}; "
                    f"source {origin['layout_description']}")
     started = time.perf_counter()
+    features = features_for(hp.row_layout, hp.keep_raw_image)
     reports = precompute_splits(frames, {split: io.output(split) for split in SPLITS}, params,
-                                backend=hp.backend, workers=hp.workers, description=description)
+                                backend=hp.backend, workers=hp.workers, description=description,
+                                features=features)
     seconds = time.perf_counter() - started
     _refuse_all_bad(reports)
     total = sum(report.frames for report in reports.values())
-    settings = {"preprocessing": params.as_dict(), "backend": hp.backend,
+    settings = {"preprocessing": params.as_dict(), "backend": hp.backend, "row_layout": hp.row_layout,
+                "columns": list(features), "bytes_per_row": row_bytes(features),
                 "workers": resolve_workers(hp.workers), "provenance": origin}
     for split, report in reports.items():
         io.annotate(split, rows=report.rows, counts=report.counts(), skipped_files=sorted(report.skipped),

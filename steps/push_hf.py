@@ -18,7 +18,7 @@ import datasets
 
 from contracts.push_hf import PushHfHyperparameters
 from steps.data.hub import CARD_FILE, HubError, SplitFacts, card_text, check_reachable, upload, write_parquet_shards
-from steps.data.precompute import FEATURES
+from steps.data.precompute import FEATURES, MAP_COLUMNS
 from steps.data.verify import is_saved_dataset
 from steps.outputs import read_manifest
 from steps.runtime import StepError, StepHooks, StepIO
@@ -69,11 +69,16 @@ def load_split(split: str, io: StepIO) -> datasets.Dataset | None:
     if path is None:
         return None
     dataset = datasets.load_from_disk(str(path))
+    if not set(MAP_COLUMNS) & set(dataset.features):
+        raise StepError(f"channel '{split}': compact rows (preprocess row_layout=compact) have no "
+                        f"{' or '.join(MAP_COLUMNS)}; the published schema is the seed's: preprocess with "
+                        "row_layout=spec to push")
     for name, feature in FEATURES.items():
         if dataset.features.get(name) != feature:
             raise StepError(f"channel '{split}': column {name} is {dataset.features.get(name)}, expected "
                             f"{feature} (preprocess's schema)")
-    return dataset
+    # Exactly the seed's columns (a kept raw_image stays local).
+    return dataset.select_columns(list(FEATURES)) if set(dataset.features) != set(FEATURES) else dataset
 
 
 def run(hp: PushHfHyperparameters, io: StepIO) -> dict[str, Any]:

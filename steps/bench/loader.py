@@ -35,20 +35,23 @@ REFERENCE_ROWS = 48  # the reference reads ~40 rows/s: a few batches are enough
 REFERENCE_NAME = "per-row python lists + default_collate (original project)"
 
 
-def make_dataset(folder: Path, rows: int, unique: int = UNIQUE_FRAMES) -> Path:
+def make_dataset(folder: Path, rows: int, unique: int = UNIQUE_FRAMES, row_layout: str = "spec") -> Path:
     """A saved split of `rows` rows: `unique` generated frames preprocessed, then repeated."""
     from steps.data.openeds import find_openeds
-    from steps.data.precompute import precompute_splits
+    from steps.data.precompute import features_for, precompute_splits
     from steps.data.synthetic import generate_openeds
     from steps.data.transforms import PreprocessParams
 
-    generate_openeds(folder / "raw", {"train": unique}, seed=0)
+    if not (folder / "raw").is_dir():
+        generate_openeds(folder / "raw", {"train": unique}, seed=0)
     frames = list(find_openeds(folder / "raw").splits["train"])
-    precompute_splits({"train": frames}, {"train": folder / "unique"}, PreprocessParams())
-    base = datasets.load_from_disk(str(folder / "unique"))
+    unique_split, split = folder / f"unique-{row_layout}", folder / f"split-{row_layout}"
+    precompute_splits({"train": frames}, {"train": unique_split}, PreprocessParams(),
+                      features=features_for(row_layout))
+    base = datasets.load_from_disk(str(unique_split))
     repeated = datasets.concatenate_datasets([base] * (rows // len(base) + 1)).select(range(rows))
-    repeated.flatten_indices().save_to_disk(str(folder / "split"))
-    return folder / "split"
+    repeated.flatten_indices().save_to_disk(str(split))
+    return split
 
 
 class PythonListRows(torch.utils.data.Dataset):
@@ -106,13 +109,48 @@ def reference_rate(split: datasets.Dataset, workers: int, epochs: int) -> tuple[
     return rows_per_second(loader, epochs, set_epoch)
 
 
+def stored_bytes_per_row(path: Path, rows: int) -> float:
+    """Bytes on disk per row of a saved split (its Arrow files)."""
+    return sum(f.stat().st_size for f in path.glob("*.arrow")) / rows
+
+
+def compact_rows(spec: datasets.Dataset, compact: datasets.Dataset, spec_path: Path, compact_path: Path,
+                 epochs: int) -> list[BenchRow]:
+    """The compact row (image, label, ellipse; maps derived per batch) beside the spec row."""
+    from steps.train.tasks import SegmentationTask
+
+    count = len(spec)
+    spec_mb, compact_mb = (stored_bytes_per_row(p, count) / 1e6 for p in (spec_path, compact_path))
+    spec_rate, _ = project_rate(spec, 0, epochs)
+    compact_rate, _ = project_rate(compact, 0, epochs)
+    loader, _ = build_loaders(compact, compact, task="segmentation", batch_size=BATCH_SIZE, num_workers=0,
+                              augment=True, input_mode="preprocessed", seed=0, distributed=False, pin_memory=False)
+    task, cpu = SegmentationTask(), torch.device("cpu")
+    started, derived = time.perf_counter(), 0
+    for batch in loader:
+        task.targets(batch, cpu)  # weights + distance maps from the label (OpenCV on the CPU)
+        derived += batch["image"].shape[0]
+    derived_rate = derived / (time.perf_counter() - started)
+    name = "spec row (image, label, float32 weights + 2-channel distance map, ellipse)"
+    return [
+        BenchRow(area="loader", metric="MB per stored training row, compact", project=compact_mb,
+                 reference=spec_mb, reference_name=name, higher_is_better=False, note="Arrow files on disk"),
+        BenchRow(area="loader", metric=f"rows/s, compact rows, batch {BATCH_SIZE}, 0 workers", project=compact_rate,
+                 reference=spec_rate, reference_name=name, note="maps left to the device"),
+        BenchRow(area="loader", metric="rows/s, compact + maps derived on CPU", project=derived_rate,
+                 reference=spec_rate, reference_name=name,
+                 note="loader + SegmentationTask.targets (OpenCV EDT per row): a CPU training step's data cost"),
+    ]
+
+
 def measure(quick: bool = False, rows: int | None = None, workers_options: Sequence[int] = (0, 2),
             unique: int = UNIQUE_FRAMES) -> list[BenchRow]:
     count = rows or (QUICK_ROWS if quick else FULL_ROWS)
     epochs = 1 if quick else 2
     results = []
     with tempfile.TemporaryDirectory(prefix="bench-loader-") as temp:
-        split = datasets.load_from_disk(str(make_dataset(Path(temp), count, unique=min(unique, count))))
+        spec_path = make_dataset(Path(temp), count, unique=min(unique, count))
+        split = datasets.load_from_disk(str(spec_path))
         for workers in workers_options:
             (project, project_cpu), (reference, reference_cpu) = (project_rate(split, workers, epochs),
                                                                   reference_rate(split, workers, epochs))
@@ -122,7 +160,10 @@ def measure(quick: bool = False, rows: int | None = None, workers_options: Seque
                 project=project, reference=reference, reference_name=REFERENCE_NAME,
                 note=f"{count} rows x {epochs} epochs (reference {min(REFERENCE_ROWS, count)} rows), "
                      f"augmented{cpu_note}"))
-        del split
+        compact_path = make_dataset(Path(temp), count, unique=min(unique, count), row_layout="compact")
+        compact = datasets.load_from_disk(str(compact_path))
+        results += compact_rows(split, compact, spec_path, compact_path, epochs)
+        del split, compact
     return results
 
 

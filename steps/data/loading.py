@@ -56,8 +56,9 @@ import pyarrow as pa
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from steps.data import transforms
+from steps.data import camera_augment, transforms
 from steps.data.augment import AugmentParams, augment_row, params_for
+from steps.data.camera_augment import CameraAugment
 from steps.data.frames import IMAGE_SHAPE
 from steps.errors import StepError
 
@@ -74,7 +75,10 @@ ARRAY_COLUMNS: dict[str, tuple[tuple[int, ...], np.dtype]] = {
     "dist_map": ((2, *IMAGE_SHAPE), np.dtype(np.float32)),
 }
 ELLIPSE_COLUMNS = ("cx", "cy", "rx", "ry")
-DERIVED_COLUMNS = ("label", "spatial_weights", "dist_map", *ELLIPSE_COLUMNS)
+# A row counts as preprocessed with these; the maps are optional (a compact row has none: they
+# are derived per batch on the device, steps.train.label_maps).
+DERIVED_COLUMNS = ("label", *ELLIPSE_COLUMNS)
+MAP_COLUMNS = ("spatial_weights", "dist_map")
 TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "segmentation": ("image", "label", "spatial_weights", "dist_map", "ellipse"),
     "ellipse": ("image", "ellipse"),
@@ -169,6 +173,8 @@ class SplitRows:
                  if "preprocessed" in columns else np.zeros(len(dataset), bool))
         self.runtime = ~flags if set(DERIVED_COLUMNS) <= columns else np.ones(len(dataset), bool)
         self.image_column = "raw_image" if input_mode == "raw" and "raw_image" in columns else "image"
+        self.stores_maps = set(MAP_COLUMNS) <= columns
+        self.has_raw_image = "raw_image" in columns
         if self.runtime.any() and "label" not in columns:
             raise StepError(f"{name}: the dataset has no 'label' column\nRows without preprocessing "
                             f"(preprocessed=False, or no {', '.join(DERIVED_COLUMNS[1:])} columns) need the "
@@ -258,6 +264,16 @@ class SplitRows:
             source["ellipse"] = self.ellipses[row]
         return source
 
+    def camera_frame(self, position: int) -> tuple[np.ndarray, np.ndarray, bool]:
+        """(frame, 0/1 pupil mask, enhance): the sensor's frame where the split has it (`raw_image`,
+        or the image of a row stored without preprocessing) and whether the model's input is that
+        frame enhanced (preprocessed mode); else the stored image as it is."""
+        row = self.row_id(position)
+        mask = self._pupil_mask(self._array(row, "label"))
+        if self.has_raw_image:
+            return self._array(row, "raw_image"), mask, self.input_mode == "preprocessed"
+        return self._array(row, "image"), mask, bool(self.runtime[row]) and self.input_mode == "preprocessed"
+
     def _runtime_fields(self, row: int, wanted: tuple[str, ...]) -> dict[str, np.ndarray]:
         """Spec preprocessing at load time (steps.data.transforms) for a row stored without it."""
         image = self._array(row, "image")
@@ -295,9 +311,13 @@ class TrainingBatches(torch.utils.data.Dataset):
     memory for every batch instead, and pay its page faults).
     """
 
-    def __init__(self, rows: SplitRows, *, task: Task, augment: bool, seed: int, threads: int = 1):
+    def __init__(self, rows: SplitRows, *, task: Task, augment: bool, seed: int, threads: int = 1,
+                 camera: CameraAugment = camera_augment.OFF):
         self.rows, self.task, self.augment, self.seed, self.threads = rows, task, augment, seed, threads
-        self.fields = TASK_FIELDS[task]
+        self.camera = camera if augment and camera.enabled else camera_augment.OFF
+        # Maps ship only when stored and still true to the label; else the device derives them.
+        keep_maps = rows.stores_maps and not self.camera.moves_label
+        self.fields = tuple(name for name in TASK_FIELDS[task] if keep_maps or name not in MAP_COLUMNS)
         self.epoch = 0  # used only for plain integer keys (callers other than our samplers)
         self._pool: ThreadPoolExecutor | None = None
 
@@ -313,8 +333,23 @@ class TrainingBatches(torch.utils.data.Dataset):
     def augment_params(self, epoch: int, position: int) -> AugmentParams:
         return params_for(self.seed, epoch, self.rows.row_id(position), self.augment)
 
+    def _camera_fields(self, epoch: int, position: int) -> dict[str, np.ndarray]:
+        """The row through camera augmentation (steps.data.camera_augment), then enhanced as
+        preprocess would when the model's input is the enhanced frame."""
+        frame, mask, enhance = self.rows.camera_frame(position)
+        rng = camera_augment.camera_rng(self.seed, epoch, self.rows.row_id(position))
+        image, moved = camera_augment.apply(frame, mask, self.camera, rng)
+        source = self.rows.fields(position, tuple(n for n in self.fields if n in MAP_COLUMNS or n == "ellipse"))
+        source["image"] = transforms.enhance_image(image, transforms.PreprocessParams()) if enhance else image
+        if "label" in self.fields:
+            source["label"] = moved
+        if moved is not mask:
+            source["ellipse"] = transforms.fit_pupil_ellipse(moved).normalized()
+        return source
+
     def _fill_row(self, arrays: dict[str, np.ndarray], k: int, epoch: int, position: int) -> None:
-        source = self.rows.fields(position, self.fields)
+        source = (self._camera_fields(epoch, position) if self.camera.enabled
+                  else self.rows.fields(position, self.fields))
         targets = {name: arrays[name][k] for name in self.fields[1:]}
         augment_row(source, self.augment_params(epoch, position), {"image": arrays["image"][k, 0], **targets})
 
@@ -333,17 +368,13 @@ class TrainingBatches(torch.utils.data.Dataset):
             shape = (size, 4) if name == "ellipse" else (size, *ARRAY_COLUMNS[name][0])
             batch[name] = _batch_tensor(shape, BATCH_DTYPES[name])
         arrays = {name: batch[name].numpy() for name in self.fields}
-        # Stored rows may go to threads; rows preprocessed at run time stay in this thread
-        # (OpenCV's CLAHE object is shared and not thread-safe).
-        runtime = [self.rows.runtime[self.rows.row_id(p)] for _, p in pairs]
+        # Rows go to threads (enhance_image keeps one CLAHE object per thread).
         pool = self._executor()
-        if pool is not None:
-            jobs = [pool.submit(self._fill_row, arrays, k, *key) for k, key in enumerate(pairs) if not runtime[k]]
-        for k, key in enumerate(pairs):
-            if pool is None or runtime[k]:
+        if pool is None:
+            for k, key in enumerate(pairs):
                 self._fill_row(arrays, k, *key)
-        if pool is not None:
-            for job in jobs:
+        else:
+            for job in [pool.submit(self._fill_row, arrays, k, *key) for k, key in enumerate(pairs)]:
                 job.result()
         batch["filename"] = [self.rows.filenames[self.rows.row_id(p)] for _, p in pairs]
         batch["index"] = torch.tensor([self.rows.row_id(p) for _, p in pairs], dtype=torch.int64)
@@ -493,8 +524,8 @@ def _loader(batches: TrainingBatches, sampler: EpochBatchSampler, options: Loade
 
 def build_loaders(train: datasets.Dataset, valid: datasets.Dataset, *, task: Task, batch_size: int,
                   num_workers: int, augment: bool, input_mode: InputMode, seed: int, distributed: bool,
-                  pin_memory: bool, max_train_rows: int | None = None,
-                  max_valid_rows: int | None = None) -> tuple[DataLoader, DataLoader]:
+                  pin_memory: bool, max_train_rows: int | None = None, max_valid_rows: int | None = None,
+                  camera: CameraAugment = camera_augment.OFF) -> tuple[DataLoader, DataLoader]:
     """(train loader, validation loader). Call `set_loader_epoch(train_loader, epoch)` every epoch.
 
     The training loader drops a last partial batch when there is more than one batch (a batch of
@@ -506,15 +537,20 @@ def build_loaders(train: datasets.Dataset, valid: datasets.Dataset, *, task: Tas
     train_rows = SplitRows(train, name="train", input_mode=input_mode, max_rows=max_train_rows, seed=seed)
     valid_rows = SplitRows(valid, name="validation", input_mode=input_mode, max_rows=max_valid_rows, seed=seed)
     log.info("loader: %d train rows (%d preprocessed at run time), %d validation rows; task=%s, "
-             "input_mode=%s (train image column '%s'), augment=%s", len(train_rows),
+             "input_mode=%s (train image column '%s'), augment=%s, camera augmentation %s", len(train_rows),
              int(train_rows.runtime[train_rows.rows].sum()), len(valid_rows), task, input_mode,
-             train_rows.image_column, augment)
+             train_rows.image_column, augment, camera.as_dict() if augment and camera.enabled else "off")
+    if augment and camera.enabled and not train_rows.has_raw_image and not train_rows.runtime.all() \
+            and input_mode == "preprocessed":
+        log.warning("train: no 'raw_image' column: camera augmentation acts on the stored gamma+CLAHE "
+                    "images, not on the camera frames (preprocess keep_raw_image=true stores them)")
     train_sampler = EpochBatchSampler(len(train_rows), batch_size, shuffle=True, seed=seed,
                                       drop_last=True, distributed=distributed)
     valid_sampler = EpochBatchSampler(len(valid_rows), batch_size, shuffle=False, seed=seed,
                                       drop_last=False, distributed=distributed)
     threads = assembly_threads(num_workers)
-    return (_loader(TrainingBatches(train_rows, task=task, augment=augment, seed=seed, threads=threads),
+    return (_loader(TrainingBatches(train_rows, task=task, augment=augment, seed=seed, threads=threads,
+                                    camera=camera),
                     train_sampler, options),
             _loader(TrainingBatches(valid_rows, task=task, augment=False, seed=seed, threads=threads),
                     valid_sampler, options))

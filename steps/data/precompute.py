@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import datasets
+import numpy as np
 from tqdm import tqdm
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
@@ -47,8 +48,35 @@ FEATURES = datasets.Features({
     "ry": datasets.Value("float32"),
     "filename": datasets.Value("string"),
     "preprocessed": datasets.Value("bool"),
-})
-SCHEMA_BYTES = FEATURES.arrow_schema.serialize().to_pybytes()
+})  # the spec's (and the seed's) row; push-hf publishes exactly these columns
+MAP_COLUMNS = ("spatial_weights", "dist_map")
+RAW_IMAGE = "raw_image"
+
+
+def features_for(row_layout: str = "spec", keep_raw_image: bool = False) -> datasets.Features:
+    """The split's columns: the spec row, or a compact one without the maps (the trainer derives
+    them per batch: 0.49 MB a row instead of 3.2 MB), plus the camera frame when kept (camera
+    augmentation models effects on it, before gamma and CLAHE)."""
+    if row_layout not in ("spec", "compact"):
+        raise ValueError(f"row_layout: unknown {row_layout!r} (spec, compact)")
+    columns = {name: feature for name, feature in FEATURES.items()
+               if row_layout == "spec" or name not in MAP_COLUMNS}
+    if keep_raw_image:
+        columns[RAW_IMAGE] = datasets.Array2D((H, W), "uint8")
+    return datasets.Features(columns)
+
+
+def row_bytes(features: datasets.Features) -> int:
+    """Bytes of one row's arrays and scalars as stored (Arrow, uncompressed; strings not counted)."""
+    total = 0
+    for feature in features.values():
+        if isinstance(feature, (datasets.Array2D, datasets.Array3D)):
+            total += math.prod(feature.shape) * np.dtype(feature.dtype).itemsize
+        elif isinstance(feature, datasets.Value) and feature.dtype != "string":
+            total += 1 if feature.dtype == "bool" else np.dtype(feature.dtype).itemsize
+    return total
+
+
 # glibc returns large temporaries to the OS by default; keeping them made this 1.5-2x faster.
 MALLOC_TUNING = {"MALLOC_MMAP_THRESHOLD_": "268435456", "MALLOC_TRIM_THRESHOLD_": "1073741824"}
 MAX_SHARD_FRAMES = 128  # about 460 MB of rows per shard file, like save_to_disk's 500 MB
@@ -70,14 +98,16 @@ def shard_size(frames: int, workers: int) -> int:
 
 
 def plan_shards(frames_by_split: dict[str, Sequence[Frame]], shard_dirs: dict[str, Path],
-                params: PreprocessParams, backend: str, workers: int) -> list[ShardTask]:
+                params: PreprocessParams, backend: str, workers: int,
+                features: datasets.Features = FEATURES) -> list[ShardTask]:
+    schema = features.arrow_schema.serialize().to_pybytes()
     tasks = []
     for split, frames in frames_by_split.items():
         size = shard_size(len(frames), workers)
         for index, start in enumerate(range(0, len(frames), size)):
             tasks.append(ShardTask(split=split, index=index, frames=tuple(frames[start:start + size]),
                                    path=shard_dirs[split] / f"shard-{index:05d}.arrow",
-                                   params=params, schema=SCHEMA_BYTES, backend=backend))
+                                   params=params, schema=schema, backend=backend))
     return tasks
 
 
@@ -174,23 +204,24 @@ def log_result(result: ShardResult) -> None:
 
 # ---------------------------------------------------------------- saving a split
 
-def empty_dataset(split: str, info: datasets.DatasetInfo | None = None) -> datasets.Dataset:
-    return datasets.Dataset.from_dict({name: [] for name in FEATURES}, features=FEATURES,
+def empty_dataset(split: str, info: datasets.DatasetInfo | None = None,
+                  features: datasets.Features = FEATURES) -> datasets.Dataset:
+    return datasets.Dataset.from_dict({name: [] for name in features}, features=features,
                                       info=info, split=datasets.NamedSplit(split))
 
 
 def save_split(split: str, shards: Sequence[tuple[Path, int]], output: Path, description: str = "",
-               fingerprint: str | None = None) -> int:
+               fingerprint: str | None = None, features: datasets.Features = FEATURES) -> int:
     """Make a split's shard files, (path, rows) in order, the data files of a `save_to_disk` folder.
 
     `datasets` writes the folder's state and info from a 0-row dataset of the same features; the
     workers' shards then become its data files by a rename instead of a second 3.4 MB-per-row copy,
     and the folder is loaded back with `load_from_disk` to prove it is a valid saved dataset.
     """
-    info = datasets.DatasetInfo(description=description, features=FEATURES)
+    info = datasets.DatasetInfo(description=description, features=features)
     kept = [path for path, rows in shards if rows]
     with _quiet_datasets():
-        empty_dataset(split, info).save_to_disk(str(output), num_shards=1)
+        empty_dataset(split, info, features).save_to_disk(str(output), num_shards=1)
     if kept:
         state_path = output / "state.json"
         state = json.loads(state_path.read_text(encoding="utf-8"))
@@ -202,7 +233,7 @@ def save_split(split: str, shards: Sequence[tuple[Path, int]], output: Path, des
         state["_data_files"] = [{"filename": name} for name in names]
         state["_fingerprint"] = fingerprint or state["_fingerprint"]
         state_path.write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
-    return _check_saved(split, output, sum(rows for _, rows in shards))
+    return _check_saved(split, output, sum(rows for _, rows in shards), features)
 
 
 @contextmanager
@@ -217,15 +248,17 @@ def _quiet_datasets() -> Iterator[None]:
             datasets.enable_progress_bars()
 
 
-def split_fingerprint(split: str, frames: Sequence[Frame], params: PreprocessParams, backend: str) -> str:
+def split_fingerprint(split: str, frames: Sequence[Frame], params: PreprocessParams, backend: str,
+                      features: datasets.Features = FEATURES) -> str:
     """Deterministic: the rows follow from the frames and the settings (datasets caches by it)."""
-    payload = json.dumps([split, [frame_filename(f) for f in frames], params.as_dict(), backend])
+    payload = json.dumps([split, [frame_filename(f) for f in frames], params.as_dict(), backend,
+                          *([] if features == FEATURES else [sorted(features)])])
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-def _check_saved(split: str, output: Path, rows: int) -> int:
+def _check_saved(split: str, output: Path, rows: int, features: datasets.Features = FEATURES) -> int:
     loaded = datasets.load_from_disk(str(output))
-    if len(loaded) != rows or loaded.features != FEATURES or str(loaded.split) != split:
+    if len(loaded) != rows or loaded.features != features or str(loaded.split) != split:
         raise PrecomputeError(f"{output}: the saved {split} split does not load back as written "
                               f"({len(loaded)} rows, expected {rows}; datasets {datasets.__version__})")
     return rows
@@ -235,12 +268,13 @@ def _check_saved(split: str, output: Path, rows: int) -> int:
 
 def precompute_splits(frames_by_split: dict[str, Sequence[Frame]], outputs: dict[str, Path],
                       params: PreprocessParams, backend: str = "opencv", workers: int = 0,
-                      description: str = "") -> dict[str, SplitReport]:
-    """Preprocess every split into its output folder (a saved dataset, possibly with 0 rows)."""
+                      description: str = "", features: datasets.Features = FEATURES) -> dict[str, SplitReport]:
+    """Preprocess every split into its output folder (a saved dataset, possibly with 0 rows) with
+    the columns of `features` (`features_for`)."""
     workers = resolve_workers(workers)
     frames_by_split = {split: frames for split, frames in frames_by_split.items() if split in outputs}
     shard_dirs = {split: Path(outputs[split]) / SHARDS_DIR for split in frames_by_split}
-    tasks = plan_shards(frames_by_split, shard_dirs, params, backend, workers)
+    tasks = plan_shards(frames_by_split, shard_dirs, params, backend, workers, features)
     reports = {split: SplitReport(split, frames=len(frames_by_split.get(split, ()))) for split in outputs}
     total = sum(len(frames) for frames in frames_by_split.values())
     log.info("preprocessing %d frames (%s) in %d shard(s) with %d worker(s), backend %s", total,
@@ -252,8 +286,8 @@ def precompute_splits(frames_by_split: dict[str, Sequence[Frame]], outputs: dict
             progress.update(result.frames)
     for split, report in reports.items():
         shards = [(report.shards[i].path, report.shards[i].rows) for i in sorted(report.shards)]
-        fingerprint = split_fingerprint(split, frames_by_split.get(split, ()), params, backend)
-        save_split(split, shards, Path(outputs[split]), description, fingerprint)
+        fingerprint = split_fingerprint(split, frames_by_split.get(split, ()), params, backend, features)
+        save_split(split, shards, Path(outputs[split]), description, fingerprint, features)
         shutil.rmtree(Path(outputs[split]) / SHARDS_DIR, ignore_errors=True)
         log.info("%s: %s", split, ", ".join(f"{k} {v}" for k, v in report.counts().items()))
     return reports

@@ -114,6 +114,8 @@ def _preprocess_one(frame: Frame, preprocess, params: PreprocessParams,
             result.unlabeled.append(name)
             return None
         row = preprocess(image, label, params)
+        if row is not None:
+            row["raw_image"] = image  # written only when the split keeps it (features_for)
     except Exception as error:  # noqa: BLE001 - an odd frame is reported, never fatal to the run
         reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
         kind = "" if isinstance(error, (FrameError, SampleError)) else f"{type(error).__name__}: "

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,15 +103,16 @@ def gamma_lut(gamma: float) -> np.ndarray:
     return table
 
 
-@functools.lru_cache(maxsize=8)
-def _clahe(clip_limit: float, tile_grid: int) -> cv2.CLAHE:
+@functools.lru_cache(maxsize=32)
+def _clahe(clip_limit: float, tile_grid: int, thread: int) -> cv2.CLAHE:
+    # One object per thread: a CLAHE object keeps per-call buffers and is not thread-safe.
     return cv2.createCLAHE(clipLimit=clip_limit, tileGridSize=(tile_grid, tile_grid))
 
 
 def enhance_image(image: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """Gamma LUT, then CLAHE: the image stored in the preprocessed dataset (uint8)."""
+    """Gamma LUT, then CLAHE: the image stored in the preprocessed dataset (uint8). Thread-safe."""
     corrected = cv2.LUT(image, gamma_lut(params.gamma))
-    return _clahe(params.clahe_clip_limit, params.clahe_tile_grid).apply(corrected)
+    return _clahe(params.clahe_clip_limit, params.clahe_tile_grid, threading.get_ident()).apply(corrected)
 
 
 # ---------------------------------------------------------------- geometry helpers

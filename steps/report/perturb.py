@@ -15,10 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from steps.data import transforms
+from steps.data import camera_effects as effects
 
 Frame = tuple[np.ndarray, np.ndarray]  # uint8 image (H, W), uint8 0/1 pupil mask (H, W)
 
@@ -54,84 +53,29 @@ def suite(max_levels: int | None = None) -> list[Perturbation]:
     return chosen
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
-
-
 # ---------------------------------------------------------------- photometric (label unchanged)
 
 def add_noise(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Frame:
-    image, mask = frame
-    return to_uint8(image + level[0] * rng.standard_normal(image.shape)), mask
+    return effects.gaussian_noise(frame[0], level[0], rng), frame[1]
 
 
 def apply_gain(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Frame:
-    image, mask = frame
-    return to_uint8(image.astype(np.float32) * level[0] + level[1]), mask
+    return effects.gain_offset(frame[0], level[0], level[1]), frame[1]
 
 
 def apply_blur(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Frame:
-    image, mask = frame
-    return cv2.GaussianBlur(image, (0, 0), level[0]), mask
-
-
-def border_points(mask: np.ndarray, count: int, rng: np.random.Generator) -> np.ndarray:
-    """`count` points (x, y) on the fitted pupil ellipse, at random angles."""
-    e = transforms.fit_pupil_ellipse(mask)
-    phi = rng.uniform(0, 2 * np.pi, count)
-    theta = np.deg2rad(e.angle)
-    u, v = e.rx * np.cos(phi), e.ry * np.sin(phi)
-    return np.stack([e.cx + u * np.cos(theta) - v * np.sin(theta), e.cy + u * np.sin(theta) + v * np.cos(theta)], 1)
+    return effects.blur(frame[0], level[0]), frame[1]
 
 
 def add_glints(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Frame:
-    """Saturated LED reflections on the pupil border; the label keeps them pupil (as OpenEDS does)."""
-    image, mask = frame
-    if not mask.any():
-        return frame
-    spots: np.ndarray = np.zeros(image.shape, np.float32)
-    for x, y in border_points(mask, int(level[0]), rng):
-        cv2.circle(spots, (int(round(x)), int(round(y))), int(rng.integers(3, 6)), 1.0, -1, cv2.LINE_AA)
-    spots = cv2.GaussianBlur(spots, (0, 0), 1.0)
-    return to_uint8(image + 300 * spots), mask
-
-
-def lid_edge(mask: np.ndarray, fraction: float, curve: np.ndarray) -> float:
-    """The lid margin height y0 (margin y = y0 + curve) that covers `fraction` of the pupil pixels."""
-    ys, xs = np.nonzero(mask)
-    relative = ys - curve[xs]  # a pixel is covered when its y is above the margin: y < y0 + curve
-    return float(np.quantile(relative, fraction))
+    return effects.glints(frame[0], frame[1], int(level[0]), rng), frame[1]
 
 
 def add_lid(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Frame:
-    """An upper lid drawn down over the pupil until it covers `level` of its pixels: skin-bright,
-    with a dark lash line at its margin; covered pupil pixels leave the label."""
-    image, mask = frame
-    if not mask.any():
-        return frame
-    h, w = image.shape
-    e = transforms.fit_pupil_ellipse(mask)
-    xs = np.arange(w, dtype=np.float32)
-    curve: np.ndarray = 50 * np.minimum(((xs - e.cx) / 200) ** 2, 2.0)  # an arched margin, highest over the pupil
-    y0 = lid_edge(mask, level[0], curve)
-    yy = np.arange(h, dtype=np.float32)[:, None]
-    margin = y0 + curve[None, :]
-    covered = yy < margin
-    skin = float(np.percentile(image, 80)) + 4 * rng.standard_normal(image.shape)
-    lashes = 35 * np.exp(-((yy - margin) / 3.0) ** 2)
-    out = np.where(covered, skin, image.astype(np.float32)) - lashes
-    return to_uint8(out), (mask & ~covered).astype(np.uint8)
+    return effects.lid(frame[0], frame[1], level[0], rng)
 
 
 # ---------------------------------------------------------------- geometric (label moves too)
-
-def warp(frame: Frame, matrix: np.ndarray) -> Frame:
-    image, mask = frame
-    size = (image.shape[1], image.shape[0])
-    border = cv2.BORDER_REFLECT_101  # the camera view continues; a constant would draw a fake edge
-    return (cv2.warpAffine(image, matrix, size, flags=cv2.INTER_LINEAR, borderMode=border),
-            cv2.warpAffine(mask, matrix, size, flags=cv2.INTER_NEAREST, borderMode=border))
-
 
 def flip(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Frame:
     image, mask = frame
@@ -140,15 +84,11 @@ def flip(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Fr
 
 def zoom(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Frame:
     """Zoom by `level` about the pupil centre (the pupil grows, stays where it was)."""
-    _, mask = frame
-    ys, xs = np.nonzero(mask)
-    cx, cy = (xs.mean(), ys.mean()) if len(xs) else (mask.shape[1] / 2, mask.shape[0] / 2)
-    s = level[0]
-    return warp(frame, np.array([[s, 0, (1 - s) * cx], [0, s, (1 - s) * cy]], np.float32))
+    return effects.warp(*frame, effects.affine_about(effects.pupil_centre(frame[1]), scale=level[0]))
 
 
 def shift(frame: Frame, level: tuple[float, ...], rng: np.random.Generator) -> Frame:
-    return warp(frame, np.array([[1, 0, level[0]], [0, 1, level[1]]], np.float32))
+    return effects.warp(*frame, np.array([[1, 0, level[0]], [0, 1, level[1]]], np.float32))
 
 
 APPLY: dict[str, Callable[[Frame, tuple[float, ...], np.random.Generator], Frame]] = {

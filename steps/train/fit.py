@@ -114,7 +114,8 @@ def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device,
     train_loader, valid_loader = build_loaders(
         train_split, valid_split, task=cast("LoaderTask", task.name), batch_size=hp.batch_size, num_workers=hp.num_workers,
         augment=hp.augment, input_mode=hp.input_mode, seed=hp.seed, distributed=dist.enabled,
-        pin_memory=device.type == "cuda", max_train_rows=hp.max_train_rows, max_valid_rows=hp.max_valid_rows)
+        pin_memory=device.type == "cuda", max_train_rows=hp.max_train_rows, max_valid_rows=hp.max_valid_rows,
+        camera=hp.camera_augment())
     if len(train_loader) == 0 or len(valid_loader) == 0:
         raise StepError(f"{'train' if len(train_loader) == 0 else 'validation'}: no batches to run "
                         f"(rows per process < 1); use more rows or fewer processes")

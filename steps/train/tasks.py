@@ -16,10 +16,13 @@ import torch
 from torch import nn
 
 from steps.data.frames import SEG_CLASSES, normalize_image
+from steps.data.transforms import PreprocessParams
 from steps.train.device import move_batch
+from steps.train.label_maps import label_maps
 from steps.train.metrics import ConfusionMatrix, EllipseMetrics, predicted_classes
 
 PRIMARY_METRIC = "valid_iou"
+WEIGHT_SIGMA = PreprocessParams().weight_sigma  # the spec's, as preprocess stores them
 
 
 class MetricAccumulator(Protocol):
@@ -86,7 +89,11 @@ class SegmentationTask:
     name: str = "segmentation"
 
     def targets(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        targets = {key: move_batch(batch[key], device) for key in ("label", "spatial_weights", "dist_map")}
+        stored = [key for key in ("label", "spatial_weights", "dist_map") if key in batch]
+        targets: dict[str, torch.Tensor] = {key: move_batch(batch[key], device) for key in stored}
+        if "spatial_weights" not in targets:
+            # A compact or geometrically augmented batch: the maps are derived here, on the device.
+            targets["spatial_weights"], targets["dist_map"] = label_maps(targets["label"], WEIGHT_SIGMA)
         # The loader ships uint8 labels (1 byte per pixel over the host-to-device copy); the loss
         # (nll_loss, one-hot) wants int64 class indices: cast after the copy, on the device.
         targets["label"] = targets["label"].long()

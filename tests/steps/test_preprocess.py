@@ -130,6 +130,27 @@ def test_scipy_backend_writes_the_same_rows(done, raw, tmp_path):
             assert reference.mismatched_columns(slow[index], fast[index]) == {}
 
 
+def test_compact_rows_with_the_camera_frame_hold_the_spec_rows_minus_the_maps(done, raw, tmp_path):
+    """row_layout=compact + keep_raw_image: image, label, ellipse as the spec rows, the camera
+    frame beside them, no maps; the manifest names the layout and the bytes per row."""
+    root, _ = done
+    assert run_step("preprocess", Layout.resolve(tmp_path, {"raw": raw}),
+                    {"row_layout": "compact", "keep_raw_image": True, "workers": 1}) == 0
+    spec, compact = load(root / "output" / "data" / "train"), load(tmp_path / "output" / "data" / "train")
+    assert set(compact.features) == set(FEATURES) - {"spatial_weights", "dist_map"} | {"raw_image"}
+    base = raw / "openEDS" / "openEDS" / "train"
+    import cv2
+
+    for index in range(len(spec)):
+        for column in ("image", "label", "cx", "cy", "rx", "ry", "filename"):
+            np.testing.assert_array_equal(compact[index][column], spec[index][column])
+        camera = cv2.imread(str(base / "images" / str(compact[index]["filename"])), cv2.IMREAD_GRAYSCALE)
+        np.testing.assert_array_equal(compact[index]["raw_image"], camera)
+    manifest = read_manifest(tmp_path / "output" / "data" / "train")
+    assert manifest["row_layout"] == "compact" and manifest["bytes_per_row"] == 3 * 400 * 640 + 17
+    assert read_manifest(root / "output" / "data" / "train")["bytes_per_row"] == 14 * 400 * 640 + 17
+
+
 def test_validate_passes_on_its_own_output_and_leaves_the_splits(done, raw, tmp_path):
     root, _ = done
     data = root / "output" / "data"

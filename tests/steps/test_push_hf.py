@@ -178,3 +178,27 @@ def test_a_refused_token_fails_the_push_clearly(splits, tmp_path):
     assert first.startswith("HF Hub: pushing to someone/openeds-test failed") and "401" in first
     assert any(CANARY in line for line in RefusingHub.seen)  # the real client sent the token...
     assert CANARY not in result.stdout + result.stderr + written_text(tmp_path)  # ...and nothing wrote it
+
+
+def test_the_upload_keeps_the_seeds_schema_whatever_preprocess_kept(splits, tmp_path):
+    """A kept camera frame stays local (the published columns are the seed's); compact rows, which
+    lack the seed's maps, are refused naming the setting to change."""
+    with_raw, compact = tmp_path / "with-raw", tmp_path / "compact"
+    for folder, layout, keep in ((with_raw, "spec", True), (compact, "compact", False)):
+        for split in ("train", "validation"):  # (datasets cannot save a 0-row split it can load back)
+            dataset = datasets.load_from_disk(str(splits / split))
+            if keep:
+                dataset = dataset.add_column("raw_image", [row for row in dataset["image"]],
+                                             feature=datasets.Array2D((400, 640), "uint8"))
+            if layout == "compact":
+                dataset = dataset.remove_columns(["spatial_weights", "dist_map"])
+            dataset.save_to_disk(str(folder / split))
+    def two(folder: Path) -> dict[str, Path]:
+        return {split: folder / split for split in ("train", "validation")}
+
+    assert run_step("push-hf", Layout.resolve(tmp_path / "a", two(with_raw)), {"push": False}) == 0
+    shards = sorted((tmp_path / "a" / "output" / "data" / "upload").rglob("*.parquet"))
+    assert shards and set(datasets.Dataset.from_parquet(str(shards[0])).features) == set(FEATURES)
+    assert run_step("push-hf", Layout.resolve(tmp_path / "b", two(compact)), {"push": False}) != 0
+    failure = (tmp_path / "b" / "output" / "failure").read_text()
+    assert failure.startswith("channel 'train': compact rows") and "row_layout=spec" in failure

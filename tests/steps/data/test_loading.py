@@ -12,11 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from steps.data import transforms
+from steps.data import camera_augment, transforms
 from steps.data.augment import params_for
+from steps.data.camera_augment import CameraAugment
 from steps.data.hf_cache import MARKER, snapshot_folder
 from steps.data.loading import build_loaders, load_split, set_loader_epoch
 from steps.runtime import StepError
+from steps.train.tasks import SegmentationTask
 from tests.steps.data.tiny_dataset import make_rows, make_split, raw_features, write_split
 
 SEG_KEYS = {"image", "label", "spatial_weights", "dist_map", "ellipse", "filename", "index"}
@@ -156,16 +158,20 @@ def test_max_rows_takes_a_fixed_subset(splits):
 
 
 def test_unpreprocessed_rows_get_the_spec_preprocessing_at_load_time(splits):
+    """Image, label and ellipse in the loader; weights and distance maps from the batch's label on
+    the device (SegmentationTask.targets): together, exactly preprocess's row."""
     camera = datasets.load_from_disk(str(splits["camera"]))
     _, valid_loader = loaders(camera, camera, augment=False)
     batch = next(iter(valid_loader))
+    assert "spatial_weights" not in batch and "dist_map" not in batch
+    targets = SegmentationTask().targets(batch, torch.device("cpu"))
     raw = camera.with_format("numpy", dtype=None)[:4]
     for k in range(4):
         expected = transforms.preprocess_frame(raw["image"][k], raw["label"][k])
         np.testing.assert_array_equal(batch["image"][k, 0].numpy(), expected["image"])
         np.testing.assert_array_equal(batch["label"][k].numpy(), expected["label"])
-        np.testing.assert_array_equal(batch["spatial_weights"][k].numpy(), expected["spatial_weights"])
-        np.testing.assert_array_equal(batch["dist_map"][k].numpy(), expected["dist_map"])
+        np.testing.assert_array_equal(targets["spatial_weights"][k].numpy(), expected["spatial_weights"])
+        np.testing.assert_array_equal(targets["dist_map"][k].numpy(), expected["dist_map"])
         np.testing.assert_allclose(batch["ellipse"][k].numpy(),
                                    [expected[c] for c in ("cx", "cy", "rx", "ry")], atol=1e-7)
 
@@ -316,3 +322,43 @@ def test_background_prefetch_gives_the_same_batches_and_stops_cleanly(splits):
     ahead.dataset.rows.fields = None  # a failure while loading reaches the consumer
     with pytest.raises(TypeError):
         epoch_batches(ahead, 4)
+
+
+def test_camera_augmentation_acts_on_the_raw_frame_then_enhances_and_derives_maps_on_the_device(splits):
+    """With a raw_image column: the batch image is enhance(augment(raw)); the label moved with it;
+    the ellipse is refitted to that label; the maps are left to the device; it repeats per seed."""
+    train = datasets.load_from_disk(str(splits["train"]))
+    camera = CameraAugment(probability=1.0, lid=0, glints=0, gain=0, offset=0, gamma=0, blur_sigma=0,
+                           noise_sd=0, jpeg_quality=0)
+    first, _ = loaders(train, train, camera=camera)
+    again, _ = loaders(train, train, camera=camera)
+    batches = epoch_batches(first, 1)
+    assert_same_batches(batches, epoch_batches(again, 1))
+    batch = batches[0]
+    assert "spatial_weights" not in batch and "dist_map" not in batch
+    stored = train.with_format("numpy", dtype=None)
+    dataset = first.dataset
+    for k, row in enumerate(batch["index"].tolist()):
+        position = int(np.flatnonzero(dataset.rows.rows == row)[0])
+        raw, mask, enhance = dataset.rows.camera_frame(position)
+        np.testing.assert_array_equal(raw, stored[row]["raw_image"])
+        assert enhance
+        image, moved = camera_augment.apply(raw, mask, camera, camera_augment.camera_rng(3, 1, row))
+        params = dataset.augment_params(1, position)
+        flip = (lambda a: a[:, ::-1]) if params.flip else (lambda a: a)
+        np.testing.assert_array_equal(batch["label"][k].numpy(), flip(moved))
+        if not params.lines and params.blur_sigma is None:
+            np.testing.assert_array_equal(batch["image"][k, 0].numpy(),
+                                          flip(transforms.enhance_image(image, transforms.PreprocessParams())))
+        refit = transforms.fit_pupil_ellipse(np.ascontiguousarray(batch["label"][k].numpy())).normalized()
+        np.testing.assert_allclose(batch["ellipse"][k].numpy(), refit, atol=2e-3)
+    targets = SegmentationTask().targets(batch, torch.device("cpu"))
+    np.testing.assert_array_equal(targets["dist_map"][0].numpy(),
+                                  transforms.signed_distance_maps(batch["label"][0].numpy()))
+
+
+def test_photometric_camera_augmentation_keeps_the_stored_maps(splits):
+    train = datasets.load_from_disk(str(splits["train"]))
+    camera = CameraAugment(probability=1.0, scale=0, rotation_deg=0, shift_px=0, lid=0)
+    loader, _ = loaders(train, train, camera=camera)
+    assert {"spatial_weights", "dist_map"} <= set(next(iter(loader)))

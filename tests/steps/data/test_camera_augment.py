@@ -1,0 +1,96 @@
+"""Camera augmentation: deterministic per (seed, epoch, row), image and mask move together."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from steps.data import camera_augment, transforms
+from steps.data.camera_augment import CameraAugment
+
+GEOMETRY_ONLY = CameraAugment(probability=1.0, lid=0, glints=0, gain=0, offset=0, gamma=0, blur_sigma=0,
+                              noise_sd=0, jpeg_quality=0)
+PHOTOMETRIC_ONLY = CameraAugment(probability=1.0, scale=0, rotation_deg=0, shift_px=0, lid=0)
+
+
+def dark_pupil_frame(cx: int = 300, cy: int = 190, r: int = 40) -> tuple[np.ndarray, np.ndarray]:
+    """A bright frame whose only dark pixels are the pupil: where the image is dark is the truth."""
+    mask = np.zeros((400, 640), np.uint8)
+    cv2.ellipse(mask, (cx, cy), (r, int(r * 0.8)), 20, 0, 360, 1, -1)
+    return np.where(mask == 1, 10, 200).astype(np.uint8), mask
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a & b).sum() / max(1, (a | b).sum()))
+
+
+def test_the_same_row_and_epoch_give_the_same_frame_and_others_differ():
+    image, mask = dark_pupil_frame()
+    first = camera_augment.apply(image, mask, CameraAugment(probability=1.0), camera_augment.camera_rng(7, 2, 11))
+    again = camera_augment.apply(image, mask, CameraAugment(probability=1.0), camera_augment.camera_rng(7, 2, 11))
+    other = camera_augment.apply(image, mask, CameraAugment(probability=1.0), camera_augment.camera_rng(7, 3, 11))
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+    assert not np.array_equal(first[0], other[0])
+
+
+@pytest.mark.parametrize("effect", ["scale", "rotation_deg", "shift_px"])
+def test_every_geometric_effect_moves_image_and_mask_together(effect):
+    image, mask = dark_pupil_frame()
+    settings = dataclasses.replace(GEOMETRY_ONLY, **{name: 0 for name in ("scale", "rotation_deg", "shift_px")
+                                                     if name != effect})
+    moved_any = False
+    for row in range(12):
+        out_image, out_mask = camera_augment.apply(image, mask, settings, camera_augment.camera_rng(0, 0, row))
+        assert iou(out_image < 105, out_mask == 1) > 0.97  # the dark pixels are still the labelled ones
+        moved_any |= iou(out_mask == 1, mask == 1) < 0.95
+    assert moved_any, f"{effect} never moved the pupil"
+
+
+def test_a_move_that_would_push_the_pupil_out_of_view_is_not_applied():
+    image, mask = dark_pupil_frame(cx=600, cy=360, r=30)
+    settings = dataclasses.replace(GEOMETRY_ONLY, scale=0, rotation_deg=0, shift_px=300)
+    for row in range(12):
+        _, out_mask = camera_augment.apply(image, mask, settings, camera_augment.camera_rng(0, 0, row))
+        assert out_mask.any() and not (out_mask[-1].any() or out_mask[:, -1].any())
+
+
+def test_the_lid_removes_exactly_the_covered_pupil_pixels_from_the_mask():
+    image, mask = dark_pupil_frame()
+    settings = dataclasses.replace(GEOMETRY_ONLY, scale=0, rotation_deg=0, shift_px=0, lid=0.5)
+    covered_any = False
+    for row in range(8):
+        out_image, out_mask = camera_augment.apply(image, mask, settings, camera_augment.camera_rng(1, 0, row))
+        assert not (out_mask & ~mask.astype(bool)).any()       # a lid never adds pupil
+        assert (out_image[out_mask == 1] < 105).mean() > 0.97  # what stays pupil is still dark
+        covered_any |= out_mask.sum() < 0.9 * mask.sum()
+    assert covered_any
+
+
+def test_photometric_effects_leave_the_mask_and_change_the_image():
+    image, mask = dark_pupil_frame()
+    changed = 0
+    for row in range(6):
+        out_image, out_mask = camera_augment.apply(image, mask, PHOTOMETRIC_ONLY, camera_augment.camera_rng(2, 0, row))
+        assert out_mask is mask and out_image.dtype == np.uint8 and out_image.shape == image.shape
+        changed += not np.array_equal(out_image, image)
+    assert changed == 6
+
+
+def test_off_is_the_identity_and_not_enabled():
+    image, mask = dark_pupil_frame()
+    assert not camera_augment.OFF.enabled and not camera_augment.OFF.moves_label
+    out_image, out_mask = camera_augment.apply(image, mask, camera_augment.OFF, camera_augment.camera_rng(0, 0, 0))
+    assert out_image is image and out_mask is mask
+
+
+def test_the_refitted_ellipse_follows_a_zoom():
+    image, mask = dark_pupil_frame(r=30)
+    settings = dataclasses.replace(GEOMETRY_ONLY, rotation_deg=0, shift_px=0, scale=0.4)
+    for row in range(6):
+        _, out_mask = camera_augment.apply(image, mask, settings, camera_augment.camera_rng(3, 0, row))
+        ratio = transforms.fit_pupil_ellipse(out_mask).rx / transforms.fit_pupil_ellipse(mask).rx
+        assert ratio == pytest.approx(np.sqrt(out_mask.sum() / mask.sum()), rel=0.05)

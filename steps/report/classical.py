@@ -25,8 +25,8 @@ def unavailable_reason() -> str | None:
     return None
 
 
-def detect(image: np.ndarray, min_confidence: float = 0.0) -> tuple[np.ndarray, tuple[float, float] | None]:
-    """(0/1 mask of the detected ellipse, its centre) for one uint8 camera frame; an empty mask and
+def detect(image: np.ndarray, min_confidence: float = 0.0) -> tuple[np.ndarray, Ellipse | None]:
+    """(0/1 mask of the detected ellipse, the ellipse) for one uint8 camera frame; an empty mask and
     None when the detector reports no pupil (confidence <= `min_confidence`)."""
     from pupil_detectors import Detector2D  # optional dependency, imported only when used
 
@@ -38,4 +38,4 @@ def detect(image: np.ndarray, min_confidence: float = 0.0) -> tuple[np.ndarray, 
     (cx, cy), angle = ellipse["center"], ellipse["angle"]
     # Its axes are full lengths, in cv2.RotatedRect order (as cv2.fitEllipse): halve for radii.
     drawn = Ellipse(float(cx), float(cy), axes[0] / 2, axes[1] / 2, float(angle), "classical")
-    return filled_ellipse(drawn, image.shape), (float(cx), float(cy))
+    return filled_ellipse(drawn, image.shape), drawn

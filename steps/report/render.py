@@ -129,7 +129,25 @@ def robustness_set_lines(name: str, frame_set: dict[str, Any], kinds: dict[str, 
                                               for p in predictors.values())))
     rows.append(("**worst kind**", "", *(f"{p['worst_kind']} {fmt(p['worst_kind_pupil_iou'], 3)}"
                                          for p in predictors.values())))
-    return lines + table(("kind", "levels", *predictors), rows)
+    return lines + table(("kind", "levels", *predictors), rows) + sweep_lines(predictors)
+
+
+SWEEP_KINDS = ("scale", "translation")
+
+
+def sweep_lines(predictors: dict[str, Any]) -> list[str]:
+    """Centre / radius error (px) of each predictor's pupil ellipse per level of the geometric sweeps:
+    does the ellipse follow the pupil when it grows or moves?"""
+    px = lambda f: f"{fmt(f.get('center_error_px'), 3)} / {fmt(f.get('radius_error_px'), 3)}" if f else "-"  # noqa: E731
+    rows = [("clean", *(px(p["clean"]) for p in predictors.values()))]
+    for kind in SWEEP_KINDS:
+        levels = next((p["kinds"][kind]["levels"] for p in predictors.values() if kind in p["kinds"]), {})
+        rows += [(level, *(px(p["kinds"].get(kind, {}).get("levels", {}).get(level)) for p in predictors.values()))
+                 for level in levels]
+    if len(rows) == 1:
+        return [""]
+    return ["", "Pupil ellipse centre / radius error (px) along the scale and translation sweeps:", "",
+            *table(("level", *predictors), rows), ""]
 
 
 def robustness_lines(robustness: dict[str, Any] | None) -> list[str]:

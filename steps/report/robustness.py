@@ -36,8 +36,9 @@ from steps.report.perturb import KINDS, Perturbation, perturb, suite
 log = logging.getLogger(__name__)
 DETECT_PX = 5.0
 CLEAN = Perturbation("clean", (), "none")
-Center = tuple[float, float] | None
-Prediction = tuple[np.ndarray, Center]  # 0/1 pupil mask, one pupil centre (None: no pupil)
+PupilEllipse = transforms.Ellipse | None
+Prediction = tuple[np.ndarray, PupilEllipse]  # 0/1 pupil mask, the one pupil ellipse (None: no pupil)
+Entry = tuple[Perturbation, float, bool, float, float]  # perturbation, IoU, detected, centre and radius error
 
 
 @dataclass
@@ -100,7 +101,7 @@ def segmentation_predictor(model: ExportedModel, batch_size: int) -> Predictor:
             probability = pupil_probability(logits)
             for k, mask in enumerate((logits.argmax(axis=1) == PUPIL).astype(np.uint8)):
                 fit = find_pupil(probability[k])
-                out.append((mask, (fit.ellipse.cx, fit.ellipse.cy) if fit.ellipse else None))
+                out.append((mask, fit.ellipse))
         return out
     return Predictor(model.path.name, "segmentation", predict, raw_mode_skip(model))
 
@@ -114,7 +115,7 @@ def ellipse_predictor(model: ExportedModel, batch_size: int) -> Predictor:
                 center = (float(cx) * IMAGE_WIDTH, float(cy) * IMAGE_HEIGHT)
                 drawn = transforms.Ellipse(*center, float(rx) * MAX_RADIUS, float(ry) * MAX_RADIUS, 0.0, "regressed")
                 mask = filled_ellipse(drawn, images[0].shape)
-                out.append((mask, center if mask.any() else None))
+                out.append((mask, drawn if mask.any() else None))
         return out
     return Predictor(model.path.name, "ellipse", predict, raw_mode_skip(model))
 
@@ -142,12 +143,20 @@ def pupil_iou(prediction: np.ndarray, mask: np.ndarray) -> float:
     return float(np.count_nonzero(prediction & mask) / union) if union else 1.0
 
 
-def detected(center: Center, mask: np.ndarray) -> bool:
-    """The predicted centre within DETECT_PX of the label's fitted ellipse centre."""
-    if center is None or not mask.any():
-        return False
+def ellipse_errors(ellipse: PupilEllipse, mask: np.ndarray) -> tuple[float, float]:
+    """(centre error, mean-radius error) in pixels against the label's fitted ellipse; nan when
+    either has no pupil."""
+    if ellipse is None or not mask.any():
+        return math.nan, math.nan
     truth = transforms.fit_pupil_ellipse(mask)
-    return math.hypot(center[0] - truth.cx, center[1] - truth.cy) <= DETECT_PX
+    return (math.hypot(ellipse.cx - truth.cx, ellipse.cy - truth.cy),
+            abs((ellipse.rx + ellipse.ry) - (truth.rx + truth.ry)) / 2)
+
+
+def entry(perturbation: Perturbation, prediction: Prediction, mask: np.ndarray) -> Entry:
+    """One scored frame; detected: the predicted centre within DETECT_PX of the label's."""
+    center_error, radius_error = ellipse_errors(prediction[1], mask)
+    return (perturbation, pupil_iou(prediction[0], mask), bool(center_error <= DETECT_PX), center_error, radius_error)
 
 
 def perturbation_rng(frames: FrameSet, index: int, perturbation: Perturbation) -> np.random.Generator:
@@ -168,13 +177,12 @@ def perturbed(frames: FrameSet, perturbation: Perturbation) -> tuple[list[np.nda
 class Scores:
     """Per predictor: (perturbation, pupil IoU, detected) for every perturbed frame."""
 
-    rows: dict[str, list[tuple[Perturbation, float, bool]]] = field(default_factory=dict)
+    rows: dict[str, list[Entry]] = field(default_factory=dict)
 
     def add(self, name: str, perturbation: Perturbation, predictions: list[Prediction],
             masks: list[np.ndarray]) -> None:
-        entries = self.rows.setdefault(name, [])
-        entries += [(perturbation, pupil_iou(pred, mask), detected(center, mask))
-                    for (pred, center), mask in zip(predictions, masks)]
+        self.rows.setdefault(name, []).extend(entry(perturbation, prediction, mask)
+                                              for prediction, mask in zip(predictions, masks))
 
 
 def score(frames: FrameSet, chosen: list[Predictor], perturbations: list[Perturbation]) -> Scores:
@@ -188,20 +196,29 @@ def score(frames: FrameSet, chosen: list[Predictor], perturbations: list[Perturb
 
 # ---------------------------------------------------------------- summaries
 
-def figures(entries: list[tuple[Perturbation, float, bool]]) -> dict[str, Any]:
+def _mean_found(values: list[float]) -> float | None:
+    found = [v for v in values if not math.isnan(v)]
+    return float(np.mean(found)) if found else None
+
+
+def figures(entries: list[Entry]) -> dict[str, Any]:
+    """Mean pupil IoU and detection rate over the frames; centre and radius errors over the frames
+    where a pupil was predicted."""
     return {"pupil_iou": float(np.mean([e[1] for e in entries])),
-            "detection_rate": float(np.mean([e[2] for e in entries])), "frames": len(entries)}
+            "detection_rate": float(np.mean([e[2] for e in entries])), "frames": len(entries),
+            "center_error_px": _mean_found([e[3] for e in entries]),
+            "radius_error_px": _mean_found([e[4] for e in entries])}
 
 
-def grouped(entries: list[tuple[Perturbation, float, bool]], key: Callable[[Perturbation], str]) -> Iterator[
-        tuple[str, list[tuple[Perturbation, float, bool]]]]:
-    groups: dict[str, list[tuple[Perturbation, float, bool]]] = {}
+def grouped(entries: list[Entry], key: Callable[[Perturbation], str]) -> Iterator[
+        tuple[str, list[Entry]]]:
+    groups: dict[str, list[Entry]] = {}
     for entry in entries:
         groups.setdefault(key(entry[0]), []).append(entry)
     return iter(groups.items())
 
 
-def predictor_summary(task: str, entries: list[tuple[Perturbation, float, bool]]) -> dict[str, Any]:
+def predictor_summary(task: str, entries: list[Entry]) -> dict[str, Any]:
     clean = [e for e in entries if e[0] is CLEAN]
     kinds = {}
     for kind, group in grouped([e for e in entries if e[0] is not CLEAN], lambda p: p.kind):

@@ -30,19 +30,15 @@ def threshold_predictor() -> Predictor:
         for image in images:
             mask = (image < 75).astype(np.uint8)
             fit = find_pupil(mask.astype(np.float32))
-            out.append((mask, (fit.ellipse.cx, fit.ellipse.cy) if fit.ellipse else None))
+            out.append((mask, fit.ellipse))
         return out
     return Predictor("threshold", "segmentation", predict)
-
-
-def center(fit) -> tuple[float, float] | None:
-    return (fit.ellipse.cx, fit.ellipse.cy) if fit.ellipse else None
 
 
 def frozen_predictor(masks) -> Predictor:
     """Always answers the unperturbed labels: right only where the label did not move."""
     def predict(images, stage):
-        return [(m, center(find_pupil(m.astype(np.float32)))) for m in masks]
+        return [(m, find_pupil(m.astype(np.float32)).ellipse) for m in masks]
     return Predictor("frozen", "segmentation", predict)
 
 
@@ -58,6 +54,10 @@ def test_a_predictor_that_follows_the_pupil_scores_on_every_geometric_kind():
     assert summary["worst_kind"] == "noise" and summary["kinds"]["noise"]["pupil_iou"] < 0.9
     levels = summary["kinds"]["noise"]["levels"]
     assert list(levels) == ["sd 5", "sd 25"] and levels["sd 5"]["pupil_iou"] > levels["sd 25"]["pupil_iou"]
+    # its ellipse follows the pupil along the sweeps: centre and radius within a pixel
+    for kind in ("scale", "translation"):
+        for level in summary["kinds"][kind]["levels"].values():
+            assert level["center_error_px"] < 1.0 and level["radius_error_px"] < 1.0, (kind, level)
     kind_means = [v["pupil_iou"] for v in summary["kinds"].values()]
     assert summary["mean_pupil_iou"] == pytest.approx(np.mean(kind_means))
     assert summary["worst_kind_pupil_iou"] == pytest.approx(min(kind_means))
@@ -111,6 +111,8 @@ def test_report_tables_put_models_and_the_detector_side_by_side():
                                       "classical": {"available": False, "name": "c", "note": "not installed"}}))
     assert "| kind | levels | threshold | frozen |" in text and "not run: not installed" in text
     assert "| flip | x | 1 / 100% | 0 / 0% |" in text and "**worst kind**" in text
+    assert "ellipse centre / radius error (px) along the scale and translation sweeps" in text
+    assert "| shift +40,+0 | 0 / 0 | 40 / 0 |" in text  # the threshold's ellipse moves; frozen's stays
 
 
 def test_without_pupil_detectors_the_suite_says_so(monkeypatch):

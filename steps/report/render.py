@@ -141,7 +141,7 @@ def sweep_lines(predictors: dict[str, Any]) -> list[str]:
     px = lambda f: f"{fmt(f.get('center_error_px'), 3)} / {fmt(f.get('radius_error_px'), 3)}" if f else "-"  # noqa: E731
     rows = [("clean", *(px(p["clean"]) for p in predictors.values()))]
     for kind in SWEEP_KINDS:
-        levels = next((p["kinds"][kind]["levels"] for p in predictors.values() if kind in p["kinds"]), {})
+        levels: dict[str, Any] = next((p["kinds"][kind]["levels"] for p in predictors.values() if kind in p["kinds"]), {})
         rows += [(level, *(px(p["kinds"].get(kind, {}).get("levels", {}).get(level)) for p in predictors.values()))
                  for level in levels]
     if len(rows) == 1:

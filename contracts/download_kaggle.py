@@ -6,6 +6,7 @@ from typing import Literal
 from pydantic import Field
 
 from contracts.base import MAX_SEED, Channel, Hyperparameters, Output, StepContract
+from steps.data.openeds import FramePolicy
 
 
 class DownloadKaggleHyperparameters(Hyperparameters):
@@ -22,6 +23,12 @@ class DownloadKaggleHyperparameters(Hyperparameters):
     synthetic_validation_frames: int = Field(40, ge=1, le=100_000, description="generated frames in validation")
     synthetic_test_frames: int = Field(16, ge=0, le=100_000, description="generated frames in test")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the frame generator")
+    synthetic_layout: Literal["kaggle", "portrait2019"] = Field(
+        "kaggle", description="generated frames as the Kaggle copy (640x400), or as the 2019 challenge release "
+                              "(Semantic_Segmentation_Dataset/, frames 400 wide x 640 tall)")
+    frame_policy: FramePolicy = Field(
+        "pad", description="frames not 640x400: 'strict' refuses them; 'pad' fits them inside 640x400 (aspect kept, "
+                           "median-grey border), 'crop' covers it (centre kept), 'resize' stretches; labels follow")
     # Archive limits, checked before extracting (the Kaggle copy: 13 GB, ~15 GiB extracted, ratio ~1.2).
     max_extracted_gb: float = Field(50.0, gt=0, le=10_000, description="largest total an archive may extract to (GiB)")
     max_archive_members: int = Field(500_000, ge=1, le=100_000_000, description="most entries an archive may hold")

@@ -5,6 +5,7 @@ from typing import Literal
 from pydantic import Field
 
 from contracts.base import Channel, Hyperparameters, Output, StepContract
+from steps.data.openeds import FramePolicy
 
 
 class PreprocessHyperparameters(Hyperparameters):
@@ -21,6 +22,9 @@ class PreprocessHyperparameters(Hyperparameters):
     keep_raw_image: bool = Field(
         False, description="also store the camera frame (raw_image, +0.26 MB a row): camera augmentation then "
                            "acts on it before gamma + CLAHE, and input_mode=raw can train")
+    frame_policy: FramePolicy = Field(
+        "pad", description="raw frames not 640x400: 'strict' refuses them; 'pad', 'crop' or 'resize' maps them and "
+                           "their labels onto 640x400 (steps.data.geometry)")
     max_frames_per_split: int | None = Field(None, ge=1, description="keep at most this many frames per split")
     validate_only: bool = Field(
         False, description="--validate mode: recompute rows of the `reference` dataset from `raw` and "

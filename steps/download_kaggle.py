@@ -26,7 +26,7 @@ from typing import Any
 from contracts.download_kaggle import DownloadKaggleHyperparameters
 from steps.data.archive import ArchiveError, ArchiveLimits, extract_archive
 from steps.data.kaggle import KaggleDownloadError, download_with_kaggle_api, download_with_kagglehub
-from steps.data.openeds import FrameError, OpenEDSLayout, check_frames, find_openeds, publish_frames, select_frames
+from steps.data.openeds import FrameError, OpenEDSLayout, check_frames, find_openeds, frame_sizes, publish_frames, select_frames
 from steps.data.synthetic import generate_openeds
 from steps.runtime import StepError, StepHooks, StepIO
 
@@ -88,8 +88,8 @@ def fetch(hp: DownloadKaggleHyperparameters, io: StepIO, work: Path) -> tuple[Pa
     if hp.source == "synthetic":
         counts = synthetic_counts(hp)
         log.info("generating synthetic OpenEDS-like frames (seed %d): %s", hp.seed, counts)
-        root = generate_openeds(work / "synthetic", counts, seed=hp.seed)
-        return local_dataset(root, work, archive_limits(hp)), {"seed": hp.seed}
+        root = generate_openeds(work / "synthetic", counts, seed=hp.seed, portrait=hp.synthetic_layout == "portrait2019")
+        return local_dataset(root, work, archive_limits(hp)), {"seed": hp.seed, "synthetic_layout": hp.synthetic_layout}
     if hp.source == "local":
         channel = io.require_channel("source")
         return local_dataset(channel, work, archive_limits(hp)), {"channel": str(channel)}
@@ -124,16 +124,19 @@ def run(hp: DownloadKaggleHyperparameters, io: StepIO) -> dict[str, Any]:
         splits, withheld = requested_splits(layout, list(hp.splits))
         selected = select_frames(layout, splits, hp.max_frames_per_split)
         total = sum(len(frames) for frames in selected.values())
-        log.info("checking %d frames (image/label pairs, shapes, dtypes, label values 0..3)", total)
-        check_frames([frame for frames in selected.values() for frame in frames])
-        counts = publish_frames(selected, out)
+        frames = [frame for frames in selected.values() for frame in frames]
+        sizes = frame_sizes(frames)
+        log.info("checking %d frames (image/label pairs, shapes, dtypes, label values 0..3); sizes %s, frame_policy %s",
+                 total, sizes, hp.frame_policy)
+        check_frames(frames, policy=hp.frame_policy)
+        counts = publish_frames(selected, out, hp.frame_policy)
     except (FrameError, ArchiveError, KaggleDownloadError) as error:
         raise StepError(str(error)) from error
     finally:
         shutil.rmtree(work, ignore_errors=True)
     log.info("published %s into %s", ", ".join(f"{s} {n}" for s, n in counts.items()), out)
     io.annotate("raw", rows=total, counts=counts, layout=layout.kind, layout_description=layout.describe(),
-                source=hp.source, skipped_splits=withheld, **facts)
+                source=hp.source, skipped_splits=withheld, frame_policy=hp.frame_policy, frame_sizes=sizes, **facts)
     return {"frames": counts, "layout": layout.kind, "source": hp.source}
 
 

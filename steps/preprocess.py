@@ -21,7 +21,7 @@ from typing import Any
 import datasets
 
 from contracts.preprocess import PreprocessHyperparameters
-from steps.data.openeds import OpenEDSLayout, find_openeds
+from steps.data.openeds import OpenEDSLayout, find_openeds, frame_sizes
 from steps.data.precompute import SplitReport, features_for, precompute_splits, resolve_workers, row_bytes
 from steps.data.reference import TOLERANCE
 from steps.data.transforms import PreprocessParams
@@ -106,15 +106,19 @@ def run_preprocess(hp: PreprocessHyperparameters, io: StepIO, layout: OpenEDSLay
     features = features_for(hp.row_layout, hp.keep_raw_image)
     reports = precompute_splits(frames, {split: io.output(split) for split in SPLITS}, params,
                                 backend=hp.backend, workers=hp.workers, description=description,
-                                features=features)
+                                features=features, frame_policy=hp.frame_policy)
     seconds = time.perf_counter() - started
     _refuse_all_bad(reports)
     total = sum(report.frames for report in reports.values())
+    sizes = {split: frame_sizes(split_frames) for split, split_frames in frames.items()}
+    log.info("raw frame sizes %s, frame_policy %s", sizes, hp.frame_policy)
     settings = {"preprocessing": params.as_dict(), "backend": hp.backend, "row_layout": hp.row_layout,
+                "frame_policy": hp.frame_policy,
                 "columns": list(features), "bytes_per_row": row_bytes(features),
                 "workers": resolve_workers(hp.workers), "provenance": origin}
     for split, report in reports.items():
-        io.annotate(split, rows=report.rows, counts=report.counts(), skipped_files=sorted(report.skipped),
+        io.annotate(split, rows=report.rows, counts=report.counts(), frame_sizes=sizes[split],
+                    skipped_files=sorted(report.skipped),
                     bad_files=report.as_dict()["bad_files"], **settings)
     summary = {"rows": {s: r.rows for s, r in reports.items()},
                "skipped_empty_pupil": {s: len(r.skipped) for s, r in reports.items()},

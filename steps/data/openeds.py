@@ -31,6 +31,7 @@ import cv2
 import numpy as np
 
 from steps.data.frames import IMAGE_SHAPE, RAW_CLASSES
+from steps.data.geometry import frame_to_model, label_to_model, plan_geometry
 from steps.data.headers import HeaderError, npy_header, png_size
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,10 @@ LayoutKind = Literal["kaggle", "challenge2019", "folder"]
 KIND_NAMES = {"kaggle": "Kaggle copy", "challenge2019": "2019 OpenEDS challenge release",
               "folder": "single folder of images/labels"}
 _IGNORED_NAMES = ("__MACOSX",)
+# What happens to a frame that is not 640x400 (steps.data.geometry): refused, or mapped onto it.
+FramePolicy = Literal["strict", "pad", "crop", "resize"]
+FRAME_POLICIES: tuple[str, ...] = ("strict", "pad", "crop", "resize")
+MAX_FRAME_SIDE = 4096  # bounded memory: a header may claim any size
 
 
 class FrameError(ValueError):
@@ -148,16 +153,21 @@ def find_openeds(root: Path, single_split: str = "test") -> OpenEDSLayout:
         f"images/ + labels/ (one folder)); top-level entries: {entries}")
 
 
-def read_image(path: Path) -> np.ndarray:
-    """An 8-bit grayscale PNG of shape (400, 640); FrameError naming the file otherwise."""
+def read_image(path: Path, any_size: bool = False) -> np.ndarray:
+    """An 8-bit grayscale PNG of shape (400, 640), or of any size up to MAX_FRAME_SIDE a side with
+    `any_size`; FrameError naming the file otherwise."""
     if not path.is_file():
         raise FrameError(f"{path}: image file is missing")
     try:
         width, height = png_size(path)
     except HeaderError as error:
         raise FrameError(f"{path}: not a readable image ({error})") from None
-    if (height, width) != IMAGE_SHAPE:  # checked before decoding: a header can claim any size
-        raise FrameError(f"{path}: image shape {(height, width)}, expected {IMAGE_SHAPE} (640 wide x 400 tall)")
+    # Checked before decoding: a header can claim any size.
+    if any_size and not (1 <= width <= MAX_FRAME_SIDE and 1 <= height <= MAX_FRAME_SIDE):
+        raise FrameError(f"{path}: image {width}x{height}, expected at most {MAX_FRAME_SIDE} pixels a side")
+    if not any_size and (height, width) != IMAGE_SHAPE:
+        raise FrameError(f"{path}: image shape {(height, width)}, expected {IMAGE_SHAPE} (640 wide x 400 tall; "
+                         "frame_policy pad, crop or resize accepts other sizes)")
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise FrameError(f"{path}: not a readable image (corrupt or truncated PNG?)")
@@ -167,14 +177,14 @@ def read_image(path: Path) -> np.ndarray:
         if not (image[..., :1] == image[..., 1:3]).all():
             raise FrameError(f"{path}: colour image, expected 8-bit grayscale")
         image = np.ascontiguousarray(image[..., 0])
-    if image.shape != IMAGE_SHAPE:
-        raise FrameError(f"{path}: image shape {image.shape}, expected {IMAGE_SHAPE} (640 wide x 400 tall)")
+    if image.shape != (height, width):
+        raise FrameError(f"{path}: image shape {image.shape}, but its header says {(height, width)}")
     return image
 
 
-def read_label(path: Path) -> np.ndarray:
-    """A uint8 (400, 640) .npy with values 0..3; FrameError naming the file otherwise."""
-    check_label_header(path)
+def read_label(path: Path, shape: tuple[int, int] = IMAGE_SHAPE) -> np.ndarray:
+    """A uint8 .npy of `shape` (its image's) with values 0..3; FrameError naming the file otherwise."""
+    check_label_header(path, shape)
     try:
         label = np.load(path, allow_pickle=False)
     except FileNotFoundError:
@@ -183,8 +193,8 @@ def read_label(path: Path) -> np.ndarray:
         raise FrameError(f"{path}: unreadable .npy label (truncated or not an array): {error}") from None
     if not isinstance(label, np.ndarray):
         raise FrameError(f"{path}: .npy holds {type(label).__name__}, expected one array")
-    if label.shape != IMAGE_SHAPE:
-        raise FrameError(f"{path}: label shape {label.shape}, expected {IMAGE_SHAPE}")
+    if label.shape != shape:
+        raise FrameError(f"{path}: label shape {label.shape}, expected {shape}")
     if label.dtype != np.uint8:
         raise FrameError(f"{path}: label dtype {label.dtype}, expected uint8")
     if label.max(initial=0) >= len(RAW_CLASSES):
@@ -194,7 +204,7 @@ def read_label(path: Path) -> np.ndarray:
     return label
 
 
-def check_label_header(path: Path) -> None:
+def check_label_header(path: Path, expected: tuple[int, int] = IMAGE_SHAPE) -> None:
     """Shape and dtype from the .npy header, before numpy allocates what the header claims."""
     try:
         shape, dtype = npy_header(path)
@@ -204,16 +214,32 @@ def check_label_header(path: Path) -> None:
         raise FrameError(f"{path}: unreadable .npy label (truncated or not an array): {error}") from None
     if dtype.hasobject:
         raise FrameError(f"{path}: unreadable .npy label (it holds pickled objects, which are never loaded)")
-    if shape != IMAGE_SHAPE:
-        raise FrameError(f"{path}: label shape {shape}, expected {IMAGE_SHAPE}")
+    if shape != expected:
+        raise FrameError(f"{path}: label shape {shape}, expected {expected}")
     if dtype != np.uint8:
         raise FrameError(f"{path}: label dtype {dtype}, expected uint8")
 
 
-def read_frame(frame: Frame) -> tuple[np.ndarray, np.ndarray | None]:
-    """(image uint8 (400, 640), label uint8 (400, 640) or None when the frame has no label)."""
-    image = read_image(frame.image)
-    return image, (read_label(frame.label) if frame.label is not None else None)
+def read_frame(frame: Frame, policy: FramePolicy = "strict") -> tuple[np.ndarray, np.ndarray | None]:
+    """(image uint8 (400, 640), label uint8 (400, 640) or None when the frame has no label).
+
+    A frame of another size is refused under policy "strict"; else it goes onto 640x400 by
+    `steps.data.geometry` (pad, crop or resize), its label through the same map (nearest)."""
+    image = read_image(frame.image, any_size=policy != "strict")
+    label = read_label(frame.label, image.shape) if frame.label is not None else None
+    if image.shape == IMAGE_SHAPE:
+        return image, label
+    geometry = plan_geometry(image.shape[1], image.shape[0], policy)
+    return frame_to_model(image, geometry), (label_to_model(label, geometry) if label is not None else None)
+
+
+def frame_size(frame: Frame) -> str:
+    """'WIDTHxHEIGHT' of the frame's image, from its PNG header ('unreadable' when it has none)."""
+    try:
+        width, height = png_size(frame.image)
+    except (HeaderError, OSError):
+        return "unreadable"
+    return f"{width}x{height}"
 
 
 def select_frames(layout: OpenEDSLayout, splits: list[str], max_per_split: int | None = None) -> dict[str, list[Frame]]:
@@ -229,22 +255,42 @@ def select_frames(layout: OpenEDSLayout, splits: list[str], max_per_split: int |
     return selected
 
 
-def check_frame(frame: Frame) -> Frame:
+def check_frame(frame: Frame, policy: FramePolicy = "strict") -> Frame:
     """Read and check one frame; an image without its label is an error here."""
     if frame.label is None:
         raise FrameError(f"{frame.image}: image without its label (expected "
                          f"{frame.image.parent.parent / 'labels' / (frame.image.stem + '.npy')})")
-    read_frame(frame)
+    read_frame(frame, policy)
     return frame
 
 
-def check_frames(frames: list[Frame], workers: int | None = None, progress_every: int = 2000) -> None:
+def check_frames(frames: list[Frame], workers: int | None = None, progress_every: int = 2000,
+                 policy: FramePolicy = "strict") -> None:
     """Check every frame (threads: OpenCV and file reads release the GIL); raise at the first bad one."""
     workers = workers or min(8, os.cpu_count() or 1)
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        for done, _ in enumerate(pool.map(check_frame, frames), start=1):
+        for done, _ in enumerate(pool.map(lambda frame: check_frame(frame, policy), frames), start=1):
             if done % progress_every == 0:
                 log.info("checked %d/%d frames", done, len(frames))
+
+
+def write_mapped(frame: Frame, folders: dict[str, Path], policy: FramePolicy) -> None:
+    """A frame of another size, mapped onto 640x400, written as a Kaggle-layout frame."""
+    image, label = read_frame(frame, policy)
+    if label is None:
+        raise FrameError(f"{frame.image}: image without its label")
+    cv2.imwrite(str(folders["images"] / f"{frame.stem}.png"), image)
+    np.save(folders["labels"] / f"{frame.stem}.npy", label)
+    cv2.imwrite(str(folders["masks"] / f"{frame.stem}.png"), mask_from_label(label))
+
+
+def frame_sizes(frames: list[Frame]) -> dict[str, int]:
+    """How many frames of each 'WIDTHxHEIGHT' (for manifests and logs)."""
+    sizes: dict[str, int] = {}
+    for frame in frames:
+        size = frame_size(frame)
+        sizes[size] = sizes.get(size, 0) + 1
+    return sizes
 
 
 def mask_from_label(label: np.ndarray) -> np.ndarray:
@@ -265,11 +311,12 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
-def publish_frames(selected: dict[str, list[Frame]], out: Path) -> dict[str, int]:
+def publish_frames(selected: dict[str, list[Frame]], out: Path, policy: FramePolicy = "strict") -> dict[str, int]:
     """Write `out/openEDS/openEDS/{split}/{images,labels,masks}/<stem>`; returns counts per split.
 
     Masks are taken from the source when it has them (the Kaggle copy), else drawn from the label
-    the way the Kaggle copy draws them (1 on iris and pupil).
+    the way the Kaggle copy draws them (1 on iris and pupil). A frame of another size is written
+    mapped onto 640x400 under `policy` (image, label and mask through the same map).
     """
     counts = {}
     for split, frames in selected.items():
@@ -279,6 +326,9 @@ def publish_frames(selected: dict[str, list[Frame]], out: Path) -> dict[str, int
         for frame in frames:
             if frame.label is None:  # check_frame refused it before anything was published
                 raise FrameError(f"{frame.image}: image without its label")
+            if frame_size(frame) != f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}":
+                write_mapped(frame, folders, policy)
+                continue
             link_or_copy(frame.image, folders["images"] / f"{frame.stem}.png")
             link_or_copy(frame.label, folders["labels"] / f"{frame.stem}.npy")
             mask = mask_path(frame)

@@ -99,7 +99,7 @@ def shard_size(frames: int, workers: int) -> int:
 
 def plan_shards(frames_by_split: dict[str, Sequence[Frame]], shard_dirs: dict[str, Path],
                 params: PreprocessParams, backend: str, workers: int,
-                features: datasets.Features = FEATURES) -> list[ShardTask]:
+                features: datasets.Features = FEATURES, frame_policy: str = "strict") -> list[ShardTask]:
     schema = features.arrow_schema.serialize().to_pybytes()
     tasks = []
     for split, frames in frames_by_split.items():
@@ -107,7 +107,8 @@ def plan_shards(frames_by_split: dict[str, Sequence[Frame]], shard_dirs: dict[st
         for index, start in enumerate(range(0, len(frames), size)):
             tasks.append(ShardTask(split=split, index=index, frames=tuple(frames[start:start + size]),
                                    path=shard_dirs[split] / f"shard-{index:05d}.arrow",
-                                   params=params, schema=schema, backend=backend))
+                                   params=params, schema=schema, backend=backend,
+                                   frame_policy=frame_policy))
     return tasks
 
 
@@ -268,13 +269,14 @@ def _check_saved(split: str, output: Path, rows: int, features: datasets.Feature
 
 def precompute_splits(frames_by_split: dict[str, Sequence[Frame]], outputs: dict[str, Path],
                       params: PreprocessParams, backend: str = "opencv", workers: int = 0,
-                      description: str = "", features: datasets.Features = FEATURES) -> dict[str, SplitReport]:
+                      description: str = "", features: datasets.Features = FEATURES,
+                      frame_policy: str = "strict") -> dict[str, SplitReport]:
     """Preprocess every split into its output folder (a saved dataset, possibly with 0 rows) with
     the columns of `features` (`features_for`)."""
     workers = resolve_workers(workers)
     frames_by_split = {split: frames for split, frames in frames_by_split.items() if split in outputs}
     shard_dirs = {split: Path(outputs[split]) / SHARDS_DIR for split in frames_by_split}
-    tasks = plan_shards(frames_by_split, shard_dirs, params, backend, workers, features)
+    tasks = plan_shards(frames_by_split, shard_dirs, params, backend, workers, features, frame_policy)
     reports = {split: SplitReport(split, frames=len(frames_by_split.get(split, ()))) for split in outputs}
     total = sum(len(frames) for frames in frames_by_split.values())
     log.info("preprocessing %d frames (%s) in %d shard(s) with %d worker(s), backend %s", total,

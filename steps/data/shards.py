@@ -78,6 +78,7 @@ class ShardTask:
     params: PreprocessParams
     schema: bytes  # the dataset's Arrow schema, serialized
     backend: str = "opencv"
+    frame_policy: str = "strict"  # frames not 640x400 (steps.data.openeds.read_frame)
 
 
 @dataclass
@@ -104,12 +105,12 @@ def preprocess_function(backend: str):
     return preprocess_frame
 
 
-def _preprocess_one(frame: Frame, preprocess, params: PreprocessParams,
-                    result: ShardResult) -> dict[str, Any] | None:
+def _preprocess_one(frame: Frame, preprocess, params: PreprocessParams, result: ShardResult,
+                    frame_policy: str = "strict") -> dict[str, Any] | None:
     """One frame's row, or None with the reason recorded in `result`; never raises."""
     name = frame_filename(frame)
     try:
-        image, label = read_frame(frame)
+        image, label = read_frame(frame, frame_policy)  # type: ignore[arg-type]  # checked by the contract
         if label is None:
             result.unlabeled.append(name)
             return None
@@ -136,7 +137,7 @@ def process_shard(task: ShardTask) -> ShardResult:
     task.path.parent.mkdir(parents=True, exist_ok=True)
     with pa.OSFile(str(task.path), "wb") as sink, pa.ipc.new_stream(sink, schema) as writer:
         for frame in task.frames:
-            row = _preprocess_one(frame, preprocess, task.params, result)
+            row = _preprocess_one(frame, preprocess, task.params, result, task.frame_policy)
             if row is not None:
                 writer.write_batch(row_record_batch(row, frame_filename(frame), schema))
                 result.rows += 1

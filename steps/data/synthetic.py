@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
-from steps.data.openeds import mask_from_label
+from steps.data.openeds import CHALLENGE_FOLDER, mask_from_label
 
 H, W = IMAGE_HEIGHT, IMAGE_WIDTH
 SPLITS = ("train", "validation", "test")
@@ -298,11 +298,14 @@ def render_indexed_frame(seed: int, split: str, index: int, closed_fraction: flo
     return render_frame(rng, closed_eye=closed)
 
 
-def generate_openeds(root: Path, frames: dict[str, int], seed: int = 0, closed_fraction: float = 0.05) -> Path:
+def generate_openeds(root: Path, frames: dict[str, int], seed: int = 0, closed_fraction: float = 0.05,
+                     portrait: bool = False) -> Path:
     """Write `root/openEDS/openEDS/{split}/{images,labels,masks}/<stem>` for each split; return root.
 
     Stems are numbered across splits in the order train, validation, test (unique, like the Kaggle
-    copy); a frame's content depends only on (seed, split, index).
+    copy); a frame's content depends only on (seed, split, index). `portrait`: the 2019 challenge
+    release's layout instead (`root/Semantic_Segmentation_Dataset/{split}/{images,labels}`, no
+    masks) with its 400 wide x 640 tall frames (each frame turned a quarter).
     """
     root = Path(root)
     unknown = set(frames) - set(SPLITS)
@@ -310,14 +313,18 @@ def generate_openeds(root: Path, frames: dict[str, int], seed: int = 0, closed_f
         raise ValueError(f"frames: unknown split(s) {sorted(unknown)} (expected {list(SPLITS)})")
     stem_number = 0
     for split in (s for s in SPLITS if s in frames):
-        folders = {kind: root / "openEDS" / "openEDS" / split / kind for kind in ("images", "labels", "masks")}
+        base = root / CHALLENGE_FOLDER if portrait else root / "openEDS" / "openEDS"
+        folders = {kind: base / split / kind for kind in ("images", "labels", *(() if portrait else ("masks",)))}
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         for index in range(frames[split]):
             image, label = render_indexed_frame(seed, split, index, closed_fraction)
+            if portrait:
+                image, label = np.ascontiguousarray(np.rot90(image)), np.ascontiguousarray(np.rot90(label))
             stem = f"{stem_number:06d}"
             cv2.imwrite(str(folders["images"] / f"{stem}.png"), image)
             np.save(folders["labels"] / f"{stem}.npy", label)
-            cv2.imwrite(str(folders["masks"] / f"{stem}.png"), mask_from_label(label))
+            if "masks" in folders:
+                cv2.imwrite(str(folders["masks"] / f"{stem}.png"), mask_from_label(label))
             stem_number += 1
     return root

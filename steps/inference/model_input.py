@@ -20,8 +20,8 @@ import cv2
 import numpy as np
 
 from steps.data.frames import INPUT_MEAN, INPUT_STD, normalize_image
+from steps.data.geometry import FrameGeometry, frame_to_model, plan_geometry
 from steps.data.transforms import PreprocessParams, enhance_image
-from steps.inference.geometry import FrameGeometry, frame_to_model, plan_geometry
 
 
 class ModelMismatch(ValueError):

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from steps.data.geometry import FrameGeometry, ellipse_to_frame, map_to_frame
 from steps.data.transforms import Ellipse
-from steps.inference.geometry import FrameGeometry, ellipse_to_frame, map_to_frame
 from steps.inference.model_input import model_frame, normalize
 from steps.inference.pupil import Plausibility, PupilFit, find_pupil, pupil_probability
 from steps.inference.segmenters import PupilModel

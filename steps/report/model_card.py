@@ -73,7 +73,7 @@ def contract_lines(model: dict[str, Any]) -> list[str]:
             f"`preprocessing_params`).",
             f"- Normalization: {model.get('normalization', 'unknown')}.",
             f"- Output `{model.get('output_name', '')}`: {model.get('output', '')}.",
-            "- Other frame sizes: `steps.inference.geometry` (pad, crop or resize onto 640x400, mapped back exactly)."]
+            "- Other frame sizes: `steps.data.geometry` (pad, crop or resize onto 640x400, mapped back exactly)."]
 
 
 def model_section(model: dict[str, Any], report: dict[str, Any] | None) -> list[str]:

@@ -13,8 +13,8 @@ import pytest
 from contracts import Layout, get_contract
 from steps.data.transforms import Ellipse
 from steps.runtime import run_step
+from tests.steps.data.test_geometry import assert_same
 from tests.steps.inference.dark_model import dark_pupil_onnx, eye_frame
-from tests.steps.inference.test_geometry import assert_same
 
 DRAWN = {"small": (320, 240, (150.0, 130.0, 22.0, 15.0, 30.0)),
          "portrait": (400, 640, (210.0, 300.0, 40.0, 28.0, 100.0)),

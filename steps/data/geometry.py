@@ -137,3 +137,15 @@ def ellipse_to_frame(ellipse: Ellipse, geometry: FrameGeometry) -> Ellipse:
 
 def ellipse_to_model(ellipse: Ellipse, geometry: FrameGeometry) -> Ellipse:
     return map_ellipse(ellipse, geometry.scale, geometry.offset)
+
+
+def label_to_model(label: np.ndarray, geometry: FrameGeometry) -> np.ndarray:
+    """A (h, w) class label through the image's map onto the (400, 640) model input: nearest
+    sampling (classes stay classes), 0 (background) where the model input is padding."""
+    if label.shape != (geometry.frame_height, geometry.frame_width):
+        raise ValueError(f"label shape {label.shape} does not match its frame "
+                         f"({geometry.frame_height}, {geometry.frame_width})")
+    if geometry.identity:
+        return label
+    return cv2.warpAffine(label, geometry.frame_to_model_matrix(), (IMAGE_WIDTH, IMAGE_HEIGHT),
+                          flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT, borderValue=0)

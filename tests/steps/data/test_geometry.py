@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
+from steps.data.geometry import POLICIES, ellipse_to_frame, ellipse_to_model, frame_to_model, map_to_frame, plan_geometry
 from steps.data.transforms import Ellipse, fit_pupil_ellipse
-from steps.inference.geometry import POLICIES, ellipse_to_frame, ellipse_to_model, frame_to_model, map_to_frame, plan_geometry
 from tests.steps.inference.dark_model import eye_frame
 
 SIZES = [(640, 400), (320, 240), (400, 640), (1920, 1080), (384, 288), (101, 77)]

@@ -1,15 +1,21 @@
 #!/usr/bin/env bash
-# Build the project image: one image for every step.
+# Build the project image: one image for every step, installing exactly a lock.
 #
 #   docker/build.sh [--offline] [--cuda] [--tag TAG] [--base-image IMAGE]
 #
-#   --offline     install from wheelhouse/ only (built on the host first with `pip wheel`, which
-#                 uses this machine's package index): no network during `docker build`
-#   --cuda        CUDA variant: an nvidia/cuda base and torch from the PyTorch CUDA index
+#   --offline     install from wheelhouse/<variant>/ only: this host downloads the lock's files
+#                 first (python -m tools.wheelhouse: pip download --require-hashes, each file's hash
+#                 checked against the lock), no network during `docker build`
+#   --cuda        CUDA variant: requirements/image-cuda.lock (PyPI's torch and its nvidia-* wheels)
+#                 instead of requirements/image-cpu.lock (torch's +cpu wheel); same base
 #   --tag         image tag (default: $OPENEDS_IMAGE or openeds-steps:latest)
-#   --base-image  base image with python3 + venv (default: local/debian-python:bookworm when
-#                 present, else python:3.11-slim-bookworm)
+#   --base-image  base image with python3.11 + venv (default: local/debian-python:bookworm when
+#                 present, else python:3.11-slim-bookworm); name@sha256:<digest> is used as given
 #
+# The base is pinned before the build: a tag is resolved to its registry digest (name@sha256:...)
+# when the image came from a registry, else to its image ID (sha256:...: the local mmdebstrap base),
+# and the image is built FROM that reference and labelled with it (org.opencontainers.image.base.*)
+# and with the lock's sha256 (openeds.lock.sha256).
 # The engine here is Docker 20.10 without buildx: the classic builder (DOCKER_BUILDKIT=0).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +32,7 @@ while [ $# -gt 0 ]; do
     --cuda) CUDA=1 ;;
     --tag) TAG="$2"; shift ;;
     --base-image) BASE_IMAGE="$2"; shift ;;
-    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
     *) echo "unknown option $1" >&2; exit 2 ;;
   esac
   shift
@@ -34,40 +40,49 @@ done
 
 log() { echo "[build] $*" >&2; }
 
-requirements() {
-  "$PYTHON" -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))'
+repository() {
+  # The repository of a reference, as RepoDigests spell it: no tag, no digest, docker.io/library/ dropped.
+  local ref="${1%@*}" last
+  last="${ref##*/}"
+  case "$last" in *:*) ref="${ref%:*}" ;; esac
+  ref="${ref#docker.io/}"; ref="${ref#index.docker.io/}"; ref="${ref#library/}"
+  echo "$ref"
 }
 
-write_requirements() {
-  # The image installs exactly pyproject.toml's dependencies; the file is rewritten only when they
-  # change, so docker's layer cache keeps the dependency layer across other edits.
-  mkdir -p wheelhouse
-  requirements >wheelhouse/.requirements.new
-  if cmp -s wheelhouse/.requirements.new wheelhouse/requirements.txt; then
-    rm wheelhouse/.requirements.new
-  else
-    mv wheelhouse/.requirements.new wheelhouse/requirements.txt
-    rm -f wheelhouse/.complete
+resolve_base() {
+  # BASE_FROM: the immutable reference FROM uses; BASE_NAME, BASE_DIGEST: the labels.
+  if ! docker image inspect "$BASE_IMAGE" >/dev/null 2>&1; then
+    if [ "$OFFLINE" -eq 1 ]; then
+      log "base image $BASE_IMAGE is not here and an offline build pulls nothing (docker pull it first)"; exit 1
+    fi
+    log "pulling $BASE_IMAGE"; docker pull "$BASE_IMAGE" >/dev/null
   fi
+  case "$BASE_IMAGE" in
+    *@sha256:*)  # pinned by the caller: used as given
+      BASE_FROM="$BASE_IMAGE"; BASE_NAME="${BASE_IMAGE%@*}"; BASE_DIGEST="${BASE_IMAGE##*@}" ;;
+    sha256:*)  # an image ID
+      BASE_FROM="$BASE_IMAGE"; BASE_NAME="$BASE_IMAGE"; BASE_DIGEST="$BASE_IMAGE" ;;
+    *)
+      local repo digest
+      repo="$(repository "$BASE_IMAGE")"
+      digest="$(docker image inspect -f '{{range .RepoDigests}}{{println .}}{{end}}' "$BASE_IMAGE" \
+        | awk -F@ -v repo="$repo" '$1 == repo { print $2; exit }')"
+      BASE_NAME="$BASE_IMAGE"
+      if [ -n "$digest" ]; then  # pulled from a registry: its manifest digest
+        BASE_FROM="$repo@$digest"; BASE_DIGEST="$digest"
+      else  # built or imported here (local/debian-python:bookworm): no registry digest, its image ID
+        BASE_DIGEST="$(docker image inspect -f '{{.Id}}' "$BASE_IMAGE")"; BASE_FROM="$BASE_DIGEST"
+      fi ;;
+  esac
 }
 
-build_wheelhouse() {
-  # Wheels for the image's python (same cp311 / manylinux x86_64 as this host), built once per
-  # dependency list: `pip wheel` uses this machine's package index, the docker build none.
-  if [ -f wheelhouse/.complete ]; then
-    log "wheelhouse/ complete for these dependencies"; return
-  fi
-  log "filling wheelhouse/ (pip wheel)"
-  "$PYTHON" -m pip wheel --quiet --wheel-dir wheelhouse --find-links wheelhouse \
-    -r wheelhouse/requirements.txt pip "setuptools>=77" wheel 2> >(grep -v "is ignored: it is neither" >&2)
-  touch wheelhouse/.complete
-  log "wheelhouse: $(ls wheelhouse/*.whl | wc -l) wheels, $(du -sh wheelhouse | cut -f1)"
-}
-
+VARIANT=cpu
+[ "$CUDA" -eq 1 ] && VARIANT=cuda
+LOCK="requirements/image-$VARIANT.lock"
 args=()
-if [ "$CUDA" -eq 1 ]; then
-  BASE_IMAGE="${BASE_IMAGE:-nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04}"
-  args+=(--build-arg "TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128")
+if [ "$CUDA" -eq 0 ]; then
+  # torch's +cpu wheel is on PyTorch's CPU index, not PyPI (an online build; offline it is in the wheelhouse).
+  args+=(--build-arg "TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu")
 fi
 if [ -z "$BASE_IMAGE" ]; then
   if docker image inspect local/debian-python:bookworm >/dev/null 2>&1; then
@@ -76,13 +91,18 @@ if [ -z "$BASE_IMAGE" ]; then
     BASE_IMAGE=python:3.11-slim-bookworm
   fi
 fi
-write_requirements
+resolve_base
+mkdir -p "wheelhouse/$VARIANT"
 if [ "$OFFLINE" -eq 1 ]; then
-  build_wheelhouse
+  log "wheelhouse/$VARIANT/ from $LOCK"
+  "$PYTHON" -m tools.wheelhouse "$LOCK" "wheelhouse/$VARIANT"
   args+=(--build-arg "PIP_OFFLINE=1")
 fi
-log "building $TAG from $BASE_IMAGE (offline=$OFFLINE cuda=$CUDA)"
+LOCK_SHA256="$(sha256sum "$LOCK" | cut -d' ' -f1)"
+log "base $BASE_NAME -> FROM $BASE_FROM"
+log "building $TAG from $LOCK (offline=$OFFLINE)"
 started=$(date +%s)
 DOCKER_BUILDKIT=0 docker build --network "$([ "$OFFLINE" -eq 1 ] && echo none || echo default)" \
-  --build-arg "BASE_IMAGE=$BASE_IMAGE" "${args[@]}" -f docker/Dockerfile -t "$TAG" .
+  --build-arg "BASE_IMAGE=$BASE_FROM" --build-arg "BASE_NAME=$BASE_NAME" --build-arg "BASE_DIGEST=$BASE_DIGEST" \
+  --build-arg "VARIANT=$VARIANT" --build-arg "LOCK_SHA256=$LOCK_SHA256" "${args[@]}" -f docker/Dockerfile -t "$TAG" .
 log "built $TAG in $(( $(date +%s) - started ))s; size $(docker image inspect -f '{{.Size}}' "$TAG" | awk '{printf "%.2f GB", $1/1e9}')"

@@ -17,10 +17,10 @@ class PreprocessHyperparameters(Hyperparameters):
     backend: Literal["opencv", "scipy"] = Field(
         "opencv", description="distance/morphology backend; both agree within 1e-4")
     row_layout: Literal["spec", "compact"] = Field(
-        "spec", description="'spec': the seed's row (3.2 MB, what push-hf publishes); 'compact': image, label "
-                            "and ellipse only (0.49 MB), the trainer derives weights and distance maps per batch")
+        "spec", description="'spec': the seed's row (3.58 MB, what push-hf publishes); 'compact': image, label "
+                            "and ellipse only (0.51 MB), the trainer derives weights and distance maps per batch")
     keep_raw_image: bool = Field(
-        False, description="also store the camera frame (raw_image, +0.26 MB a row): camera augmentation then "
+        True, description="also store the camera frame (raw_image, +0.26 MB a row): camera augmentation then "
                            "acts on it before gamma + CLAHE, and input_mode=raw can train")
     frame_policy: FramePolicy = Field(
         "pad", description="raw frames not 640x400: 'strict' refuses them; 'pad', 'crop' or 'resize' maps them and "

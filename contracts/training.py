@@ -30,7 +30,9 @@ class TrainingHyperparameters(Hyperparameters):
                                             "(and the camera augmentation below)")
     # camera augmentation (steps.data.camera_augment): on the camera frame, before gamma + CLAHE;
     # each effect with camera_probability, at a magnitude drawn up to its limit (0: off)
-    camera_probability: float = Field(0.0, ge=0, le=1, description="probability of each camera effect per row (0: off)")
+    # Measured (Dec 2026, default pipeline, 150 generated frames, 3 real frames): 0.5 with 20 epochs took the
+    # real-frame robustness mean from 0.736 to 0.872 (worst kind 0.279 -> 0.823) at generated mIoU 0.942.
+    camera_probability: float = Field(0.5, ge=0, le=1, description="probability of each camera effect per row (0: off)")
     camera_scale: float = Field(0.3, ge=0, le=1, description="zoom in [1/(1+s), 1+s] about the frame centre")
     camera_rotation_deg: float = Field(10.0, ge=0, le=45, description="rotation in [-r, r] degrees")
     camera_shift_px: float = Field(60.0, ge=0, le=320, description="shift in [-s, s] px (vertical: s * 400/640)")

@@ -23,6 +23,12 @@ private memory the allocator reuses, and on CUDA the next batches are built in a
 while the GPU works. With worker processes each batch is allocated in shared memory directly, so
 nothing is copied again on the way to the main process (but every batch pays fresh page faults).
 
+Maps: "spatial_weights" and "dist_map" ship only when the split stores them (row_layout=spec) and
+no augmentation moved the label; otherwise the batch has none and the device derives them from the
+batch's label (steps.train.label_maps, in SegmentationTask.targets). Camera augmentation
+(steps.data.camera_augment, `camera=`) acts on the camera frame (`raw_image`, or the image of a row
+stored without preprocessing), then gamma + CLAHE; its ellipse is refitted to the moved label.
+
 Rows needing runtime work: `preprocessed=False` rows (or a split without the derived columns) get
 gamma + CLAHE, the ellipse fit, spatial weights and distance maps from steps.data.transforms at load
 time; such rows without any pupil pixel are skipped, each logged (as preprocess does).

@@ -55,7 +55,7 @@ RAW_IMAGE = "raw_image"
 
 def features_for(row_layout: str = "spec", keep_raw_image: bool = False) -> datasets.Features:
     """The split's columns: the spec row, or a compact one without the maps (the trainer derives
-    them per batch: 0.49 MB a row instead of 3.2 MB), plus the camera frame when kept (camera
+    them per batch: 0.51 MB a row instead of 3.58 MB), plus the camera frame when kept (camera
     augmentation models effects on it, before gamma and CLAHE)."""
     if row_layout not in ("spec", "compact"):
         raise ValueError(f"row_layout: unknown {row_layout!r} (spec, compact)")

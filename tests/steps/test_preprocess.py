@@ -18,7 +18,7 @@ import pytest
 
 from contracts import Layout
 from steps.data import reference
-from steps.data.precompute import FEATURES
+from steps.data.precompute import FEATURES, features_for
 from steps.data.synthetic import generate_openeds
 from steps.outputs import read_manifest
 from steps.runtime import run_step
@@ -76,7 +76,7 @@ def test_writes_every_split_with_the_schema(done, names):
     train, validation, test = (load(data / split) for split in SPLITS)
     assert (len(train), len(validation), len(test)) == (5, 2, 0)  # 1 empty pupil, 1 corrupt, no test
     for dataset in (train, validation, test):
-        assert dataset.features == FEATURES
+        assert dataset.features == features_for("spec", keep_raw_image=True)  # the default: the seed's + raw_image
     assert names["empty"] not in list(train["filename"])
     assert names["corrupt"] not in list(validation["filename"])
     assert list(train["filename"]) == sorted(train["filename"])  # frame order, whatever finished first
@@ -148,7 +148,7 @@ def test_compact_rows_with_the_camera_frame_hold_the_spec_rows_minus_the_maps(do
         np.testing.assert_array_equal(compact[index]["raw_image"], camera)
     manifest = read_manifest(tmp_path / "output" / "data" / "train")
     assert manifest["row_layout"] == "compact" and manifest["bytes_per_row"] == 3 * 400 * 640 + 17
-    assert read_manifest(root / "output" / "data" / "train")["bytes_per_row"] == 14 * 400 * 640 + 17
+    assert read_manifest(root / "output" / "data" / "train")["bytes_per_row"] == 15 * 400 * 640 + 17
 
 
 def test_validate_passes_on_its_own_output_and_leaves_the_splits(done, raw, tmp_path):

@@ -15,14 +15,18 @@ TORCH_CPU_INDEX ?= $(if $(wildcard /opt/wheels),,https://download.pytorch.org/wh
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	@$(BIN)/pip install -q --upgrade pip >$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 
+# Exactly the locked versions (torch's +cpu wheel, not a multi-GB CUDA build), hashes checked; then
+# the project itself without resolving anything again. pip's own output goes to $(VENV)/install.log,
+# shown only when it fails: a machine's pip configuration and setuptools' editable-install notice
+# would otherwise fill the console.
 $(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
-	# Exactly the locked versions (torch's +cpu wheel, not a multi-GB CUDA build), hashes checked;
-	# then the project itself without resolving anything again.
-	$(BIN)/pip install -q --require-hashes $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX)) -r $(LOCK)
-	$(BIN)/pip install -q --no-deps -e .
-	touch $@
+	@echo "installing $(LOCK) and the project into $(VENV) (log: $(VENV)/install.log)"
+	@$(BIN)/pip install -q --require-hashes $(if $(TORCH_CPU_INDEX),--extra-index-url $(TORCH_CPU_INDEX)) -r $(LOCK) \
+		>$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@$(BIN)/pip install -q --no-deps -e . >>$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
+	@touch $@
 
 setup: $(VENV)/.installed
 

@@ -67,6 +67,9 @@ class TrainingHyperparameters(Hyperparameters):
         "auto", description="mixed precision (auto: bf16/fp16 on CUDA, off on CPU)")
     compile: bool = Field(False, description="torch.compile (mode max-autotune) on CUDA")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA")
+    resident_data: bool = Field(
+        False, description="decode the train split once into device memory and draw batches there "
+                           "(augmentation: flips only, no lines/blur, no camera augmentation); CUDA only")
     # Measured on 2 cores: 2 threads train 1.3x faster than 1 when both cores are free, but 6x
     # slower when other work takes a core (every op waits on the descheduled thread); 1 thread
     # barely notices it. Shared laptops and CI machines want 1.

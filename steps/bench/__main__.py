@@ -5,7 +5,8 @@ with the machine it ran on.
     python -m steps.bench [--quick] [--json PATH] [--only MODULE ...]
 
 Modules (each exposes `measure(quick) -> list[BenchRow]`): preprocess (images/s), loader (rows/s),
-train (training images/s per model), onnx (ms/frame per model); a new module is picked up by name.
+train (training images/s per model), onnx (ms/frame per model); a new module is picked up by name
+(bar STANDALONE ones: `python -m steps.bench.gpu` is the GPU machine's run).
 The full table runs each module at the sizes in FULL_SIZES, so that the whole command stays under
 5 minutes on a 2-core machine; a module run alone (`python -m steps.bench.preprocess_speed`) uses its
 own, larger defaults. A module that fails is reported in the table's JSON and the exit code, and
@@ -35,13 +36,17 @@ from steps.bench import BenchRow, format_table
 DEFAULT_JSON = Path("runs") / "bench.json"
 # The pipeline's order; others follow by name.
 ORDER = ("preprocess_speed", "loader", "training_speed", "onnx_latency")
+# Run on their own, not in the table: gpu (python -m steps.bench.gpu) needs a lent GPU machine and
+# prints PASS/FAIL checks besides its speeds.
+STANDALONE = ("gpu",)
 # Sizes of the full table (module -> keyword arguments of its `measure`).
 FULL_SIZES: dict[str, dict[str, Any]] = {"preprocess_speed": {"frames": 96}, "loader": {"rows": 32}}
 
 
 def bench_modules() -> list[str]:
     """Every module in steps/bench/ with a `measure` function, pipeline order first."""
-    names = [m.name for m in pkgutil.iter_modules(steps.bench.__path__) if not m.name.startswith("_")]
+    names = [m.name for m in pkgutil.iter_modules(steps.bench.__path__)
+             if not m.name.startswith("_") and m.name not in STANDALONE]
     return sorted(names, key=lambda n: (ORDER.index(n) if n in ORDER else len(ORDER), n))
 
 

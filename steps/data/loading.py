@@ -53,19 +53,20 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import cv2
 import datasets
 import numpy as np
 import pyarrow as pa
 import torch
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader
 
 from steps.data import camera_augment, transforms
 from steps.data.augment import AugmentParams, augment_row, params_for
 from steps.data.camera_augment import CameraAugment
 from steps.data.frames import IMAGE_SHAPE
+from steps.data.sampling import EpochBatchSampler
 from steps.errors import StepError
 
 log = logging.getLogger(__name__)
@@ -387,54 +388,6 @@ class TrainingBatches(torch.utils.data.Dataset):
         return batch
 
 
-class EpochBatchSampler(Sampler[list[tuple[int, int]]]):
-    """Batches of (epoch, position) keys: the order of epoch e depends only on (seed, e).
-
-    Training shuffles (torch's DistributedSampler when distributed: padded so every rank runs the
-    same number of steps); validation keeps the stored order and, when distributed, gives each rank
-    every world-th row without padding, so summed confusion matrices count each row once.
-    """
-
-    def __init__(self, size: int, batch_size: int, *, shuffle: bool, seed: int, drop_last: bool,
-                 distributed: bool):
-        self.size, self.batch_size, self.shuffle, self.seed = size, batch_size, shuffle, seed
-        self.drop_last, self.epoch, self.start_batch = drop_last, 0, 0
-        # DistributedSampler needs only len() of its dataset: a range of positions is enough.
-        self.sampler: DistributedSampler[int] | None = (
-            DistributedSampler(cast("Dataset[int]", range(size)), shuffle=shuffle, seed=seed)
-            if distributed and shuffle else None)
-        self.rank, self.world = ((torch.distributed.get_rank(), torch.distributed.get_world_size())
-                                 if distributed else (0, 1))
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
-        if self.sampler is not None:
-            self.sampler.set_epoch(epoch)
-
-    def positions(self) -> list[int]:
-        if self.sampler is not None:
-            return list(self.sampler)
-        if self.shuffle:
-            order = np.random.default_rng(np.random.SeedSequence([self.seed, self.epoch])).permutation(self.size)
-        else:
-            order = np.arange(self.size)
-        return order[self.rank::self.world].tolist()
-
-    def _batches(self) -> list[list[int]]:
-        positions = self.positions()
-        batches = [positions[i:i + self.batch_size] for i in range(0, len(positions), self.batch_size)]
-        if self.drop_last and len(batches) > 1 and len(batches[-1]) < self.batch_size:
-            batches.pop()
-        return batches[self.start_batch:]
-
-    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        for batch in self._batches():
-            yield [(self.epoch, position) for position in batch]
-
-    def __len__(self) -> int:
-        return len(self._batches())
-
-
 def _identity(batch: dict[str, Any]) -> dict[str, Any]:
     return batch
 
@@ -571,12 +524,16 @@ def assembly_threads(num_workers: int) -> int:
     return max(1, min(4, cores))
 
 
-def set_loader_epoch(loader: DataLoader, epoch: int, start_batch: int = 0) -> None:
+def set_loader_epoch(loader: Any, epoch: int, start_batch: int = 0) -> None:
     """Reseed shuffling and augmentation for `epoch` (DistributedSampler.set_epoch when distributed).
 
     `start_batch` > 0 (resuming mid-epoch): this epoch yields its batches from that one on, the
     same batches as an uninterrupted epoch, without loading the ones before (len() shrinks too).
+    A device-resident loader (steps.data.resident.ResidentLoader) is set through its own set_epoch.
     """
+    if not isinstance(loader, DataLoader) and callable(getattr(loader, "set_epoch", None)):
+        loader.set_epoch(epoch, start_batch)
+        return
     sampler, dataset = loader.batch_sampler, loader.dataset
     if not isinstance(sampler, EpochBatchSampler) or not isinstance(dataset, TrainingBatches):
         raise TypeError("set_loader_epoch: the loader was not built by build_loaders")

@@ -111,11 +111,24 @@ def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device,
 
     spec = get_spec(hp.model)
     task = task_for(spec.task)
+    resident = bool(getattr(hp, "resident_data", False))
+    if resident and device.type != "cuda":
+        raise StepError(f"hyperparameter 'resident_data': device-resident training data needs a CUDA device, "
+                        f"and this run trains on {device.type}\nset resident_data=false (or train on a GPU)")
+    train_loader: Any
     train_loader, valid_loader = build_loaders(
         train_split, valid_split, task=cast("LoaderTask", task.name), batch_size=hp.batch_size, num_workers=hp.num_workers,
         augment=hp.augment, input_mode=hp.input_mode, seed=hp.seed, distributed=dist.enabled,
         pin_memory=device.type == "cuda", max_train_rows=hp.max_train_rows, max_valid_rows=hp.max_valid_rows,
         camera=hp.camera_augment())
+    if resident:
+        from steps.data.resident import resident_loader
+
+        # Validation stays on the loader (read once per epoch, never augmented).
+        train_loader = resident_loader(train_split, device, task=task.name, batch_size=hp.batch_size,
+                                       augment=hp.augment, input_mode=hp.input_mode, seed=hp.seed,
+                                       distributed=dist.enabled, max_rows=hp.max_train_rows,
+                                       camera=hp.camera_augment())
     if len(train_loader) == 0 or len(valid_loader) == 0:
         raise StepError(f"{'train' if len(train_loader) == 0 else 'validation'}: no batches to run "
                         f"(rows per process < 1); use more rows or fewer processes")
@@ -380,7 +393,11 @@ def draw_augmented_samples(run: TrainingRun, folder: Path, count: int = 8) -> Pa
     augmentations (they depend only on seed, epoch and row, so drawing them changes no batch)."""
     dataset = run.train_loader.dataset
     keys = [(1, position) for position in range(min(count, len(dataset)))]
-    return augmented_grid(dataset.__getitems__(keys), folder / AUGMENTED) if keys else None
+    if not keys:
+        return None
+    batch = {name: value.cpu() if isinstance(value, torch.Tensor) else value  # resident data: on the device
+             for name, value in dataset.__getitems__(keys).items()}
+    return augmented_grid(batch, folder / AUGMENTED)
 
 
 def log_overlays(run: TrainingRun, tracker: Any, model: nn.Module, step: int, count: int = 4) -> None:

@@ -167,7 +167,7 @@ def test_validate_names_the_first_mismatch(done, raw, tmp_path):
     root, _ = done
     tampered = load(root / "output" / "data" / "train").with_format(None)
     tampered = tampered.map(lambda row, i: {"cx": row["cx"] + (0.01 if i == 0 else 0.0)}, with_indices=True,
-                            features=FEATURES, keep_in_memory=True)
+                            features=tampered.features, keep_in_memory=True)
     tampered.save_to_disk(str(tmp_path / "reference" / "train"))
     first = tampered[0]["filename"]
     layout = Layout.resolve(tmp_path / "root", {"raw": raw, "reference": tmp_path / "reference"})

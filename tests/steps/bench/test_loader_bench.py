@@ -37,6 +37,10 @@ def test_reference_path_delivers_the_same_rows_as_the_loader(bench_split):
 @pytest.mark.slow
 def test_measure_reports_both_paths_in_one_run():
     rows = measure(rows=8, workers_options=(0,), unique=2)
-    [row] = rows
+    row, size, compact, derived = rows
     assert row.area == "loader" and row.project > 0 and row.reference > 0 and math.isfinite(row.ratio)
     assert "rows/s" in format_table(rows)
+    # the compact row beside the spec row: 7x fewer bytes, both rates measured in this run
+    assert size.metric.startswith("MB per stored training row") and not size.higher_is_better
+    assert size.project == pytest.approx(0.512, rel=0.05) and size.reference == pytest.approx(3.584, rel=0.05)
+    assert compact.project > 0 and derived.project > 0 and compact.reference == derived.reference

@@ -83,14 +83,15 @@ def synchronize(device: torch.device) -> None:
 class ProjectPath:
     """The training step's model, loss, optimizer and settings, stepped by the engine."""
 
-    def __init__(self, hp: Any, rows: datasets.Dataset, device: torch.device):
+    def __init__(self, hp: Any, rows: datasets.Dataset, device: torch.device,
+                 model_overrides: dict[str, Any] | None = None):
         from steps.train.device import configure_backends, seed_everything
         from steps.train.distributed import DistInfo
         from steps.train.fit import build_run
 
         seed_everything(0)
         configure_backends(device, deterministic=False)
-        self.run = build_run(hp, rows, rows, device, DistInfo())
+        self.run = build_run(hp, rows, rows, device, DistInfo(), model_overrides)
         self.batch = next(iter(self.run.train_loader))
 
     def steps(self, count: int) -> None:
@@ -160,14 +161,31 @@ def measure_model(model_name: str, rows: datasets.Dataset, device: torch.device,
                          f"best of {rounds} rounds of {steps_per_round} step(s)")
 
 
+def measure_against_previous(rows: datasets.Dataset, device: torch.device, rounds: int,
+                             steps_per_round: int) -> BenchRow:
+    """The default model's training steps against the previous default architecture's, both by the
+    project's engine on the same batches."""
+    from steps.bench.previous import PREVIOUS_DEFAULT, PREVIOUS_NAME
+
+    name = "tiny_efficientvit"
+    current = ProjectPath(training_settings(name, device), rows, device)
+    previous = ProjectPath(training_settings(name, device), rows, device, PREVIOUS_DEFAULT)
+    rates = images_per_second({"current": current.steps, "previous": previous.steps}, device, rounds, steps_per_round)
+    return BenchRow(area="train", metric=f"images/s ({MODEL_SPECS[name].model_type} vs previous, batch {BATCH_SIZE})",
+                    project=rates["current"], reference=rates["previous"], reference_name=PREVIOUS_NAME,
+                    note=f"{count_parameters(current.run.model)} vs {count_parameters(previous.run.model)} params")
+
+
 def measure(quick: bool = False) -> list[BenchRow]:
-    """One row per registry model (quick: the micro segmentation model, fewer steps)."""
+    """One row per registry model, and the default against its previous architecture (quick: the
+    micro segmentation model only, fewer steps)."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     rows = training_rows(BATCH_SIZE)
     names = QUICK_MODELS if quick else MODELS
     rounds, steps_per_round = (1, 1) if quick else (3, 1)
     with torch_threads(CPU_THREADS if device.type == "cpu" else None):
-        return [measure_model(name, rows, device, rounds, steps_per_round) for name in names]
+        measured = [measure_model(name, rows, device, rounds, steps_per_round) for name in names]
+        return measured if quick else [*measured, measure_against_previous(rows, device, rounds, steps_per_round)]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,8 @@ variants (`steps.models.registry`); steps, export and validate never import a cl
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any, cast
 
 import torch
@@ -16,7 +18,7 @@ from steps.models import efficientvit as _efficientvit  # noqa: F401
 from steps.models import ellipse as _ellipse  # noqa: F401
 from steps.models.registry import MODEL_SPECS, ModelSpec, get_spec, make_config, model_names, register_model
 
-__all__ = ["CHECKPOINT_FORMAT", "MODEL_SPECS", "ModelSpec", "best_checkpoint_name", "count_parameters",
+__all__ = ["CHECKPOINT_FORMAT", "MODEL_SPECS", "ModelSpec", "best_checkpoint_name", "count_parameters", "variant_config",
            "create_model", "epoch_checkpoint_name", "get_spec", "load_checkpoint", "model_names",
            "parameter_limit", "portable_state_dict", "register_model", "unwrap"]
 
@@ -75,5 +77,16 @@ def load_checkpoint(path: Any, map_location: str = "cpu") -> tuple[nn.Module, di
     if "state_dict" not in checkpoint or "model_name" not in checkpoint:
         raise ValueError(f"{path}: not an openeds checkpoint (expected a dict with model_name and state_dict)")
     model = create_model(checkpoint["model_name"], **checkpoint.get("model_config", {}))
-    model.load_state_dict(checkpoint["state_dict"], strict=True)
+    try:
+        model.load_state_dict(checkpoint["state_dict"], strict=True)
+    except RuntimeError as error:  # a checkpoint from an older architecture that stored no full config
+        raise ValueError(f"{path}: its weights do not fit {checkpoint['model_name']} as its config describes "
+                         f"({str(error).splitlines()[1].strip() if len(str(error).splitlines()) > 1 else error}); "
+                         f"retrain, or load it with the code that wrote it") from error
     return model.eval(), checkpoint
+
+
+def variant_config(name: str) -> dict[str, Any]:
+    """A variant's whole config as JSON-ready values: checkpoints store it, so they keep loading after
+    the registry's defaults change."""
+    return json.loads(json.dumps(dataclasses.asdict(get_spec(name).config)))

@@ -23,9 +23,10 @@ class ConvBN(nn.Sequential):
     bn: nn.BatchNorm2d
 
     def __init__(self, in_chans: int, out_chans: int, kernel_size: int = 1, stride: int = 1,
-                 groups: int = 1, bn_weight_init: float = 1.0) -> None:
+                 groups: int = 1, bn_weight_init: float = 1.0, padding: int | None = None) -> None:
         super().__init__()
-        self.add_module("conv", nn.Conv2d(in_chans, out_chans, kernel_size, stride, kernel_size // 2,
+        padding = kernel_size // 2 if padding is None else padding
+        self.add_module("conv", nn.Conv2d(in_chans, out_chans, kernel_size, stride, padding,
                                           groups=groups, bias=False))
         self.add_module("bn", nn.BatchNorm2d(out_chans))
         nn.init.constant_(self.bn.weight, bn_weight_init)

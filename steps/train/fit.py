@@ -105,9 +105,12 @@ class LoopState:
     run_id: str | None = None             # the tracking run a resumed training continues
 
 
-def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device, dist: DistInfo) -> TrainingRun:
+def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device, dist: DistInfo,
+              model_overrides: dict[str, Any] | None = None) -> TrainingRun:
+    """Loaders, model, optimizer and step settings for `hp`; `model_overrides` (benchmarks) change the
+    variant's config."""
     from steps.data.loading import build_loaders
-    from steps.models import create_model
+    from steps.models import create_model, variant_config
 
     spec = get_spec(hp.model)
     task = task_for(spec.task)
@@ -132,7 +135,8 @@ def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device,
     if len(train_loader) == 0 or len(valid_loader) == 0:
         raise StepError(f"{'train' if len(train_loader) == 0 else 'validation'}: no batches to run "
                         f"(rows per process < 1); use more rows or fewer processes")
-    model_config: dict[str, Any] = {}
+    # The whole config: the checkpoint describes itself.
+    model_config = {**variant_config(hp.model), **(model_overrides or {})}
     model = create_model(hp.model, **model_config)
     compiled = prepare_model(model, device, channels_last=hp.channels_last, compile_model=hp.compile)
     optimizer = build_optimizer(model, hp)

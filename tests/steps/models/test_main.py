@@ -26,5 +26,5 @@ def test_json_rows_carry_limits_and_output_shapes(capsys):
     rows = {row["model"]: row for row in json.loads(capsys.readouterr().out)}
     assert rows["tiny_efficientvit"]["limit"] == 60_000 and rows["tiny_efficientvit_micro"]["limit"] == 10_000
     assert rows["tiny_efficientvit"]["output"] == [1, 2, 400, 640]
-    assert rows["ellipse_regression"]["output"] == [1, 4]
+    assert rows["ellipse_regression"]["output"] == [1, 6]
     assert all(row["within_limit"] for row in rows.values())

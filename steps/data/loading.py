@@ -10,7 +10,7 @@ Public interface (the training engine's):
 Batches are dicts: "image" uint8 (B,1,400,640) (the augmented frame, not yet normalized), "label"
 uint8 (B,400,640) 0/1, "spatial_weights" float32 (B,400,640), "dist_map" float32 (B,2,400,640),
 "ellipse" float32 (B,4) (cx, cy, rx, ry normalized), "filename" list[str], "index" int64 (B,) (the
-dataset row). task="ellipse" batches hold only image, ellipse, filename and index. Image and label
+dataset row). task="ellipse" batches hold image, label, ellipse, filename and index. Image and label
 stay uint8: 1 byte per pixel to write and to copy to the GPU (not float32's 4 or int64's 8). The
 training tasks finish them on the device, after the copy: `steps.train.tasks.batch_inputs`
 normalizes the image (bit-identical to steps.data.frames.normalize_image) and
@@ -88,7 +88,7 @@ DERIVED_COLUMNS = ("label", *ELLIPSE_COLUMNS)
 MAP_COLUMNS = ("spatial_weights", "dist_map")
 TASK_FIELDS: dict[str, tuple[str, ...]] = {
     "segmentation": ("image", "label", "spatial_weights", "dist_map", "ellipse"),
-    "ellipse": ("image", "ellipse"),
+    "ellipse": ("image", "label", "ellipse"),  # the label supervises the ellipse model's pupil map
 }
 BATCH_DTYPES = {"label": torch.uint8, "spatial_weights": torch.float32, "dist_map": torch.float32,
                 "ellipse": torch.float32}

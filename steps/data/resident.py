@@ -64,8 +64,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PIXELS = IMAGE_SHAPE[0] * IMAGE_SHAPE[1]
-# Bytes per row on the device: uint8 image (+ uint8 label), float32 ellipse (4) and mirrored cx.
-ROW_BYTES = {"segmentation": 2 * PIXELS + 4 * 4 + 4, "ellipse": PIXELS + 4 * 4 + 4}
+# Bytes per row on the device: uint8 image and label (the ellipse model's pupil map learns from the
+# label too), float32 ellipse (4) and mirrored cx.
+ROW_BYTES = {"segmentation": 2 * PIXELS + 4 * 4 + 4, "ellipse": 2 * PIXELS + 4 * 4 + 4}
 # Kept free on the device besides the split (CUDA context, model, optimizer state, activations).
 HEADROOM_BYTES = 2 * 1024**3
 DECODE_CHUNK_ROWS = 64  # rows decoded on the host per copy to the device (~33 MB staged)
@@ -128,8 +129,7 @@ class ResidentSplit:
         self.row_ids = np.array([rows.row_id(p) for p in range(count)], dtype=np.int64)
         self.filenames = [rows.filenames[int(r)] for r in self.row_ids]
         self.image = torch.empty((count, 1, *IMAGE_SHAPE), dtype=torch.uint8, device=self.device)
-        self.label = (torch.empty((count, *IMAGE_SHAPE), dtype=torch.uint8, device=self.device)
-                      if task == "segmentation" else None)
+        self.label: torch.Tensor | None = torch.empty((count, *IMAGE_SHAPE), dtype=torch.uint8, device=self.device)
         ellipse = np.empty((count, 4), np.float32)
         wanted = ("image", "label", "ellipse") if self.label is not None else ("image", "ellipse")
         for start in range(0, count, chunk_rows):

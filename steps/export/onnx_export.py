@@ -34,6 +34,7 @@ from steps.errors import StepError
 from steps.models import ModelSpec, count_parameters, create_model, get_spec
 from steps.models.checkpoint_file import CheckpointRefused, read_checkpoint
 from steps.models.layers import fuse_conv_bn
+from steps.models.registry import ELLIPSE_OUTPUTS
 from steps.outputs import sha256_file
 from steps.paths import PathOutsideFolder, inside_folder
 
@@ -215,8 +216,10 @@ def output_description(spec: ModelSpec) -> str:
     height, width = spec.input_size
     if spec.task == "segmentation":
         return f"logits float32 [N, {len(spec.outputs)}, {height}, {width}]; argmax over dim 1 is the class"
+    angle = ("; then cos 2t, sin 2t of the major axis (ry's) angle t" if len(spec.outputs) > len(ELLIPSE_OUTPUTS)
+             else "")
     return (f"ellipse float32 [N, {len(spec.outputs)}]: cx / {width}, cy / {height}, rx / {MAX_RADIUS}, "
-            f"ry / {MAX_RADIUS} (pixels after multiplying back)")
+            f"ry / {MAX_RADIUS} (pixels after multiplying back; rx <= ry){angle}")
 
 
 def onnx_metadata(source: SourceModel, exporter: str, opset: int) -> dict[str, str]:

@@ -14,12 +14,13 @@ blob scores near 1, a ragged or hesitant one lower.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-from steps.data.frames import SEG_CLASSES
+from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS, SEG_CLASSES
 from steps.data.transforms import Ellipse, fit_pupil_ellipse
 
 PUPIL = SEG_CLASSES.index("pupil")
@@ -48,6 +49,19 @@ def pupil_probability(logits: np.ndarray) -> np.ndarray:
     """Softmax probability of the pupil class: logits (..., C, H, W) -> float32 (..., H, W)."""
     shifted = np.exp(logits - logits.max(axis=-3, keepdims=True))
     return (shifted[..., PUPIL, :, :] / shifted.sum(axis=-3)).astype(np.float32)
+
+
+def regressed_ellipse(values: np.ndarray) -> Ellipse:
+    """An ellipse model's output row as a pixel ellipse in cv2's convention (angle of the rx axis).
+
+    4 values (cx, cy, rx, ry) are the seed's angle-free form: axis-aligned. 6 values add (cos 2t,
+    sin 2t) of the major axis (ry, the dataset's order: rx <= ry), so rx lies at t - 90 degrees.
+    """
+    cx, cy, rx, ry = (float(v) for v in values[:4])
+    angle = 0.0
+    if len(values) >= 6:
+        angle = (math.degrees(math.atan2(float(values[5]), float(values[4]))) / 2 - 90.0) % 180.0
+    return Ellipse(cx * IMAGE_WIDTH, cy * IMAGE_HEIGHT, rx * MAX_RADIUS, ry * MAX_RADIUS, angle, "regressed")
 
 
 def filled_ellipse(ellipse: Ellipse, shape: tuple[int, int]) -> np.ndarray:

@@ -23,7 +23,7 @@ from steps.data.frames import SEG_CLASSES, normalize_image
 from steps.data.loading import InputMode, SplitRows
 from steps.data.openeds import FrameError, find_openeds, read_frame
 from steps.errors import StepError
-from steps.inference.pupil import PUPIL, pupil_probability
+from steps.inference.pupil import PUPIL, filled_ellipse, pupil_probability, regressed_ellipse
 from steps.report.exported import ExportedModel
 from steps.train.metrics import ConfusionMatrix, ellipse_errors
 
@@ -258,10 +258,11 @@ class EllipseEvaluation:
     predictions: dict[str, np.ndarray] = field(default_factory=dict)  # filename -> normalized (4,)
 
     def add(self, batch: FrameBatch, predicted: np.ndarray) -> None:
-        errors = per_sample_errors(predicted.astype(np.float32), batch.ellipses)
+        errors = per_sample_errors(predicted[:, :4].astype(np.float32), batch.ellipses)
         for k, name in enumerate(batch.filenames):
             self.rows.append({"filename": name, **{f"ellipse_{key}" if key != "ellipse_iou" else key:
-                                                   float(values[k]) for key, values in errors.items()}})
+                                                   float(values[k]) for key, values in errors.items()},
+                              "ellipse_iou_with_angle": ellipse_iou_with_angle(predicted[k], batch.labels[k])})
             self.predictions[name] = predicted[k]
 
     def summary(self) -> dict[str, Any]:
@@ -270,7 +271,19 @@ class EllipseEvaluation:
                 "center_error_px": nan_stats(column("ellipse_center_error_px")),
                 "radius_error_px": nan_stats(column("ellipse_radius_error_px")),
                 "ellipse_iou": nan_stats(column("ellipse_iou")),
+                "ellipse_iou_with_angle": nan_stats(column("ellipse_iou_with_angle")),
                 "parity": self.parity.summary()}
+
+
+def ellipse_iou_with_angle(predicted: np.ndarray, label: np.ndarray) -> float:
+    """IoU of the predicted ellipse drawn with its angle and the label's fitted ellipse drawn with its
+    own (both rasterised by cv2.ellipse); nan for a 4-value (angle-free) model or a pupil-less label."""
+    if len(predicted) < 6 or not label.any():
+        return float("nan")
+    truth = filled_ellipse(transforms.fit_pupil_ellipse(np.ascontiguousarray(label, dtype=np.uint8)), label.shape)
+    drawn = filled_ellipse(regressed_ellipse(predicted), label.shape)
+    union = np.count_nonzero(truth | drawn)
+    return float(np.count_nonzero(truth & drawn) / union) if union else 1.0
 
 
 def evaluate_ellipse(model: ExportedModel, batches: Iterator[FrameBatch], parity_rows: int) -> EllipseEvaluation:

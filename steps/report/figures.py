@@ -18,7 +18,8 @@ import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Ellipse as EllipsePatch
 
-from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS
+from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
+from steps.inference.pupil import regressed_ellipse
 from steps.report.evaluate import OverlaySample, SplitEvaluation
 from steps.train.training_figures import AUGMENTED, save_curves
 
@@ -50,8 +51,10 @@ def loss_curves(history: Sequence[dict[str, Any]], path: Path) -> Path | None:
 
 
 def pixel_ellipse(normalized: np.ndarray, colour: str, style: str) -> EllipsePatch:
-    cx, cy, rx, ry = (float(v) for v in normalized)
-    return EllipsePatch((cx * IMAGE_WIDTH, cy * IMAGE_HEIGHT), 2 * rx * MAX_RADIUS, 2 * ry * MAX_RADIUS,
+    """A normalized (cx, cy, rx, ry) ellipse, or an ellipse model's 6 values with the angle, as a patch
+    (the y axis points down, as cv2's angle assumes)."""
+    e = regressed_ellipse(np.asarray(normalized))
+    return EllipsePatch((e.cx, e.cy), 2 * e.rx, 2 * e.ry, angle=e.angle,
                         fill=False, edgecolor=colour, linestyle=style, linewidth=1.2)
 
 

@@ -34,7 +34,7 @@ def model_figures(report: dict[str, Any], file: str) -> dict[str, float]:
                         f"{scope}pupil_ap": results.get("pupil_average_precision")}
         else:
             figures |= {f"{scope}{key}": results.get(key, {}).get("mean")
-                        for key in ("center_error_px", "radius_error_px", "ellipse_iou")}
+                        for key in ("center_error_px", "radius_error_px", "ellipse_iou", "ellipse_iou_with_angle")}
         figures[f"{scope}parity_max_abs_diff"] = results.get("parity", {}).get("max_abs_diff")
     passed = all(g["passed"] for g in report["gates"] if g["model"] == file)
     figures["gates_passed"] = 1.0 if passed else 0.0

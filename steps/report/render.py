@@ -15,7 +15,8 @@ from steps.outputs import write_json_atomic
 
 REPORT_JSON, PER_SAMPLE_CSV, REPORT_MD = "report.json", "per_sample.csv", "report.md"
 SAMPLE_COLUMNS = ("split", "filename", "pupil_iou", "fit_center_error_px", "fit_radius_error_px",
-                  "fit_ellipse_iou", "ellipse_center_error_px", "ellipse_radius_error_px", "ellipse_iou")
+                  "fit_ellipse_iou", "ellipse_center_error_px", "ellipse_radius_error_px", "ellipse_iou",
+                  "ellipse_iou_with_angle")
 STAGE_NOTES = {"raw": "camera frames, perturbed before each model's own preprocessing",
                "enhanced": "the split stores only gamma+CLAHE images, so they are perturbed after the enhancement"}
 SPLIT_TITLES = {"fixtures": "Real OpenEDS frames (fixtures)"}
@@ -84,9 +85,11 @@ def seg_lines(seg: dict[str, Any]) -> list[str]:
 
 
 def ellipse_lines(ellipse: dict[str, Any]) -> list[str]:
-    rows = [(name, ellipse[key]["mean"], ellipse[key]["median"], ellipse[key]["p90"])
-            for name, key in (("center error (px)", "center_error_px"), ("radius error (px)", "radius_error_px"),
-                              ("ellipse IoU", "ellipse_iou"))]
+    figures = [("center error (px)", "center_error_px"), ("radius error (px)", "radius_error_px"),
+               ("ellipse IoU (angle-free, as the seed's 4 numbers)", "ellipse_iou")]
+    if (ellipse.get("ellipse_iou_with_angle") or {}).get("mean") is not None:
+        figures.append(("ellipse IoU with the angle (drawn, against the label's fitted ellipse)", "ellipse_iou_with_angle"))
+    rows = [(name, ellipse[key]["mean"], ellipse[key]["median"], ellipse[key]["p90"]) for name, key in figures]
     parity = ellipse["parity"]
     return [f"Ellipse model, {ellipse['frames']} frames (ONNX vs PyTorch max abs diff "
             f"{fmt(parity['max_abs_diff'])} over {parity['rows']} rows):", "",

@@ -25,10 +25,10 @@ import datasets
 import numpy as np
 
 from steps.data import transforms
-from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH, MAX_RADIUS, normalize_image
+from steps.data.frames import normalize_image
 from steps.data.loading import SplitRows
 from steps.errors import StepError
-from steps.inference.pupil import PUPIL, filled_ellipse, find_pupil, pupil_probability
+from steps.inference.pupil import PUPIL, filled_ellipse, find_pupil, pupil_probability, regressed_ellipse
 from steps.report import classical
 from steps.report.exported import ExportedModel
 from steps.report.perturb import KINDS, Perturbation, perturb, suite
@@ -107,13 +107,12 @@ def segmentation_predictor(model: ExportedModel, batch_size: int) -> Predictor:
 
 
 def ellipse_predictor(model: ExportedModel, batch_size: int) -> Predictor:
-    """The regressed (cx, cy, rx, ry), angle-free as trained, rasterised to a mask."""
+    """The regressed ellipse (with its angle when the model gives one), rasterised to a mask."""
     def predict(images: list[np.ndarray], stage: str) -> list[Prediction]:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
-            for cx, cy, rx, ry in model.run(model_inputs(model, images[start:start + batch_size], stage)):
-                center = (float(cx) * IMAGE_WIDTH, float(cy) * IMAGE_HEIGHT)
-                drawn = transforms.Ellipse(*center, float(rx) * MAX_RADIUS, float(ry) * MAX_RADIUS, 0.0, "regressed")
+            for values in model.run(model_inputs(model, images[start:start + batch_size], stage)):
+                drawn = regressed_ellipse(values)
                 mask = filled_ellipse(drawn, images[0].shape)
                 out.append((mask, drawn if mask.any() else None))
         return out

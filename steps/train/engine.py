@@ -124,6 +124,11 @@ def skip_to(loader: Iterable, progress: EpochProgress):
     return iterator
 
 
+def detached(outputs: torch.Tensor | tuple[torch.Tensor, ...]) -> torch.Tensor | tuple[torch.Tensor, ...]:
+    """A model's outputs without their graph: a tensor, or a tuple (the ellipse model in training mode)."""
+    return outputs.detach() if isinstance(outputs, torch.Tensor) else tuple(o.detach() for o in outputs)
+
+
 def train_one_epoch(model: nn.Module, task: Task, loss_fn: nn.Module, loader: Any, optimizer: torch.optim.Optimizer,
                     schedule: LRSchedule, config: StepConfig, epoch: int, *,
                     progress: EpochProgress | None = None, should_stop: Callable[[], bool] | None = None,
@@ -151,7 +156,7 @@ def train_one_epoch(model: nn.Module, task: Task, loss_fn: nn.Module, loader: An
         with sync:  # DDP: all-reduce gradients only on the batch that steps
             (config.scaler.scale(scaled) if config.scaler is not None else scaled).backward()
         progress.losses.add_means(losses, inputs.shape[0])
-        task.update_metrics(progress.metrics, outputs.detach(), targets)
+        task.update_metrics(progress.metrics, detached(outputs), targets)
         progress.batches_done, progress.images = index + 1, progress.images + inputs.shape[0]
         if meter is not None:
             meter.done(inputs.shape[0], index + 1)

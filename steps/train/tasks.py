@@ -22,6 +22,8 @@ from steps.train.label_maps import label_maps
 from steps.train.metrics import ConfusionMatrix, EllipseMetrics, predicted_classes
 
 PRIMARY_METRIC = "valid_iou"
+# What a model returns: a tensor, or (ellipse, pupil-map logits) from the ellipse model in training mode.
+ModelOutputs = torch.Tensor | tuple[torch.Tensor, ...]
 WEIGHT_SIGMA = PreprocessParams().weight_sigma  # the spec's, as preprocess stores them
 
 
@@ -44,9 +46,9 @@ class Task(Protocol):
     name: str  # the loader's `task`
 
     def targets(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]: ...
-    def loss(self, loss_fn: nn.Module, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
+    def loss(self, loss_fn: nn.Module, outputs: ModelOutputs, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]: ...
     def new_metrics(self, device: torch.device) -> MetricAccumulator: ...
-    def update_metrics(self, metrics: MetricAccumulator, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> None: ...
+    def update_metrics(self, metrics: MetricAccumulator, outputs: ModelOutputs, targets: dict[str, torch.Tensor]) -> None: ...
     def summarize(self, values: dict[str, Any], split: str) -> dict[str, float]: ...
     def build_loss(self, hp: LossSettings) -> nn.Module: ...
 
@@ -122,21 +124,32 @@ class SegmentationTask:
 
 @dataclass(frozen=True)
 class EllipseTask:
-    """Normalized (cx, cy, rx, ry) regression; metrics in pixels and ellipse IoU."""
+    """Normalized (cx, cy, rx, ry) regression; metrics in pixels and ellipse IoU.
+
+    In training mode the model returns (ellipse, pupil-map logits): the loss also fits the map to the
+    label's pupil fraction per cell. The metrics read the ellipse's first four values.
+    """
 
     name: str = "ellipse"
 
     def targets(self, batch: dict[str, Any], device: torch.device) -> dict[str, torch.Tensor]:
-        return {"ellipse": move_batch(batch["ellipse"], device)}
+        targets = {"ellipse": move_batch(batch["ellipse"], device)}
+        if "label" in batch:  # supervises the pupil map; without it only the ellipse loss trains
+            targets["label"] = move_batch(batch["label"], device)
+        return targets
 
-    def loss(self, loss_fn: nn.Module, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return loss_fn(outputs.float(), targets["ellipse"])
+    def loss(self, loss_fn: nn.Module, outputs: ModelOutputs,
+             targets: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        ellipse, map_logits = (outputs, None) if isinstance(outputs, torch.Tensor) else outputs
+        return loss_fn(ellipse[:, :4].float(), targets["ellipse"], map_logits, targets.get("label"))
 
     def new_metrics(self, device: torch.device) -> EllipseMetrics:
         return EllipseMetrics(device)
 
-    def update_metrics(self, metrics: EllipseMetrics, outputs: torch.Tensor, targets: dict[str, torch.Tensor]) -> None:
-        metrics.update(outputs.float(), targets["ellipse"])
+    def update_metrics(self, metrics: EllipseMetrics, outputs: ModelOutputs,
+                       targets: dict[str, torch.Tensor]) -> None:
+        ellipse = outputs if isinstance(outputs, torch.Tensor) else outputs[0]
+        metrics.update(ellipse[:, :4].float(), targets["ellipse"])
 
     def summarize(self, values: dict[str, Any], split: str) -> dict[str, float]:
         if split == "valid":

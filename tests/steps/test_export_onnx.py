@@ -30,7 +30,7 @@ def test_step_writes_both_models_runnable_at_batch_1_and_3(exported):
     layout, code = exported
     assert code == 0, layout.failure_file.read_text() if layout.failure_file.exists() else ""
     out = layout.root / "model"
-    expected_shapes = {"best_efficientvit_model.onnx": (2, 400, 640), "best_ellipse_model.onnx": (4,)}
+    expected_shapes = {"best_efficientvit_model.onnx": (2, 400, 640), "best_ellipse_model.onnx": (6,)}
     for name, tail in expected_shapes.items():
         session = cpu_session(out / name)
         for batch in (1, 3):
@@ -38,7 +38,7 @@ def test_step_writes_both_models_runnable_at_batch_1_and_3(exported):
             assert session.run(None, {INPUT_NAME: inputs})[0].shape == (batch, *tail)
     ellipse_meta = read_metadata(out / "best_ellipse_model.onnx")
     assert ellipse_meta["input_mode"] == "raw" and "no gamma" in ellipse_meta["preprocessing"]
-    assert json.loads(ellipse_meta["output_fields"]) == ["cx", "cy", "rx", "ry"]
+    assert json.loads(ellipse_meta["output_fields"]) == ["cx", "cy", "rx", "ry", "cos_2theta", "sin_2theta"]
     assert read_metadata(out / "best_efficientvit_model.onnx")["source_run_id"] == "abc"
 
 

@@ -24,7 +24,7 @@ def test_train_ellipse_writes_its_model_and_ellipse_metrics(tmp_path, splits):
     assert code == 0, (tmp_path / "output" / "failure").read_text() if code else ""
     model, payload = load_checkpoint(tmp_path / "model" / "best_ellipse_model.pt")
     assert payload["model_name"] == "ellipse_regression"
-    assert model(torch.zeros(3, 1, 400, 640)).shape == (3, 4)
+    assert model(torch.zeros(3, 1, 400, 640)).shape == (3, 6)
     card = json.loads((tmp_path / "model" / "model_card.json").read_text())
     assert card["model_type"] == "EllipseRegressionNet"
     row = json.loads((tmp_path / "output" / "data" / "metrics" / "metrics.json").read_text())[0]

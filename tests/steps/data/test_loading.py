@@ -140,12 +140,13 @@ def test_worker_processes_give_the_same_batches(splits):
         assert_same_batches(epoch_batches(workers, epoch), epoch_batches(single, epoch))
 
 
-def test_ellipse_task_reads_only_image_and_ellipse(splits):
+def test_ellipse_task_reads_image_label_and_ellipse_but_no_maps(splits):
     train = datasets.load_from_disk(str(splits["train"]))
     _, valid_loader = loaders(train, train, task="ellipse", max_valid_rows=3)
     batch = next(iter(valid_loader))
-    assert set(batch) == {"image", "ellipse", "filename", "index"}
+    assert set(batch) == {"image", "label", "ellipse", "filename", "index"}  # the label trains the pupil map
     assert batch["image"].shape == (3, 1, 400, 640) and batch["ellipse"].shape == (3, 4)
+    assert batch["label"].shape == (3, 400, 640) and batch["label"].dtype == torch.uint8
 
 
 def test_max_rows_takes_a_fixed_subset(splits):

@@ -85,14 +85,15 @@ def test_resumed_mid_epoch_and_raw_rows(compact_split):
         assert torch.equal(mine["label"], loaded["label"]) and torch.equal(mine["ellipse"], loaded["ellipse"])
 
 
-def test_ellipse_task_holds_no_label_and_memory_is_as_counted(compact_split):
+def test_ellipse_task_holds_the_label_and_memory_is_as_counted(compact_split):
     loader = resident(compact_split, task="ellipse")
     batch = next(iter(loader))
-    assert set(batch) == {"image", "ellipse", "index", "filename"} and loader.dataset.label is None
+    assert set(batch) == {"image", "label", "ellipse", "index", "filename"}  # the label trains the pupil map
+    assert loader.dataset.label is not None
     split = resident(compact_split).dataset
     allocated = sum(t.numel() * t.element_size() for t in (split.image, split.label, split.ellipse, split.mirrored_cx))
     assert split.nbytes == allocated == memory_bytes(11) == 11 * 512_020
-    assert memory_bytes(27_000) == 13_824_540_000 and ROW_BYTES["ellipse"] == 256_020
+    assert memory_bytes(27_000) == 13_824_540_000 and ROW_BYTES["ellipse"] == ROW_BYTES["segmentation"] == 512_020
     with pytest.raises(ValueError, match="task must be one of"):
         memory_bytes(1, "depth")
 

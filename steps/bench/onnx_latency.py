@@ -38,7 +38,7 @@ def measure_model(name: str, folder: Path, runs: int, warmup: int) -> BenchRow:
 
 def measure_against_previous(folder: Path, runs: int, warmup: int) -> BenchRow:
     """The default model's ONNX against the previous default architecture's ONNX, calls alternating."""
-    from steps.bench.previous import PREVIOUS_DEFAULT, PREVIOUS_NAME
+    from steps.bench._previous import PREVIOUS_DEFAULT, PREVIOUS_NAME
 
     name, timings = "tiny_efficientvit", {}
     for label, overrides in (("current", {}), ("previous", PREVIOUS_DEFAULT)):

@@ -165,7 +165,7 @@ def measure_against_previous(rows: datasets.Dataset, device: torch.device, round
                              steps_per_round: int) -> BenchRow:
     """The default model's training steps against the previous default architecture's, both by the
     project's engine on the same batches."""
-    from steps.bench.previous import PREVIOUS_DEFAULT, PREVIOUS_NAME
+    from steps.bench._previous import PREVIOUS_DEFAULT, PREVIOUS_NAME
 
     name = "tiny_efficientvit"
     current = ProjectPath(training_settings(name, device), rows, device)

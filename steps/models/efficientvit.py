@@ -425,14 +425,15 @@ DEFAULT = register_model(ModelSpec(
     "tiny_efficientvit", "TinyEfficientViT", "segmentation", build=TinyEfficientViTSeg,
     config=EfficientViTSegConfig(), checkpoint_stem="efficientvit_model", parameter_limit=60_000))
 # Micro keeps the sandwich blocks and drops what the parameter budget and the 2 ms latency budget
-# cannot carry: narrower stem and FFNs, one block per stage, attention only at 1/64, a 2x
-# patch-merging expansion, no extra dw conv + FFN around the patch merging (each stage's first block
-# starts with exactly that), and a 4-channel logit refinement.
+# cannot carry: 8x8 patches straight to 1/8 (no 1/4 skip, so no logit refinement), narrower stem and
+# FFNs, one block per stage, attention only at 1/64, a 2x patch-merging expansion, and no extra dw
+# conv + FFN around the patch merging (each stage's first block starts with exactly that).
 MICRO = register_model(ModelSpec(
     "tiny_efficientvit_micro", "TinyEfficientViT-Micro", "segmentation", build=TinyEfficientViTSeg,
-    config=EfficientViTSegConfig(stem_dims=(8, 8), embed_dim=(8, 12, 18), depth=(1, 1, 1), num_heads=(1, 1, 1),
-                                 mixers=("conv", "conv", "attention"), conv_kernel=7, ffn_ratio=1.0,
-                                 merge_ratio=2.0, subsample_blocks=False, decoder_dim=8, logit_refine_dim=4),
+    config=EfficientViTSegConfig(patch_size=8, patch_overlap=2, stem_dims=(8,), embed_dim=(8, 12, 18),
+                                 depth=(1, 1, 1), num_heads=(1, 1, 1), mixers=("conv", "conv", "attention"),
+                                 conv_kernel=7, ffn_ratio=1.0, merge_ratio=2.0, subsample_blocks=False,
+                                 decoder_dim=8, logit_refine_dim=0),
     checkpoint_stem="efficientvit_tiny_model", parameter_limit=10_000))
 DEFAULT_CONFIG, MICRO_CONFIG = DEFAULT.config, MICRO.config
 

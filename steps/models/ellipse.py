@@ -1,7 +1,7 @@
 """EllipseRegressionNet: normalized pupil ellipse (cx, cy, rx, ry) from a 400x640 frame.
 
 The same stem and EfficientViT stages as TinyEfficientViTSeg, a small top-down neck to 1/8
-resolution, and a pupil map whose moments are the ellipse:
+resolution, and a pupil map (refined to 1/4) whose moments are the ellipse:
 
 - the neck predicts, per cell, the fraction of the cell that is pupil (a sigmoid), trained against
   the label's own fraction (`steps.train.losses.pupil_fractions`: cross-entropy + Dice) besides the
@@ -184,5 +184,5 @@ DEFAULT_CONFIG = DEFAULT.config
 
 
 def ellipse_regression(**overrides: Any) -> EllipseRegressionNet:
-    """EllipseRegressionNet: EfficientViT encoder + a 1/8 pupil map whose moments are the ellipse."""
+    """EllipseRegressionNet: EfficientViT encoder + a 1/4 pupil map whose moments are the ellipse."""
     return EllipseRegressionNet(make_config(EllipseRegressionConfig, DEFAULT_CONFIG, overrides))

@@ -141,13 +141,13 @@ class EllipseRegressionLoss(nn.Module):
     377.36 px), so errors are first rescaled to half-diagonal units: a pixel of error costs the same
     in every coordinate. The centre weighs `center_weight` (2) against the radii because the centre
     is what gaze estimation uses and what the headline metric (centre error in px) measures, and the
-    radius targets are noisier: they are axis-aligned stand-ins for a rotated ellipse (the dataset
-    keeps no angle). `beta` (0.01 of half the diagonal, ~3.8 px) is where smooth L1 turns from
-    quadratic to linear: small residual errors still get gradients, outliers do not dominate.
+    radius targets are noisier: the minor and major semi-axes of a fit that keeps no angle. `beta`
+    (0.01 of half the diagonal, ~3.8 px) is where smooth L1 turns from quadratic to linear: small
+    residual errors still get gradients, outliers do not dominate.
 
-    With the model's pupil map (training mode), `map_weight` x the binary cross-entropy of its logits
-    against the label's pupil fraction per cell is added: the ellipse is the map's moments, and the
-    map learns its shape far faster from every cell than from four numbers.
+    With the model's pupil map (training mode), `map_weight` x (binary cross-entropy + Dice) of its
+    logits against the label's pupil fraction per cell is added: the ellipse is the map's moments, and
+    the map learns its shape far faster from every cell than from four numbers.
     """
 
     def __init__(self, center_weight: float = 2.0, radius_weight: float = 1.0, beta: float = 0.01,

@@ -3,8 +3,9 @@
 Structure (Liu et al. 2023, "EfficientViT: Memory Efficient Vision Transformer with Cascaded Group
 Attention"; reference: microsoft/Cream EfficientViT and timm's efficientvit_msra.py):
 
-- a patchify stem (a 4x4 stride-4 conv to 1/4, then a stride-2 3x3 conv to 1/8, as ConvNeXt's) whose
-  outputs are the skip features; the conv stem of four stride-2 convs stays an option (`stem="conv"`);
+- a patchify stem (4x4 patches with 2 px overlap: an 8x8 stride-4 conv to 1/4, then a stride-2 3x3
+  conv to 1/8; ConvNeXt-style) whose outputs are the skip features; the conv stem of four stride-2
+  convs stays an option (`stem="conv"`);
 - three stages at 1/16, 1/32, 1/64 (25x40, 13x20, 7x10 tokens for 400x640); stages 2 and 3 start with
   EfficientViT's subsample block (depthwise conv + FFN, patch merging with squeeze-excite, depthwise
   conv + FFN);
@@ -62,7 +63,7 @@ class EfficientViTEncoderConfig:
     # at 1/2, 1/4, 1/8). The stem outputs are the skip features.
     stem: Stem = "patch"
     patch_size: int = 4
-    patch_overlap: int = 2     # pixels each patch reaches into its neighbours on every side (8x8 patches)
+    patch_overlap: int = 2     # pixels each patch reaches into its neighbours on every side (2: an 8x8 conv)
     stem_dims: tuple[int, ...] = (16, 16)
     embed_dim: tuple[int, int, int] = (8, 16, 24)   # stage channels at 1/16, 1/32, 1/64
     depth: tuple[int, int, int] = (2, 1, 1)
@@ -117,7 +118,7 @@ class EfficientViTSegConfig(EfficientViTEncoderConfig):
     single_logit: bool = True
     # Refine the 1/8 pupil logit at 1/4 from the stem's 1/4 skip (upsampled logit + skip -> pointwise,
     # depthwise, pointwise -> a residual correction): the boundary detail of fusing the 1/4 skip
-    # (decoder_skips=2: generated mIoU 0.948 against 0.914) at a fraction of its cost, since only one
+    # (decoder_skips=2: generated mIoU 0.950 against 0.914, +0.9 ms) at a fraction of its cost, since only one
     # channel is upsampled to 1/4 instead of decoder_dim.
     logit_refine_dim: int = 8  # 0: off
 
@@ -294,7 +295,8 @@ def make_stem(config: EfficientViTEncoderConfig) -> nn.ModuleList:
     """The stem layers; each output is a skip feature (strides `config.stem_strides`).
 
     The patchify stem replaces the 1/2-resolution convs: onnxruntime ran them at 0.79 ms on one
-    thread (1 -> 8 channels at 200x320 is padded to 16-channel blocks), a 4x4 stride-4 conv at 0.14 ms.
+    thread (1 -> 8 channels at 200x320 is padded to 16-channel blocks), a 4x4 stride-4 conv at 0.14 ms;
+    the 2 px overlap adds about 0.3 ms to the whole model and bought real-frame pupil IoU (0.873 -> 0.918).
     """
     c = config
     layers: list[nn.Module] = []

@@ -31,6 +31,9 @@ pytestmark = [pytest.mark.postgres, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")]
 
 FROZEN_FIRST_SEED = 0  # RandomSampler(seed=0) draws FROZEN_LR first (the test checks that premise)
+# a runs enough trials to still be searching when b's process is up (b's start-up, imports included,
+# takes several seconds; micro trials on tiny data about one each: 5 trials were over before b's first).
+A_TRIALS, B_TRIALS = 14, 3
 
 
 @pytest.fixture(scope="module")
@@ -62,18 +65,19 @@ def test_two_workers_share_one_study_split_trials_and_prune_across_workers(
     # a: the URL with its password in OPTUNA_STORAGE (the KFP Secret's form); b: PGPASSWORD beside it.
     a = start_worker(tmp_path / "a", splits, {"OPTUNA_STORAGE": postgres_server.url(postgres_database,
                                                                                    with_password=True), **tracking},
-                     n_trials=5, sampler_seed=1, mlflow_experiment="tune-workers")
+                     n_trials=A_TRIALS, sampler_seed=1, mlflow_experiment="tune-workers")
     # b starts once a good trial is complete, so b's first (frozen) trial can only be pruned by a's.
     wait_until(has_trial(postgres_server, postgres_database, TrialState.COMPLETE), [a], "a's first trial completes")
     b = start_worker(tmp_path / "b", splits, {"OPTUNA_STORAGE": url, "PGPASSWORD": password, **tracking},
-                     n_trials=3, sampler_seed=FROZEN_FIRST_SEED, mlflow_experiment="tune-workers")
+                     n_trials=B_TRIALS, sampler_seed=FROZEN_FIRST_SEED, mlflow_experiment="tune-workers")
     assert a.process.poll() is None, "b joins while a is still running"
     assert (a.finish(), b.finish()) == (0, 0), a.output()[-3000:] + b.output()[-3000:]
 
     study = load_study(postgres_server, postgres_database)
-    assert [t.number for t in study.trials] == list(range(8))  # no number twice, none lost
+    total = A_TRIALS + B_TRIALS
+    assert [t.number for t in study.trials] == list(range(total))  # no number twice, none lost
     ran_a, ran_b = a.trial_numbers(study), b.trial_numbers(study)
-    assert (len(ran_a), len(ran_b)) == (5, 3) and ran_a | ran_b == set(range(8))
+    assert (len(ran_a), len(ran_b)) == (A_TRIALS, B_TRIALS) and ran_a | ran_b == set(range(total))
     assert set(a.study_json()["this_run"]["trials"]) == ran_a and set(b.study_json()["this_run"]["trials"]) == ran_b
     assert min(ran_b) < max(ran_a), "the workers' trials interleave: both ran at once"
 

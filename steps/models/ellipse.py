@@ -68,6 +68,14 @@ def cell_centres(fractions: torch.Tensor, frame_size: tuple[int, int]) -> tuple[
     return xs, ys
 
 
+def centroid(weights: torch.Tensor, xs: torch.Tensor, ys: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, 1, h, w) cell weights -> their centroid in pixels (cx, cy) and total mass, each (B,)."""
+    mass = weights.flatten(1).sum(dim=1).clamp_min(1e-6)
+    cx = (weights.sum(dim=-2) * xs).flatten(1).sum(dim=1) / mass
+    cy = (weights.sum(dim=-1) * ys).flatten(1).sum(dim=1) / mass
+    return cx, cy, mass
+
+
 def pupil_window(fractions: torch.Tensor, logits: torch.Tensor, frame_size: tuple[int, int],
                  radius_px: float, rounds: int = 2) -> torch.Tensor:
     """(B, 1, h, w) weights ~1 within `radius_px` of the pupil, ~0 beyond (a sigmoid edge of 8 px).
@@ -80,9 +88,7 @@ def pupil_window(fractions: torch.Tensor, logits: torch.Tensor, frame_size: tupl
     weights = logits.flatten(1).softmax(dim=1).unflatten(1, fractions.shape[-2:])
     window = torch.ones_like(fractions)
     for _ in range(rounds):
-        mass = weights.flatten(1).sum(dim=1).clamp_min(1e-6)
-        cx = (weights.sum(dim=-2) * xs).flatten(1).sum(dim=1) / mass
-        cy = (weights.sum(dim=-1) * ys).flatten(1).sum(dim=1) / mass
+        cx, cy, _ = centroid(weights, xs, ys)
         distance = torch.sqrt((xs[None, None, None, :] - cx[:, None, None, None]) ** 2
                               + (ys[None, None, :, None] - cy[:, None, None, None]) ** 2 + 1e-6)
         window = torch.sigmoid((radius_px - distance) / 8.0)
@@ -104,9 +110,8 @@ def map_moments(fractions: torch.Tensor, frame_size: tuple[int, int], floor: flo
     if floor:
         fractions = torch.relu(fractions - floor) / (1.0 - floor)
     xs, ys = cell_centres(fractions, frame_size)
-    mass = fractions.flatten(1).sum(dim=1).clamp_min(1e-6)
+    cx, cy, mass = centroid(fractions, xs, ys)
     rows, cols = fractions[:, 0].sum(dim=2), fractions[:, 0].sum(dim=1)  # (B, h), (B, w)
-    cx, cy = (cols * xs).sum(dim=1) / mass, (rows * ys).sum(dim=1) / mass
     dx, dy = xs[None, :] - cx[:, None], ys[None, :] - cy[:, None]  # (B, w), (B, h)
     sxx = (cols * dx * dx).sum(dim=1) / mass
     syy = (rows * dy * dy).sum(dim=1) / mass

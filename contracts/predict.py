@@ -23,6 +23,8 @@ class PredictHyperparameters(Hyperparameters):
     sheet_frames: int = Field(12, ge=1, le=256, description="frames on the contact sheet")
     min_area_px: int = Field(20, ge=1, description="smallest plausible pupil (model-input pixels)")
     max_area_fraction: float = Field(0.25, gt=0, le=1, description="largest plausible pupil, as a fraction of the frame")
+    refine_border: bool = Field(True, description="move the pupil ellipse and mask onto the image's own "
+                                "pupil border (sub-pixel edge refinement of the model's guess)")
     min_axis_ratio: float = Field(0.2, gt=0, le=1, description="thinnest plausible pupil (minor / major axis)")
 
 

@@ -23,6 +23,8 @@ class ValidateHyperparameters(Hyperparameters):
                                  "MODEL_CARD.md beside it); alias 'champion' when its gates pass")
     robustness: bool = Field(True, description="run the robustness suite (perturbed frames, every model and the "
                              "classical detector side by side) on the evaluated split and the real frames")
+    refine_border: bool = Field(True, description="also run the robustness suite on the segmentation model with "
+                                "edge refinement (its pupil moved onto the image's border, as predict does)")
     robustness_rows: int = Field(8, ge=0, le=512, description="rows of the evaluated split in the robustness suite "
                                  "(0: real frames only); each runs every perturbation level through every model")
     robustness_levels: int | None = Field(None, ge=1, le=8, description="at most this many levels per perturbation "

@@ -43,7 +43,8 @@ def check_inputs(hp: PredictHyperparameters, io: StepIO) -> None:
 
 def options(hp: PredictHyperparameters) -> PredictOptions:
     rules = Plausibility(hp.min_area_px, hp.max_area_fraction, hp.min_axis_ratio)
-    return PredictOptions(policy=hp.geometry, batch_size=hp.batch_size, rules=rules, max_frames=hp.max_frames)
+    return PredictOptions(policy=hp.geometry, batch_size=hp.batch_size, rules=rules, max_frames=hp.max_frames,
+                          refine_border=hp.refine_border)
 
 
 def run(hp: PredictHyperparameters, io: StepIO) -> dict[str, Any]:

@@ -98,7 +98,8 @@ def evaluate_robustness(hp: ValidateHyperparameters, inputs: Inputs,
         splits["test"] = (inputs.test, hp.robustness_rows)
     if frames is not None:
         splits["fixtures"] = (frames, None)
-    return robustness_summary(splits, inputs.models, max_levels=hp.robustness_levels, batch_size=hp.batch_size)
+    return robustness_summary(splits, inputs.models, max_levels=hp.robustness_levels, batch_size=hp.batch_size,
+                              refine=hp.refine_border)
 
 
 def run(hp: ValidateHyperparameters, io: StepIO) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from steps.data.geometry import FrameGeometry, ellipse_to_frame, map_to_frame
 from steps.data.transforms import Ellipse
 from steps.inference.model_input import model_frame, normalize
 from steps.inference.pupil import Plausibility, PupilFit, find_pupil, pupil_probability
+from steps.inference.refine import refine_pupil
 from steps.inference.segmenters import PupilModel
 from steps.inference.sources import SourceFrame
 
@@ -29,6 +30,7 @@ class PredictOptions:
     batch_size: int = 4
     rules: Plausibility = Plausibility()
     max_frames: int | None = None
+    refine_border: bool = True  # move the pupil onto the image's border (steps.inference.refine)
 
 
 @dataclass
@@ -83,10 +85,13 @@ def _predict_batch(model: PupilModel, batch: list[SourceFrame], options: Predict
     logits = model.run(inputs)
     timing.model_seconds += time.perf_counter() - started
     results = []
-    for frame, (_, geometry), frame_logits in zip(batch, prepared, logits):
+    for frame, (image, geometry), frame_logits in zip(batch, prepared, logits):
         probability = pupil_probability(frame_logits)
         fit = find_pupil(probability, geometry.valid_region(), options.rules)
-        mask = (map_to_frame(probability, geometry) > 0.5).astype(np.uint8)
+        model_mask = (probability > 0.5).astype(np.uint8)
+        if options.refine_border:
+            model_mask, fit = refine_pupil(image, model_mask, fit)
+        mask = (map_to_frame(model_mask.astype(np.float32), geometry) > 0.5).astype(np.uint8)
         ellipse = ellipse_to_frame(fit.ellipse, geometry) if fit.ellipse is not None else None
         results.append(FramePrediction(frame, geometry, fit, ellipse, mask))
     timing.frames += len(results)

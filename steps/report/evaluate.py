@@ -23,7 +23,8 @@ from steps.data.frames import SEG_CLASSES, normalize_image
 from steps.data.loading import InputMode, SplitRows
 from steps.data.openeds import FrameError, find_openeds, read_frame
 from steps.errors import StepError
-from steps.inference.pupil import PUPIL, filled_ellipse, pupil_probability, regressed_ellipse
+from steps.inference.pupil import PUPIL, filled_ellipse, find_pupil, pupil_probability, regressed_ellipse
+from steps.inference.refine import refine_pupil
 from steps.report.exported import ExportedModel
 from steps.train.metrics import ConfusionMatrix, ellipse_errors
 
@@ -186,6 +187,16 @@ def pupil_ious(prediction: np.ndarray, label: np.ndarray) -> np.ndarray:
     return np.where(union > 0, inter / np.maximum(union, 1), 1.0)
 
 
+def refined_pupil_ious(batch: FrameBatch, prediction: np.ndarray, probability: np.ndarray) -> np.ndarray:
+    """Per-frame pupil IoU of the mask after edge refinement (steps.inference.refine) on the frames
+    the model saw."""
+    ious = []
+    for image, mask, frame_probability, label in zip(batch.images, prediction == PUPIL, probability, batch.labels):
+        refined, _ = refine_pupil(image, mask.view(np.uint8), find_pupil(frame_probability))
+        ious.append(pupil_ious(refined[None] * PUPIL, label[None])[0])
+    return np.asarray(ious, np.float64)
+
+
 # ---------------------------------------------------------------- segmentation
 
 @dataclass
@@ -203,8 +214,9 @@ class SegEvaluation:
         fits = fitted_ellipses(prediction == PUPIL)
         errors = per_sample_errors(fits, batch.ellipses)
         ious = pupil_ious(prediction, batch.labels)
+        refined = refined_pupil_ious(batch, prediction, pupil_probability(logits))
         for k, name in enumerate(batch.filenames):
-            self.rows.append({"filename": name, "pupil_iou": float(ious[k]),
+            self.rows.append({"filename": name, "pupil_iou": float(ious[k]), "pupil_iou_refined": float(refined[k]),
                               **{f"fit_{key}": float(values[k]) for key, values in errors.items()}})
             if max_overlays:
                 self.keep_worst(OverlaySample(name, batch.images[k].copy(), batch.labels[k].copy(),
@@ -227,6 +239,7 @@ class SegEvaluation:
             "iou_per_class": dict(zip(SEG_CLASSES, cast(list[float], scores["iou_per_class"]))),
             "pixel_acc": scores["pixel_acc"],
             "pupil_iou_per_frame": nan_stats(column("pupil_iou")),
+            "pupil_iou_refined_per_frame": nan_stats(column("pupil_iou_refined")),
             "pupil_average_precision": self.pr.curve()["average_precision"],
             "fitted_ellipse": {"center_error_px": nan_stats(column("fit_center_error_px")),
                                "radius_error_px": nan_stats(column("fit_radius_error_px")),

@@ -75,6 +75,8 @@ def seg_lines(seg: dict[str, Any]) -> list[str]:
             *((f"IoU {name}", value) for name, value in seg["iou_per_class"].items()),
             ("pupil IoU per frame (mean / median)", f"{fmt(seg['pupil_iou_per_frame']['mean'])} / "
                                                     f"{fmt(seg['pupil_iou_per_frame']['median'])}"),
+            ("pupil IoU per frame, edge-refined (mean / median)",
+             f"{fmt(seg['pupil_iou_refined_per_frame']['mean'])} / {fmt(seg['pupil_iou_refined_per_frame']['median'])}"),
             ("pupil pixel average precision", seg["pupil_average_precision"]),
             ("fitted ellipse center error px (mean / p90)", f"{fmt(fitted['center_error_px']['mean'])} / "
                                                             f"{fmt(fitted['center_error_px']['p90'])}"),

@@ -29,12 +29,14 @@ from steps.data.frames import normalize_image
 from steps.data.loading import SplitRows
 from steps.errors import StepError
 from steps.inference.pupil import PUPIL, filled_ellipse, find_pupil, pupil_probability, regressed_ellipse
+from steps.inference.refine import refine_pupil
 from steps.report import classical
 from steps.report.exported import ExportedModel
 from steps.report.perturb import KINDS, Perturbation, perturb, suite
 
 log = logging.getLogger(__name__)
 DETECT_PX = 5.0
+REFINED_SUFFIX = " + edge refinement"
 CLEAN = Perturbation("clean", (), "none")
 PupilEllipse = transforms.Ellipse | None
 Prediction = tuple[np.ndarray, PupilEllipse]  # 0/1 pupil mask, the one pupil ellipse (None: no pupil)
@@ -78,11 +80,16 @@ class Predictor:
     skip: Callable[[str], str | None] = lambda stage: None
 
 
-def model_inputs(model: ExportedModel, images: list[np.ndarray], stage: str) -> np.ndarray:
-    """The model's input batch: its own preprocessing of camera frames (steps.data.transforms)."""
+def model_images(model: ExportedModel, images: list[np.ndarray], stage: str) -> list[np.ndarray]:
+    """The frames as the model sees them: its own preprocessing of camera frames (steps.data.transforms)."""
     if model.input_mode != "raw" and stage == "raw":
-        images = [transforms.enhance_image(image, transforms.PreprocessParams()) for image in images]
-    return normalize_image(np.stack(images))[:, None]
+        return [transforms.enhance_image(image, transforms.PreprocessParams()) for image in images]
+    return images
+
+
+def model_inputs(model: ExportedModel, images: list[np.ndarray], stage: str) -> np.ndarray:
+    """The model's normalized input batch."""
+    return normalize_image(np.stack(model_images(model, images, stage)))[:, None]
 
 
 def raw_mode_skip(model: ExportedModel) -> Callable[[str], str | None]:
@@ -93,17 +100,23 @@ def raw_mode_skip(model: ExportedModel) -> Callable[[str], str | None]:
     return skip
 
 
-def segmentation_predictor(model: ExportedModel, batch_size: int) -> Predictor:
+def segmentation_predictor(model: ExportedModel, batch_size: int, refine: bool = False) -> Predictor:
+    """The argmax pupil mask and its one pupil ellipse; with `refine`, both moved onto the image's
+    pupil border (steps.inference.refine), reported under the model's name + REFINED_SUFFIX."""
     def predict(images: list[np.ndarray], stage: str) -> list[Prediction]:
         out: list[Prediction] = []
         for start in range(0, len(images), batch_size):
-            logits = model.run(model_inputs(model, images[start:start + batch_size], stage))
+            seen = model_images(model, images[start:start + batch_size], stage)
+            logits = model.run(normalize_image(np.stack(seen))[:, None])
             probability = pupil_probability(logits)
             for k, mask in enumerate((logits.argmax(axis=1) == PUPIL).astype(np.uint8)):
                 fit = find_pupil(probability[k])
+                if refine:
+                    mask, fit = refine_pupil(seen[k], mask, fit)
                 out.append((mask, fit.ellipse))
         return out
-    return Predictor(model.path.name, "segmentation", predict, raw_mode_skip(model))
+    name = model.path.name + (REFINED_SUFFIX if refine else "")
+    return Predictor(name, "segmentation", predict, raw_mode_skip(model))
 
 
 def ellipse_predictor(model: ExportedModel, batch_size: int) -> Predictor:
@@ -125,10 +138,17 @@ def classical_predictor() -> Predictor:
     return Predictor("classical", "classical", predict)
 
 
-def predictors(models: list[ExportedModel], batch_size: int) -> tuple[list[Predictor], str | None]:
-    """A predictor per exported model, then the classical detector when it is installed."""
-    chosen = [segmentation_predictor(m, batch_size) if m.task == "segmentation" else ellipse_predictor(m, batch_size)
-              for m in models]
+def predictors(models: list[ExportedModel], batch_size: int, refine: bool = True) -> tuple[list[Predictor], str | None]:
+    """A predictor per exported model (with `refine`, the segmentation model once more with edge
+    refinement), then the classical detector when it is installed."""
+    chosen = []
+    for m in models:
+        if m.task == "segmentation":
+            chosen.append(segmentation_predictor(m, batch_size))
+            if refine:
+                chosen.append(segmentation_predictor(m, batch_size, refine=True))
+        else:
+            chosen.append(ellipse_predictor(m, batch_size))
     reason = classical.unavailable_reason()
     if reason is None:
         chosen.append(classical_predictor())
@@ -247,10 +267,10 @@ def run_suite(frames: FrameSet, chosen: list[Predictor], perturbations: list[Per
 
 
 def robustness_summary(splits: dict[str, tuple[datasets.Dataset, int | None]], models: list[ExportedModel], *,
-                       max_levels: int | None, batch_size: int) -> dict[str, Any]:
+                       max_levels: int | None, batch_size: int, refine: bool = True) -> dict[str, Any]:
     """The suite on each named split (dataset, at most that many rows): report.json's `robustness`."""
     perturbations = suite(max_levels)
-    chosen, classical_reason = predictors(models, batch_size)
+    chosen, classical_reason = predictors(models, batch_size, refine)
     sets = {name: run_suite(frame_set(name, dataset, rows), chosen, perturbations)
             for name, (dataset, rows) in splits.items()}
     return {"sets": sets, "detect_px": DETECT_PX,

@@ -1,0 +1,154 @@
+"""Sub-pixel refinement of a segmentation's pupil ellipse against the image's own edge.
+
+A tiny segmentation model finds the pupil reliably but places its border only to a pixel or two
+(its logits are coarser than the frame). The pupil border itself is the strongest dark-to-bright
+step around that first guess, so each point of the first ellipse is moved along the ellipse's
+normal to where the lightly smoothed image rises fastest, and an ellipse is fitted to the moved
+points, the way classical detectors fit edges, but started from the model's robust guess:
+- angles where the model's mask says the inside of the ellipse is not pupil (a lid covers it) are
+  skipped, so lid and lash edges never pull the fit;
+- a point is dropped when its step is weak (noise, blur) or its profile holds a saturated glint;
+- one refit after dropping points far from the first fit;
+- the refined ellipse is kept only when enough points survive and it stays close to the first guess
+  (centre and radii): otherwise the first guess is returned unchanged.
+The refined mask is the refined ellipse inside the model's mask grown by a few pixels, so a pupil
+cut by a lid keeps the model's lid border.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from steps.data.transforms import Ellipse
+from steps.inference.pupil import PupilFit, filled_ellipse
+
+
+@dataclass(frozen=True)
+class RefineParams:
+    points: int = 72  # normals around the ellipse
+    reach_px: float = 4.0  # how far along each normal the border is searched, both ways
+    step_px: float = 0.25
+    smooth_sigma: float = 1.0
+    min_step: float = 3.0  # weakest accepted rise, grey levels per pixel of the smoothed image
+    saturated: float = 240.0  # a profile reaching this holds a glint
+    min_kept_fraction: float = 0.4  # of the points, after dropping weak and occluded ones
+    max_center_shift_px: float = 3.0
+    max_radius_change: float = 0.2  # relative
+    grow_px: int = 3  # the model's mask is grown by this much before clipping the refined ellipse
+
+
+def _normals(ellipse: Ellipse, count: int) -> tuple[np.ndarray, np.ndarray]:
+    """Points on the ellipse (count, 2) and their outward unit normals (count, 2)."""
+    t = np.linspace(0, 2 * np.pi, count, endpoint=False)
+    a = math.radians(ellipse.angle)
+    u, v = np.array([math.cos(a), math.sin(a)]), np.array([-math.sin(a), math.cos(a)])
+    cos_t, sin_t = np.cos(t)[:, None], np.sin(t)[:, None]
+    points = np.array([ellipse.cx, ellipse.cy]) + ellipse.rx * cos_t * u + ellipse.ry * sin_t * v
+    normals = cos_t / ellipse.rx * u + sin_t / ellipse.ry * v
+    return points, normals / np.linalg.norm(normals, axis=1, keepdims=True)
+
+
+def _border_offsets(image: np.ndarray, points: np.ndarray, normals: np.ndarray,
+                    params: RefineParams) -> np.ndarray:
+    """Per point, the signed offset along its normal of the steepest rise; NaN where none is kept."""
+    offsets = np.arange(-params.reach_px, params.reach_px + 1e-6, params.step_px, dtype=np.float32)
+    coords = points[:, None, :] + offsets[None, :, None] * normals[:, None, :]
+    profiles = cv2.remap(image, coords[..., 0].astype(np.float32), coords[..., 1].astype(np.float32),
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    rise = np.gradient(profiles, params.step_px, axis=1)
+    best = rise[:, 1:-1].argmax(axis=1) + 1
+    rows = np.arange(len(points))
+    left, peak, right = rise[rows, best - 1], rise[rows, best], rise[rows, best + 1]
+    curvature = left - 2 * peak + right
+    sub = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1), 0.0)
+    found = offsets[best] + np.clip(sub, -0.5, 0.5) * params.step_px
+    weak = (peak < params.min_step) | (profiles.max(axis=1) >= params.saturated)
+    return np.where(weak, np.nan, found)
+
+
+def _occluded(mask: np.ndarray, points: np.ndarray, normals: np.ndarray, reach_px: float) -> np.ndarray:
+    """True where the model's mask is not pupil somewhere along the inner half of the search (a lid
+    or the frame edge there would be taken for the border)."""
+    height, width = mask.shape
+    occluded = np.zeros(len(points), bool)
+    for depth in np.arange(1.0, reach_px + 2.0, 1.5):
+        inner = np.rint(points - depth * normals).astype(int)
+        outside = (inner[:, 0] < 0) | (inner[:, 0] >= width) | (inner[:, 1] < 0) | (inner[:, 1] >= height)
+        x, y = np.clip(inner[:, 0], 0, width - 1), np.clip(inner[:, 1], 0, height - 1)
+        occluded |= outside | (mask[y, x] == 0)
+    return occluded
+
+
+def _fit(points: np.ndarray) -> Ellipse | None:
+    if len(points) < 6:
+        return None
+    (cx, cy), (width, height), angle = cv2.fitEllipse(points.astype(np.float32))
+    values = (cx, cy, width, height, angle)
+    if not all(math.isfinite(v) for v in values) or min(width, height) <= 0:
+        return None
+    return Ellipse(float(cx), float(cy), width / 2.0, height / 2.0, float(angle), "refined")
+
+
+def _residuals(ellipse: Ellipse, points: np.ndarray) -> np.ndarray:
+    """Approximate distance in pixels of each point from the ellipse."""
+    a = math.radians(ellipse.angle)
+    dx, dy = points[:, 0] - ellipse.cx, points[:, 1] - ellipse.cy
+    u = (dx * math.cos(a) + dy * math.sin(a)) / ellipse.rx
+    v = (-dx * math.sin(a) + dy * math.cos(a)) / ellipse.ry
+    return np.abs(np.sqrt(u * u + v * v) - 1) * math.sqrt(ellipse.rx * ellipse.ry)
+
+
+def _plausible(refined: Ellipse | None, first: Ellipse, params: RefineParams) -> bool:
+    """Close to the first guess: centre within reach, each radius (smaller, larger) within bounds."""
+    if refined is None:
+        return False
+    shift = math.hypot(refined.cx - first.cx, refined.cy - first.cy)
+    changes = [abs(r / f - 1) for r, f in zip(sorted((refined.rx, refined.ry)), sorted((first.rx, first.ry)))]
+    return shift <= params.max_center_shift_px and max(changes) <= params.max_radius_change
+
+
+def refine_ellipse(image: np.ndarray, mask: np.ndarray, first: Ellipse,
+                   params: RefineParams = RefineParams()) -> Ellipse:
+    """The pupil ellipse moved onto the image's border (uint8 or float (H, W) image the model saw,
+    its 0/1 pupil mask); `first` unchanged (method kept) when the border cannot be trusted."""
+    if min(first.rx, first.ry) < 2:
+        return first
+    smoothed = cv2.GaussianBlur(image.astype(np.float32), (0, 0), params.smooth_sigma)
+    points, normals = _normals(first, params.points)
+    offsets = _border_offsets(smoothed, points, normals, params)
+    offsets[_occluded(mask, points, normals, params.reach_px)] = np.nan
+    keep = np.isfinite(offsets)
+    if keep.sum() < params.min_kept_fraction * params.points:
+        return first
+    moved = points[keep] + offsets[keep, None] * normals[keep]
+    fitted = _fit(moved)
+    if fitted is not None:
+        residual = _residuals(fitted, moved)
+        fitted = _fit(moved[residual <= max(1.0, 2.5 * float(np.median(residual)))])
+    return fitted if fitted is not None and _plausible(fitted, first, params) else first
+
+
+def refined_mask(mask: np.ndarray, ellipse: Ellipse, params: RefineParams = RefineParams()) -> np.ndarray:
+    """uint8 0/1: the refined ellipse inside the model's mask grown by `grow_px` (keeps lid borders)."""
+    size = 2 * params.grow_px + 1
+    grown = cv2.dilate(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size)))
+    return filled_ellipse(ellipse, mask.shape) & grown
+
+
+
+def refine_pupil(image: np.ndarray, mask: np.ndarray, fit: PupilFit,
+                 params: RefineParams = RefineParams()) -> tuple[np.ndarray, PupilFit]:
+    """A model's 0/1 pupil mask and its one pupil (steps.inference.pupil.find_pupil), refined on
+    `image` (what the model saw): the refined ellipse inside the grown mask, and the fit with the
+    refined ellipse; both unchanged where there is no pupil or the border cannot be trusted."""
+    if fit.ellipse is None:
+        return mask, fit
+    ellipse = refine_ellipse(image, mask, fit.ellipse, params)
+    if ellipse is fit.ellipse:
+        return mask, fit
+    return refined_mask(mask, ellipse, params), dataclasses.replace(fit, ellipse=ellipse)

@@ -1,0 +1,105 @@
+"""Edge refinement: a first ellipse off by a pixel or two is moved onto the image's pupil border."""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+from steps.data.transforms import Ellipse
+from steps.inference.pupil import filled_ellipse
+from steps.inference.refine import RefineParams, refine_ellipse, refined_mask
+
+SHAPE = (400, 640)
+TRUTH = Ellipse(310.3, 190.6, 31.2, 26.4, 25.0, "truth")
+
+
+def eye_image(truth: Ellipse = TRUTH, blur: float = 1.2, noise_sd: float = 0.0, seed: int = 0) -> np.ndarray:
+    """A dark pupil (35) on iris (70), drawn 16x finer than a pixel and then downsampled: its border
+    is where the filled ellipse's coverage is 50%, as a label's."""
+    fine = Ellipse(truth.cx * 16 + 7.5, truth.cy * 16 + 7.5, truth.rx * 16, truth.ry * 16, truth.angle, "fine")
+    inside = filled_ellipse(fine, (SHAPE[0] * 16, SHAPE[1] * 16)).astype(np.float32)
+    coverage = cv2.resize(inside, (SHAPE[1], SHAPE[0]), interpolation=cv2.INTER_AREA)
+    image = 70 - 35 * coverage
+    image = cv2.GaussianBlur(image, (0, 0), blur) + noise_sd * np.random.default_rng(seed).standard_normal(SHAPE)
+    return np.clip(image, 0, 255).astype(np.float32)
+
+
+def off_by(dx: float, dy: float, dr: float, truth: Ellipse = TRUTH) -> Ellipse:
+    return Ellipse(truth.cx + dx, truth.cy + dy, truth.rx + dr, truth.ry + dr, truth.angle + 8, "fit")
+
+
+def errors(found: Ellipse, truth: Ellipse = TRUTH) -> tuple[float, float]:
+    return (math.hypot(found.cx - truth.cx, found.cy - truth.cy),
+            max(abs(a - b) for a, b in zip(sorted((found.rx, found.ry)), sorted((truth.rx, truth.ry)))))
+
+
+def overlap(mask: np.ndarray, label: np.ndarray) -> float:
+    return float((mask & label).sum() / (mask | label).sum())
+
+
+def test_a_guess_two_pixels_off_lands_on_the_border_within_a_fifth_of_a_pixel():
+    first = off_by(1.5, -1.2, -1.8)
+    mask = filled_ellipse(first, SHAPE)
+    found = refine_ellipse(eye_image(), mask, first)
+    assert found.method == "refined"
+    center, radius = errors(found)
+    assert center < 0.2 and radius < 0.2, (center, radius)
+    assert errors(first)[0] > 1.5  # the guess really was off
+
+
+def test_noise_leaves_it_within_half_a_pixel_and_pure_noise_returns_the_guess():
+    first = off_by(-1.0, 1.0, 1.5)
+    mask = filled_ellipse(first, SHAPE)
+    center, radius = errors(refine_ellipse(eye_image(noise_sd=6.0), mask, first))
+    assert center < 0.5 and radius < 0.5, (center, radius)
+    flat = np.full(SHAPE, 60, np.float32) + 2 * np.random.default_rng(1).standard_normal(SHAPE).astype(np.float32)
+    assert refine_ellipse(flat, mask, first) is first  # no border stronger than noise: unchanged
+
+
+def test_a_lid_over_the_pupil_is_not_taken_for_its_border_and_the_mask_keeps_the_lid():
+    image = eye_image()
+    lid_row = int(TRUTH.cy - 14)
+    image[:lid_row] = 95.0  # bright lid skin over the top of the pupil
+    first = off_by(0.8, -1.0, -1.2)
+    mask = filled_ellipse(first, SHAPE)
+    mask[:lid_row] = 0  # the model's mask follows the lid
+    found = refine_ellipse(image, mask, first)
+    center, radius = errors(found)
+    assert found.method == "refined" and center < 0.4 and radius < 0.4, (center, radius)
+    drawn = refined_mask(mask, found, RefineParams())
+    assert not drawn[:lid_row - RefineParams().grow_px].any()  # never far above the lid
+    assert drawn[lid_row + 2:].sum() >= filled_ellipse(TRUTH, SHAPE)[lid_row + 2:].sum() * 0.98
+
+
+def test_a_saturated_glint_on_the_border_does_not_pull_it():
+    image = eye_image()
+    cv2.circle(image, (round(TRUTH.cx + TRUTH.rx * math.cos(math.radians(TRUTH.angle))),
+                       round(TRUTH.cy + TRUTH.rx * math.sin(math.radians(TRUTH.angle)))), 4, 255.0, -1)
+    first = off_by(1.0, 1.0, 1.0)
+    center, radius = errors(refine_ellipse(image, filled_ellipse(first, SHAPE), first))
+    assert center < 0.3 and radius < 0.3, (center, radius)
+
+
+def test_a_far_border_is_refused_and_the_guess_kept():
+    far = Ellipse(TRUTH.cx, TRUTH.cy, TRUTH.rx * 1.5, TRUTH.ry * 1.5, TRUTH.angle, "fit")
+    image = eye_image(far)  # the only border is 50% out: beyond the search reach
+    assert refine_ellipse(image, filled_ellipse(TRUTH, SHAPE), TRUTH) is TRUTH
+
+
+def test_on_real_frames_a_model_mask_two_pixels_short_is_moved_onto_the_labelled_border(real_frames_dir):
+    """The judge is the real frame: a guess eroded by 2 px and shifted 1 px (as a tiny model's is)
+    refined on the gamma+CLAHE frame the model sees reaches the label far better than the guess."""
+    from steps.data.transforms import PreprocessParams, enhance_image
+    from steps.inference.pupil import find_pupil
+    from steps.inference.refine import refine_pupil
+
+    for path in sorted((real_frames_dir / "images").glob("*.png")):
+        label = (np.load(real_frames_dir / "labels" / f"{path.stem}.npy") == 3).astype(np.uint8)
+        guess = np.roll(cv2.erode(label, np.ones((5, 5), np.uint8)), 1, axis=1)
+        image = enhance_image(cv2.imread(str(path), cv2.IMREAD_GRAYSCALE), PreprocessParams())
+        refined, fit = refine_pupil(image, guess, find_pupil(guess.astype(np.float32)))
+        before, after = overlap(guess, label), overlap(refined, label)
+        assert fit.ellipse is not None and fit.ellipse.method == "refined", path.name
+        assert before < 0.87 and after > 0.94, (path.name, before, after)

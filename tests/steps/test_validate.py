@@ -139,7 +139,8 @@ def test_validate_runs_the_robustness_suite_on_the_split_and_the_real_frames(pas
     robustness = json.loads((report_dir / "report.json").read_text())["robustness"]
     assert set(robustness["sets"]) == {"test", "fixtures"} and robustness["sets"]["fixtures"]["stage"] == "raw"
     assert robustness["sets"]["test"]["frames"] == 3 and robustness["sets"]["fixtures"]["frames"] == 3
-    expected = {"best_efficientvit_tiny_model.onnx", "best_ellipse_model.onnx"}
+    expected = {"best_efficientvit_tiny_model.onnx", "best_efficientvit_tiny_model.onnx + edge refinement",
+                "best_ellipse_model.onnx"}
     expected |= {"classical"} if robustness["classical"]["available"] else set()
     for frame_set in robustness["sets"].values():
         assert set(frame_set["predictors"]) == expected

@@ -22,6 +22,7 @@ import numpy as np
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
 from steps.data.openeds import CHALLENGE_FOLDER, mask_from_label
+from steps.data.transforms import ellipse_distance
 
 H, W = IMAGE_HEIGHT, IMAGE_WIDTH
 SPLITS = ("train", "validation", "test")
@@ -116,16 +117,6 @@ def lid_profile(geo: EyeGeometry, along: np.ndarray) -> np.ndarray:
 def lower_lid(profile: np.ndarray) -> np.ndarray:
     """The lower lid is flatter than the arched upper lid."""
     return profile ** 0.6
-
-
-def ellipse_distance(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, a: float, b: float,
-                     angle: float) -> np.ndarray:
-    """Approximate signed distance in pixels to a rotated ellipse (negative inside)."""
-    dx, dy = xx - cx, yy - cy
-    cos_a, sin_a = math.cos(angle), math.sin(angle)
-    u = dx * (cos_a / a) + dy * (sin_a / a)
-    v = dx * (-sin_a / b) + dy * (cos_a / b)
-    return (np.sqrt(u * u + v * v) - 1) * math.sqrt(a * b)
 
 
 def coverage(signed_distance: np.ndarray) -> np.ndarray:

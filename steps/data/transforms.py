@@ -169,6 +169,16 @@ def ellipse_from_contour(contour: np.ndarray, mask_shape: tuple[int, int]) -> El
     return Ellipse(cx=cx, cy=cy, rx=width / 2.0, ry=height / 2.0, angle=angle, method="fit")
 
 
+def ellipse_distance(xx: np.ndarray, yy: np.ndarray, cx: float, cy: float, a: float, b: float,
+                     angle: float) -> np.ndarray:
+    """Approximate signed distance in pixels to a rotated ellipse (negative inside)."""
+    dx, dy = xx - cx, yy - cy
+    cos_a, sin_a = math.cos(angle), math.sin(angle)
+    u = dx * (cos_a / a) + dy * (sin_a / a)
+    v = dx * (-sin_a / b) + dy * (cos_a / b)
+    return (np.sqrt(u * u + v * v) - 1) * math.sqrt(a * b)
+
+
 def fit_pupil_ellipse(mask: np.ndarray) -> Ellipse:
     """The pupil ellipse of a non-empty 0/1 mask; contours are traced on its box only."""
     rows, cols = mask_box(mask, margin=1)

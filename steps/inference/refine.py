@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from steps.data.transforms import Ellipse
+from steps.data.transforms import Ellipse, ellipse_distance
 from steps.inference.pupil import PupilFit, filled_ellipse
 
 
@@ -94,15 +94,6 @@ def _fit(points: np.ndarray) -> Ellipse | None:
     return Ellipse(float(cx), float(cy), width / 2.0, height / 2.0, float(angle), "refined")
 
 
-def _residuals(ellipse: Ellipse, points: np.ndarray) -> np.ndarray:
-    """Approximate distance in pixels of each point from the ellipse."""
-    a = math.radians(ellipse.angle)
-    dx, dy = points[:, 0] - ellipse.cx, points[:, 1] - ellipse.cy
-    u = (dx * math.cos(a) + dy * math.sin(a)) / ellipse.rx
-    v = (-dx * math.sin(a) + dy * math.cos(a)) / ellipse.ry
-    return np.abs(np.sqrt(u * u + v * v) - 1) * math.sqrt(ellipse.rx * ellipse.ry)
-
-
 def _plausible(refined: Ellipse | None, first: Ellipse, params: RefineParams) -> bool:
     """Close to the first guess: centre within reach, each radius (smaller, larger) within bounds."""
     if refined is None:
@@ -128,7 +119,8 @@ def refine_ellipse(image: np.ndarray, mask: np.ndarray, first: Ellipse,
     moved = points[keep] + offsets[keep, None] * normals[keep]
     fitted = _fit(moved)
     if fitted is not None:
-        residual = _residuals(fitted, moved)
+        residual = np.abs(ellipse_distance(moved[:, 0], moved[:, 1], fitted.cx, fitted.cy, fitted.rx, fitted.ry,
+                                           math.radians(fitted.angle)))
         fitted = _fit(moved[residual <= max(1.0, 2.5 * float(np.median(residual)))])
     return fitted if fitted is not None and _plausible(fitted, first, params) else first
 

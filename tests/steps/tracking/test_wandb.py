@@ -21,15 +21,21 @@ BLOCK, HEADER = 32768, 7  # the .wandb file is a LevelDB-style log: 32 KiB block
 
 
 def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
-    """Every record of a .wandb transaction log, decoded with wandb's own protobuf schema."""
+    """Every complete record of a .wandb transaction log, decoded with wandb's own protobuf schema.
+
+    A record still being written (its header or data past the end of the file) ends the list.
+    """
     data = path.read_bytes()
-    assert data[:4] == b":W&B"
+    if data[:4] != b":W&B":
+        return []
     records, chunk, pos = [], b"", HEADER  # the file header takes the first 7 bytes
     while pos + HEADER <= len(data):
         if BLOCK - pos % BLOCK < HEADER:  # block trailer padding
             pos += BLOCK - pos % BLOCK
             continue
         _, length, kind = struct.unpack("<IHB", data[pos:pos + HEADER])
+        if kind == 0 or pos + HEADER + length > len(data):  # zero padding or a partly written record
+            break
         chunk += data[pos + HEADER:pos + HEADER + length]
         pos += HEADER + length
         if kind in (1, 4):  # FULL or LAST fragment
@@ -38,6 +44,20 @@ def read_records(path: Path) -> list[wandb_internal_pb2.Record]:
             records.append(record)
             chunk = b""
     return records
+
+
+def wait_for_exit_record(log_file: Path, timeout: float = 60.0) -> list[wandb_internal_pb2.Record]:
+    """The records once the run's exit record is in the file.
+
+    finish() returns when W&B's service process has the run's end, not when its writer has flushed
+    the file: on a loaded machine the file can still hold only its header (seen in CI).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        records = read_records(log_file)
+        if any(r.WhichOneof("record_type") == "exit" for r in records) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
 
 
 def wait_for_files(folder, pattern: str, timeout: float = 20.0) -> list:
@@ -64,7 +84,8 @@ def test_offline_run_directory_holds_metrics_config_and_images(tmp_path, monkeyp
             tracker.log_metrics({"train_loss": 1.0 / epoch, "valid_iou": 0.4 * epoch}, step=epoch)
             tracker.log_images({"prediction": np.full((40, 64, 3), 80 * epoch, np.uint8)}, step=epoch)
     [log_file] = wait_for_files(tmp_path / "wandb", "offline-run-*/run-*.wandb")
-    records = read_records(log_file)
+    records = wait_for_exit_record(log_file)
+    assert [r for r in records if r.WhichOneof("record_type") == "exit"], f"{log_file} has no exit record"
     [run] = [r.run for r in records if r.WhichOneof("record_type") == "run"]
     assert run.display_name == "seg-offline" and run.project == "openeds-test"
     config = _items(run.config.update)

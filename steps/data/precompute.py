@@ -1,8 +1,9 @@
 """Parallel per-split preprocessing of raw OpenEDS frames into HF `datasets`, one per split.
 
 The parent splits every split's frames into shards; worker processes (spawn context, one OpenCV
-thread each, glibc's allocator tuned to keep large temporaries) read, preprocess and write each
-shard as an Arrow file themselves, so the 3.4 MB rows never travel back through a pipe. The
+thread each, glibc's allocator tuned to keep large temporaries), and the parent beside them, read,
+preprocess and write each shard as an Arrow file themselves, so the 3.4 MB rows never travel back
+through a pipe. The
 parent only collects counts and file names, then makes a split's shards (in frame order, whatever
 the completion order) the data files of a `save_to_disk` folder, checked by `load_from_disk`.
 Shards live inside the step's staging folder, so a killed run leaves nothing that looks finished
@@ -133,21 +134,49 @@ class PrecomputeError(RuntimeError):
 
 
 def run_shards(tasks: Sequence[ShardTask], workers: int) -> Iterator[ShardResult]:
-    """Results as shards finish: in this process for one worker, else in a spawn pool."""
+    """Results as shards finish: in this process for one worker; else `workers - 1` spawned
+    processes and this one share the shards.
+
+    A spawned worker takes about 0.4 s to start (interpreter, imports), which this process would
+    otherwise spend waiting: it takes shards from the end of the queue (those the pool has not
+    started; `Future.cancel` succeeds only for them) while the pool works from the front, and
+    waits only when none is left.
+    """
     if workers <= 1 or len(tasks) <= 1:
         for task in tasks:
             yield process_shard(task)
         return
     context = multiprocessing.get_context("spawn")
-    with worker_environment():
-        pool = futures.ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=context,
+    with worker_environment(), single_opencv_thread():
+        pool = futures.ProcessPoolExecutor(max_workers=min(workers - 1, len(tasks) - 1), mp_context=context,
                                            initializer=init_worker)
         try:
             pending = {pool.submit(process_shard, task): task for task in tasks}
-            for future in futures.as_completed(pending):
-                yield _shard_result(future, pending[future])
+            queued = list(pending)
+            while pending:
+                for future in [future for future in pending if future.done()]:
+                    yield _shard_result(future, pending.pop(future))
+                while queued and (queued[-1] not in pending or queued[-1].done()):
+                    queued.pop()
+                if queued and queued[-1].cancel():
+                    yield process_shard(pending.pop(queued.pop()))
+                elif pending:
+                    futures.wait(pending, return_when=futures.FIRST_COMPLETED)
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextmanager
+def single_opencv_thread() -> Iterator[None]:
+    """This process works beside the spawned workers: one OpenCV thread, like each of them."""
+    import cv2
+
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(threads)
 
 
 def _shard_result(future: futures.Future, task: ShardTask) -> ShardResult:

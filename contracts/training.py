@@ -61,6 +61,9 @@ class TrainingHyperparameters(Hyperparameters):
     accumulation_steps: int = Field(1, ge=1, le=1024, description="batches per optimizer step")
     clip_grad_norm: float | None = Field(None, gt=0, description="clip the gradient norm (None: off)")
     early_stopping_patience: int | None = Field(None, ge=1, description="stop after this many epochs without improvement")
+    ema_decay: float = Field(
+        0.995, ge=0, lt=1, description="exponential moving average of the weights after each optimizer step, "
+                                       "evaluated, kept as the best model and exported (0: off)")
     # device and speed
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="compute device")
     amp: Literal["auto", "off", "bf16", "fp16"] = Field(

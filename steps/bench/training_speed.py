@@ -6,7 +6,8 @@ batches in the same run.
   model, loss, optimizer, schedule and step settings for this machine (CUDA: bf16 or fp16
   autocast with a GradScaler where needed, channels_last, cudnn autotuning; CPU: fp32, the same
   code), and `steps.train.engine.train_one_epoch` steps it (losses and metrics accumulated on the
-  device, the finite-loss guard, the schedule stepped per optimizer step);
+  device, the finite-loss guard, the schedule stepped per optimizer step, the weight average
+  updated after it);
 - reference: the straightforward loop of the original project: fp32, NCHW, no autocast,
   `loss.backward(); optimizer.step(); optimizer.zero_grad()` with a plain AdamW and the same model
   and loss, reading the running loss back (`loss.item()`) every batch as its progress bar did.
@@ -99,7 +100,7 @@ class ProjectPath:
 
         run = self.run
         train_one_epoch(run.train_model, run.task, run.loss_fn, [self.batch] * count, run.optimizer, run.schedule,
-                        run.config, epoch=1)
+                        run.config, epoch=1, on_step=run.after_step)  # the weight average's update included
 
 
 class ReferencePath:

@@ -31,6 +31,7 @@ from torch import nn
 from steps.errors import StepError
 from steps.models import get_spec, unwrap
 from steps.train import checkpoints as ckpt
+from steps.train.averaging import WeightAverage, build_weight_average
 from steps.train.device import (
     configure_backends,
     describe_device,
@@ -81,13 +82,23 @@ class TrainingRun:
     dist: DistInfo
     model: nn.Module          # the plain module (what checkpoints save)
     train_model: nn.Module    # compiled and/or DDP-wrapped: what trains
-    eval_model: nn.Module     # compiled, not DDP: ranks evaluate different numbers of batches
+    eval_model: nn.Module     # compiled (or the weight average), not DDP: ranks evaluate different numbers of batches
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     schedule: LRSchedule
     config: StepConfig
     train_loader: Any
     valid_loader: Any
+    average: WeightAverage | None = None  # ema_decay > 0: the weights evaluated, kept as best and exported
+
+    @property
+    def kept_model(self) -> nn.Module:
+        """The plain module whose weights are evaluated and saved as the best model."""
+        return self.average.module if self.average is not None else self.model
+
+    def after_step(self) -> None:
+        if self.average is not None:
+            self.average.update_parameters(self.model)
 
 
 @dataclass
@@ -140,6 +151,7 @@ def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device,
     model = create_model(hp.model, **model_config)
     compiled = prepare_model(model, device, channels_last=hp.channels_last, compile_model=hp.compile)
     optimizer = build_optimizer(model, hp)
+    average = build_weight_average(model, hp.ema_decay)  # a copy on the device, after channels_last
     precision = resolve_precision(hp.amp, device)
     config = StepConfig(device=device, precision=precision, scaler=precision.grad_scaler(device),
                         accumulation_steps=hp.accumulation_steps, clip_grad_norm=hp.clip_grad_norm,
@@ -147,9 +159,10 @@ def build_run(hp: Any, train_split: Any, valid_split: Any, device: torch.device,
     schedule = build_scheduler(optimizer, hp, optimizer_steps_per_epoch(len(train_loader), hp.accumulation_steps))
     return TrainingRun(hp=hp, hyperparameters=hp.model_dump(mode="json"), model_name=hp.model,
                        model_config=model_config, task=task, dist=dist, model=model,
-                       train_model=wrap_ddp(compiled, dist, device), eval_model=compiled,
+                       train_model=wrap_ddp(compiled, dist, device),
+                       eval_model=average.module if average is not None else compiled,
                        loss_fn=task.build_loss(hp).to(device), optimizer=optimizer, schedule=schedule,
-                       config=config, train_loader=train_loader, valid_loader=valid_loader)
+                       config=config, train_loader=train_loader, valid_loader=valid_loader, average=average)
 
 
 # -- resume -------------------------------------------------------------------------------------------
@@ -174,6 +187,7 @@ def apply_resume(run: TrainingRun, state: dict[str, Any] | None) -> LoopState:
     run.schedule.load_state_dict(state["scheduler"])
     if run.config.scaler is not None and state.get("scaler"):
         run.config.scaler.load_state_dict(state["scaler"])
+    resume_average(run, state)
     loop = LoopState(epoch=state["epoch"], best_metric=state["best_metric"], best_epoch=state["best_epoch"],
                      epochs_without_improvement=state["epochs_without_improvement"],
                      history=list(state["history"]), resumed_from=state.get("_path"), run_id=state.get("run_id"))
@@ -187,6 +201,16 @@ def apply_resume(run: TrainingRun, state: dict[str, Any] | None) -> LoopState:
     log.info("resuming from %s: continuing at %s (best %s %.4f at epoch %d)", loop.resumed_from, where,
              PRIMARY_METRIC, loop.best_metric, loop.best_epoch)
     return loop
+
+
+def resume_average(run: TrainingRun, state: dict[str, Any]) -> None:
+    """The weight average goes on from the checkpoint's; a checkpoint without one restarts it."""
+    if run.average is None:
+        return
+    if state.get("weight_average"):
+        run.average.load_state_dict(state["weight_average"])
+    else:
+        log.warning("ema_decay: the checkpoint holds no weight average; the average restarts from its weights")
 
 
 def check_resume_settings(hp: Any, state: dict[str, Any], current: dict[str, Any] | None = None) -> None:
@@ -215,7 +239,8 @@ def training_state(run: TrainingRun, loop: LoopState, metrics: dict[str, Any], r
         scaler=run.config.scaler.state_dict() if run.config.scaler is not None else None,
         rng=rng_state(), best_metric=loop.best_metric, best_epoch=loop.best_epoch,
         epochs_without_improvement=loop.epochs_without_improvement, history=list(loop.history),
-        partial=partial.state_dict() if partial is not None else None, world_size=run.dist.world_size)
+        partial=partial.state_dict() if partial is not None else None, world_size=run.dist.world_size,
+        weight_average=run.average.state_dict() if run.average is not None else None)
     return payload
 
 
@@ -234,11 +259,16 @@ def run_epoch(run: TrainingRun, loop: LoopState, epoch: int, stop: StopRequest, 
     started = time.perf_counter()
     progress, loop.partial = loop.partial, None
     images_before = progress.images if progress is not None else 0
+
+    def after_step() -> None:
+        run.after_step()
+        profiler.step()
+
     progress = train_one_epoch(
         run.train_model, run.task, run.loss_fn, run.train_loader, run.optimizer, run.schedule, run.config,
         epoch, progress=progress, should_stop=lambda: any_rank(stop.requested, run.config.device),
-        on_step=profiler.step, meter=EpochMeter(epoch, run.hp.epochs, len(run.train_loader), run.hp.log_every_steps,
-                                                enabled=run.dist.is_primary))
+        on_step=after_step,
+        meter=EpochMeter(epoch, run.hp.epochs, len(run.train_loader), run.hp.log_every_steps, enabled=run.dist.is_primary))
     if progress.stopped:
         return None, progress
     train_values = summarize_epoch(run.task, progress, "train")
@@ -277,7 +307,7 @@ def save_epoch(run: TrainingRun, loop: LoopState, row: dict[str, Any], improved:
     """Rank 0: best model, the epoch checkpoint (or the `last` resume point), top-k pruning."""
     hp, run_id = run.hp, tracker.run_id
     if improved:
-        ckpt.save_best(run.model, paths.checkpoint_dir, model_name=run.model_name, model_config=run.model_config,
+        ckpt.save_best(run.kept_model, paths.checkpoint_dir, model_name=run.model_name, model_config=run.model_config,
                        epoch=loop.epoch, metrics=row, input_mode=hp.input_mode,
                        hyperparameters=run.hyperparameters, run_id=run_id)
     epoch_file = loop.epoch % hp.checkpoint_every == 0 or last_epoch

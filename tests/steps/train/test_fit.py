@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from steps.models import epoch_checkpoint_name
+from steps.models import best_checkpoint_name, epoch_checkpoint_name
 from steps.train.checkpoints import last_checkpoint_name
 
 MODEL = "tiny_efficientvit_micro"
@@ -50,9 +50,10 @@ def start_and_signal_after_epoch_1(root: Path, splits: dict[str, Path], sig: int
 
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
+    """The trained weights and their moving average (ema_decay is on by default): both resume exactly."""
     state = torch.load(root / "checkpoints" / epoch_checkpoint_name(MODEL, EPOCHS), map_location="cpu",
                        weights_only=False)
-    return state["state_dict"]
+    return {**state["state_dict"], **{f"average.{k}": v for k, v in state["weight_average"].items()}}
 
 
 def assert_identical(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
@@ -77,6 +78,17 @@ def test_sigkill_mid_epoch_then_resume_gives_identical_weights(tmp_path, tiny_sp
     resumed = run_to_completion(tmp_path, tiny_splits)
     assert "resuming from" in resumed.stderr and "continuing at epoch 2" in resumed.stderr
     assert_identical(final_weights(tmp_path), uninterrupted)
+
+
+def test_the_best_model_is_the_weight_average_of_its_epoch(tmp_path_factory, tiny_splits):
+    root = tmp_path_factory.mktemp("average")
+    run_to_completion(root, tiny_splits)
+    best = torch.load(root / "model" / best_checkpoint_name(MODEL), weights_only=True)
+    epoch = torch.load(root / "checkpoints" / epoch_checkpoint_name(MODEL, best["epoch"]), weights_only=False)
+    average = {k.removeprefix("module."): v for k, v in epoch["weight_average"].items() if k.startswith("module.")}
+    assert int(epoch["weight_average"]["n_averaged"]) == 4 * best["epoch"]  # one update per optimizer step
+    assert_identical(best["state_dict"], average)
+    assert not all(torch.equal(best["state_dict"][k], epoch["state_dict"][k]) for k in average)  # not the raw weights
 
 
 @pytest.mark.slow

@@ -57,6 +57,7 @@ class EllipseRegressionConfig(EfficientViTEncoderConfig):
 # 1/8 cell fractions with the default map_floor (0.85 px with no floor); each within 0.6 px of the fit
 # once this is subtracted.
 CONTOUR_OFFSET_PX = 0.55
+FLOOR_TRACE = 1e-4  # weight of the unfloored fractions in the moments (map_moments)
 
 
 def cell_centres(fractions: torch.Tensor, frame_size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -108,7 +109,10 @@ def map_moments(fractions: torch.Tensor, frame_size: tuple[int, int], floor: flo
     alone pushes them down only slowly (its gradient vanishes with the probability).
     """
     if floor:
-        fractions = torch.relu(fractions - floor) / (1.0 - floor)
+        # + a trace of the unfloored map: with no cell above the floor (a faint pupil cut by the
+        # frame edge) the centroid would fall to (0, 0), 650 px off; the trace then decides, and
+        # beside any floored cell it weighs nothing (4e-4 px^2 of variance for a pupil of 50 cells).
+        fractions = torch.relu(fractions - floor) / (1.0 - floor) + FLOOR_TRACE * fractions
     xs, ys = cell_centres(fractions, frame_size)
     cx, cy, mass = centroid(fractions, xs, ys)
     rows, cols = fractions[:, 0].sum(dim=2), fractions[:, 0].sum(dim=1)  # (B, h), (B, w)

@@ -98,6 +98,17 @@ def test_the_window_keeps_a_far_dark_blob_out_of_the_ellipse():
     assert abs(float(whole[0]) * IMAGE_WIDTH - fit.cx) > 50
 
 
+def test_a_map_with_no_cell_above_the_floor_still_centres_on_its_faint_pupil():
+    """A faint pupil cut by the frame edge, every cell below map_floor: the head must not put the
+    centre at (0, 0), as the floored moments alone did (650 px off on a generated validation frame)."""
+    mask = ellipse_mask(630.0, 200.0, 20.0, 30.0, 0.0)
+    fractions = 1e-4 + 0.04 * pupil_fractions(torch.from_numpy(mask)[None].long(), torch.zeros(1, 1, 100, 160))
+    model = create_model("ellipse_regression").eval()
+    assert float(fractions.max()) < model.config.map_floor
+    ellipse = model.forward_head(torch.logit(fractions), (IMAGE_HEIGHT, IMAGE_WIDTH))[0, :4].numpy() * PIXELS
+    assert abs(ellipse[0] - 628) < 8 and abs(ellipse[1] - 200) < 8
+
+
 def test_learns_the_centre_and_size_of_a_dark_disc():
     """A few steps on two synthetic frames bring the ellipse toward the discs, through the map loss."""
     torch.manual_seed(0)

@@ -108,13 +108,15 @@ def map_moments(fractions: torch.Tensor, frame_size: tuple[int, int], floor: flo
     background cell a little mass, and 4,000 cells at 0.005 outweigh a 38-cell pupil; cross-entropy
     alone pushes them down only slowly (its gradient vanishes with the probability).
     """
+    unfloored = fractions
     if floor:
-        # + a trace of the unfloored map: with no cell above the floor (a faint pupil cut by the
-        # frame edge) the centroid would fall to (0, 0), 650 px off; the trace then decides, and
-        # beside any floored cell it weighs nothing (4e-4 px^2 of variance for a pupil of 50 cells).
-        fractions = torch.relu(fractions - floor) / (1.0 - floor) + FLOOR_TRACE * fractions
+        fractions = torch.relu(fractions - floor) / (1.0 - floor)
     xs, ys = cell_centres(fractions, frame_size)
-    cx, cy, mass = centroid(fractions, xs, ys)
+    # The centroid adds a trace of the unfloored map: with no cell above the floor (a faint pupil
+    # cut by the frame edge) it would fall to (0, 0), 650 px off; the trace then places it, radii 0.
+    # Beside any floored cell the trace weighs nothing. The spread comes from the floored map alone.
+    cx, cy, _ = centroid(fractions + FLOOR_TRACE * unfloored, xs, ys)
+    mass = fractions.flatten(1).sum(dim=1).clamp_min(1e-6)
     rows, cols = fractions[:, 0].sum(dim=2), fractions[:, 0].sum(dim=1)  # (B, h), (B, w)
     dx, dy = xs[None, :] - cx[:, None], ys[None, :] - cy[:, None]  # (B, w), (B, h)
     sxx = (cols * dx * dx).sum(dim=1) / mass

@@ -147,14 +147,18 @@ class EllipseRegressionLoss(nn.Module):
 
     With the model's pupil map (training mode), `map_weight` x (binary cross-entropy + Dice) of its
     logits against the label's pupil fraction per cell is added: the ellipse is the map's moments, and
-    the map learns its shape far faster from every cell than from four numbers.
+    the map learns its shape far faster from every cell than from four numbers. `regression_weight`
+    scales the smooth-L1 part in training: train-ellipse sets it to 0 by default, so the map alone
+    trains the model (the smooth L1 on the moments taught the map shapes that fit generated pupils and
+    missed real ones under zoom and shift); the centre and radius terms are still returned for the
+    logs. Without the map (eval mode) the loss is the smooth-L1 part, unweighted by it.
     """
 
     def __init__(self, center_weight: float = 2.0, radius_weight: float = 1.0, beta: float = 0.01,
-                 map_weight: float = 1.0) -> None:
+                 map_weight: float = 1.0, regression_weight: float = 1.0) -> None:
         super().__init__()
         self.center_weight, self.radius_weight, self.beta = center_weight, radius_weight, beta
-        self.map_weight = map_weight
+        self.map_weight, self.regression_weight = map_weight, regression_weight
         self.unit_scale = (IMAGE_WIDTH / MAX_RADIUS, IMAGE_HEIGHT / MAX_RADIUS, 1.0, 1.0)
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, map_logits: torch.Tensor | None = None,
@@ -163,15 +167,17 @@ class EllipseRegressionLoss(nn.Module):
         scale = torch.tensor(self.unit_scale, device=pred.device, dtype=torch.float32)
         per_value = F.smooth_l1_loss(pred.float() * scale, target.float() * scale, beta=self.beta, reduction="none")
         center, radius = per_value[:, :2].mean(), per_value[:, 2:].mean()
-        total = self.center_weight * center + self.radius_weight * radius
+        regression = self.center_weight * center + self.radius_weight * radius
         terms = {"center_loss": center.detach(), "radius_loss": radius.detach()}
-        if map_logits is not None and label is not None:
-            fractions = pupil_fractions(label, map_logits.float())
-            probability = torch.sigmoid(map_logits.float())
-            overlap = (probability * fractions).flatten(1).sum(dim=1)
-            dice = 1 - (2 * overlap + 1) / ((probability + fractions).flatten(1).sum(dim=1) + 1)
-            # Dice besides cross-entropy: a false blob costs in proportion to the pupil's size
-            map_loss = F.binary_cross_entropy_with_logits(map_logits.float(), fractions) + dice.mean()
-            total = total + self.map_weight * map_loss
-            terms["map_loss"] = map_loss.detach()
-        return {"loss": total, **terms}
+        if map_logits is None or label is None:  # eval mode gives no map: the regression loss is the loss
+            return {"loss": regression, **terms}
+        # regression_weight 0: not even a zero term in the graph, so the moments' backward never runs
+        total = self.regression_weight * regression if self.regression_weight else torch.zeros((), device=pred.device)
+        fractions = pupil_fractions(label, map_logits.float())
+        probability = torch.sigmoid(map_logits.float())
+        overlap = (probability * fractions).flatten(1).sum(dim=1)
+        dice = 1 - (2 * overlap + 1) / ((probability + fractions).flatten(1).sum(dim=1) + 1)
+        # Dice besides cross-entropy: a false blob costs in proportion to the pupil's size
+        map_loss = F.binary_cross_entropy_with_logits(map_logits.float(), fractions) + dice.mean()
+        terms["map_loss"] = map_loss.detach()
+        return {"loss": total + self.map_weight * map_loss, **terms}

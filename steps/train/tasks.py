@@ -159,7 +159,7 @@ class EllipseTask:
     def build_loss(self, hp: LossSettings) -> nn.Module:
         from steps.train.losses import EllipseRegressionLoss
 
-        return EllipseRegressionLoss()
+        return EllipseRegressionLoss(regression_weight=getattr(hp, "regression_weight", 1.0))
 
 
 def task_for(model_task: str) -> Task:

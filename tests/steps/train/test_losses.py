@@ -153,6 +153,29 @@ def test_ellipse_loss_gradient_moves_the_prediction_toward_the_target():
     assert torch.equal(torch.sign(pred.grad), torch.sign(pred.detach() - target))
 
 
+def test_without_the_regression_term_only_the_map_trains_and_the_ellipse_terms_are_still_logged():
+    from contracts.train_ellipse import TrainEllipseHyperparameters
+    from steps.train.tasks import EllipseTask
+
+    target = torch.tensor([[0.5, 0.5, 0.1, 0.1]])
+    pred = torch.tensor([[0.6, 0.4, 0.2, 0.05]], requires_grad=True)
+    label = torch.zeros(1, 400, 640, dtype=torch.long)
+    label[0, 160:240, 280:360] = 1
+    map_logits = torch.zeros(1, 1, 100, 160, requires_grad=True)
+    loss = EllipseTask().build_loss(TrainEllipseHyperparameters())  # train-ellipse's default: 0
+    out = loss(pred, target, map_logits, label)
+    out["loss"].backward()
+    fractions = (torch.nn.functional.avg_pool2d(label[:, None].float(), 4))
+    probability = torch.sigmoid(map_logits.detach())
+    dice = 1 - (2 * (probability * fractions).sum() + 1) / ((probability + fractions).sum() + 1)
+    expected = torch.nn.functional.binary_cross_entropy_with_logits(map_logits.detach(), fractions) + dice
+    torch.testing.assert_close(out["loss"].detach(), expected)
+    assert pred.grad is None or not pred.grad.any()
+    assert map_logits.grad.abs().sum() > 0 and out["center_loss"] > 0 and out["radius_loss"] > 0
+    evaluated = loss(pred.detach(), target)  # eval mode: no map, the regression loss
+    torch.testing.assert_close(evaluated["loss"], 2 * out["center_loss"] + out["radius_loss"])
+
+
 def test_two_class_fast_path_equals_the_general_formulas():
     label, weights, dist = disc_batch()
     torch.manual_seed(0)

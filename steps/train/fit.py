@@ -208,7 +208,11 @@ def resume_average(run: TrainingRun, state: dict[str, Any]) -> None:
     if run.average is None:
         return
     if state.get("weight_average"):
-        run.average.load_state_dict(state["weight_average"])
+        try:
+            run.average.load_state_dict(state["weight_average"])
+        except (RuntimeError, TypeError, ValueError, KeyError) as error:
+            raise StepError(f"checkpoint {state.get('_path')}: its weight average does not fit the model "
+                            f"({type(error).__name__})\nmove the checkpoint away to start afresh") from error
     else:
         log.warning("ema_decay: the checkpoint holds no weight average; the average restarts from its weights")
 

@@ -52,3 +52,16 @@ def test_decay_zero_is_off_and_out_of_range_is_refused():
     assert build_weight_average(nn.Linear(2, 2), 0.0) is None
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(nn.Linear(2, 2), 1.0)
+
+
+def test_a_weight_average_that_does_not_fit_the_model_is_refused_naming_the_checkpoint(caplog):
+    from types import SimpleNamespace
+
+    from steps.errors import StepError
+    from steps.train.fit import resume_average
+
+    run = SimpleNamespace(average=WeightAverage(nn.Linear(2, 2), decay=0.9))
+    with pytest.raises(StepError, match=r"checkpoint runs/c/x\.pt: its weight average does not fit the model"):
+        resume_average(run, {"weight_average": {"module.weight": torch.zeros(3)}, "_path": "runs/c/x.pt"})
+    resume_average(run, {"_path": "old.pt"})  # an older checkpoint without one: the average restarts
+    assert "restarts" in caplog.text

@@ -3,9 +3,9 @@
 The parent splits every split's frames into shards; worker processes (spawn context, one OpenCV
 thread each, glibc's allocator tuned to keep large temporaries), and the parent beside them, read,
 preprocess and write each shard as an Arrow file themselves, so the 3.4 MB rows never travel back
-through a pipe. The
-parent only collects counts and file names, then makes a split's shards (in frame order, whatever
-the completion order) the data files of a `save_to_disk` folder, checked by `load_from_disk`.
+through a pipe. The parent collects counts and file names, then makes a split's shards (in frame
+order, whatever the completion order) the data files of a `save_to_disk` folder, checked by
+`load_from_disk`.
 Shards live inside the step's staging folder, so a killed run leaves nothing that looks finished
 and a rerun starts over; the rows depend only on the frames and settings, so it ends identical.
 """

@@ -20,6 +20,7 @@ from steps.export.onnx_export import (
     export_checked,
     load_source_model,
     onnx_file_name,
+    parity_inputs,
     read_metadata,
     strip_wrapper_prefixes,
 )
@@ -86,6 +87,21 @@ def test_parity_check_detects_a_model_that_differs(seg_export):
         for parameter in changed.parameters():
             parameter.add_(0.05)
     assert max(compare_with_pytorch(path, changed).values()) > 1e-3
+
+
+def test_parity_inputs_are_eye_frames_as_each_input_mode_takes_them():
+    """Generated eye frames (not noise): gamma + CLAHE for preprocessed models, then normalized."""
+    from steps.data.frames import normalize_image
+    from steps.data.synthetic import render_indexed_frame
+    from steps.data.transforms import PreprocessParams, enhance_image
+
+    frames = parity_inputs(3)
+    assert frames.shape == (3, 1, 400, 640) and frames.dtype == np.float32
+    np.testing.assert_array_equal(frames, parity_inputs(3))  # the same every run
+    camera = render_indexed_frame(0, "parity-3", 2, closed_fraction=0.0)[0]
+    np.testing.assert_array_equal(frames[2, 0], normalize_image(enhance_image(camera, PreprocessParams())))
+    np.testing.assert_array_equal(parity_inputs(1, input_mode="raw")[0, 0],
+                                  normalize_image(render_indexed_frame(0, "parity-1", 0, closed_fraction=0.0)[0]))
 
 
 def test_parity_over_the_limit_fails_naming_model_and_figure(seg_export):

@@ -18,7 +18,9 @@ mlflow and onnxruntime.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import logging
 import os
 import subprocess
@@ -26,6 +28,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +80,29 @@ def check_reachable(uri: str, timeout: float = REACHABILITY_TIMEOUT_S) -> None:
             f"MLFLOW_TRACKING_URI: the MLflow tracking server {printable_uri(uri)} is unreachable "
             f"({getattr(error, 'reason', error)})\nStart the server, fix the URI, or unset "
             "MLFLOW_TRACKING_URI to train without MLflow (local files only).") from error
+
+
+def sqlite_file(uri: str) -> Path | None:
+    """The database file of a `sqlite:///path` store (None for other stores)."""
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix):].split("?", 1)[0]) if uri.startswith(prefix) and len(uri) > len(prefix) else None
+
+
+@contextlib.contextmanager
+def store_setup_lock(uri: str) -> Iterator[None]:
+    """Opening a new sqlite store, MLflow creates its schema; two processes doing that at once (the
+    local runner's train-seg and train-ellipse) both migrate it and fail ("table latest_metrics
+    already exists"). An exclusive lock on `<db>.lock` makes them take turns; other stores pass."""
+    database = sqlite_file(uri)
+    if database is None or not database.parent.is_dir():
+        yield
+        return
+    with open(database.with_name(database.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
@@ -164,22 +190,31 @@ class MlflowBackend:
         check_reachable(self.uri)
         if without_credentials(self.uri) != self.uri:  # MLflow prints run URLs to stdout, password included
             os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
-        self.client = mlflow.MlflowClient(tracking_uri=self.uri)
-        experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment_id(experiment)
         parent = mlflow.active_run()
-        run = mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else experiment_id,
-                               run_name=None if resume_run_id else run_name, nested=parent is not None,
-                               tags=tags)
+        with store_setup_lock(self.uri):
+            self.client = mlflow.MlflowClient(tracking_uri=self.uri)
+            experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID") or self._experiment_id(experiment)
+            run = mlflow.start_run(run_id=resume_run_id, experiment_id=None if resume_run_id else experiment_id,
+                                   run_name=None if resume_run_id else run_name, nested=parent is not None,
+                                   tags=tags)
         self.run_id: str = run.info.run_id
         self.experiment_id: str = run.info.experiment_id
         log.info("MLflow run %s in experiment %s at %s%s", self.run_id, self.experiment_id, printable_uri(self.uri),
                  f" (nested under {parent.info.run_id})" if parent is not None else "")
 
     def _experiment_id(self, name: str) -> str:
+        from mlflow.exceptions import MlflowException
+
         found = self.client.get_experiment_by_name(name)
         if found is not None:
             return found.experiment_id
-        return self.client.create_experiment(name)
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException:  # another process created it between the two calls (a shared server)
+            found = self.client.get_experiment_by_name(name)
+            if found is None:
+                raise
+            return found.experiment_id
 
     def log_params(self, params: dict[str, Any]) -> None:
         from mlflow.entities import Param

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 import socket
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -167,3 +171,22 @@ def test_local_sqlite_store_without_a_server(tmp_path, monkeypatch):
         run_id = tracker.run_id
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.get_run(run_id).data.metrics["valid_iou"] == pytest.approx(0.7)
+
+
+def test_processes_opening_a_new_sqlite_store_at_once_all_get_their_run(tmp_path):
+    """The local runner starts train-seg and train-ellipse together on an empty sqlite store: without
+    the store lock each migrated the schema and most failed ("table latest_metrics already exists":
+    8 of 9 processes in three tries)."""
+    database = tmp_path / "mlflow.db"
+    script = ("import sys; from steps.tracking.mlflow_backend import MlflowBackend; "
+              "b = MlflowBackend(experiment='shared', run_name=sys.argv[1], tags={}); "
+              "b.log_metrics({'x': 1.0}, step=0); b.finish('FINISHED')")
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{database}"}
+    root = Path(__file__).resolve().parents[3]
+    processes = [subprocess.Popen([sys.executable, "-c", script, f"run-{i}"], env=env, cwd=root,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for i in range(3)]
+    outputs = [process.communicate(timeout=120)[0] for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], "\n".join(o[-1500:] for o in outputs)
+    client = mlflow.MlflowClient(f"sqlite:///{database}")
+    runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
+    assert sorted(run.info.run_name for run in runs) == ["run-0", "run-1", "run-2"]

@@ -6,7 +6,9 @@ Every task gets its own /opt/ml-style root, `<work-dir>/<task>/`, with its hyper
 override; in docker mode it is bind-mounted read-only at `/opt/ml/input/data/<channel>` with the
 task root at `/opt/ml`, the SageMaker layout. A failed step stops the tasks that depend on it;
 independent tasks still run. Without MLFLOW_TRACKING_URI, runs are tracked in
-`<work-dir>/mlflow/mlflow.db` (sqlite).
+`<work-dir>/mlflow/mlflow.db` (sqlite). Up to `--jobs` tasks run at once, each as soon as its
+upstream tasks have finished (train-seg, train-ellipse and push-hf only need preprocess), as KFP
+runs them.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -62,6 +66,7 @@ class RunPlan:
     hyperparameters: Mapping[str, Mapping[str, Any]]
     env: Mapping[str, str]
     code_version: str = ""  # the runner's code_version(): a finished task of other code is not reused
+    jobs: int = 1  # tasks run at once
 
     def root(self, task: str) -> Path:
         return self.work_dir / task
@@ -225,7 +230,38 @@ def stream(process: subprocess.Popen, task: str, log: TextIO, out: TextIO) -> No
         out.flush()
 
 
-def run_task(plan: RunPlan, runner: ProcessRunner, task: str, out: TextIO) -> TaskResult:
+@dataclass
+class RunningSteps:
+    """The step processes now running, so that Ctrl-C can stop every one of them."""
+
+    processes: dict[str, subprocess.Popen] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(self, task: str, process: subprocess.Popen) -> None:
+        with self.lock:
+            self.processes[task] = process
+
+    def remove(self, task: str) -> None:
+        with self.lock:
+            self.processes.pop(task, None)
+
+    def stop_all(self) -> None:
+        """SIGTERM every step (training saves a checkpoint and exits), kill those that linger."""
+        with self.lock:
+            processes = list(self.processes.values())
+        for process in processes:
+            process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_S
+        for process in processes:
+            try:
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
+                process.kill()
+                process.wait()
+
+
+def run_task(plan: RunPlan, runner: ProcessRunner, task: str, out: TextIO,
+             running: RunningSteps | None = None) -> TaskResult:
     root = plan.root(task)
     root.mkdir(parents=True, exist_ok=True)
     write_task_config(plan, task)
@@ -236,27 +272,18 @@ def run_task(plan: RunPlan, runner: ProcessRunner, task: str, out: TextIO) -> Ta
         process = subprocess.Popen(runner.command(plan, task), env=runner.environment(plan),
                                    cwd=plan.mlflow_dir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                    text=True, errors="replace")
+        if running is not None:
+            running.add(task, process)
         try:
             stream(process, task, log, out)
             code = process.wait()
-        except KeyboardInterrupt:
-            return stop_interrupted(process, task, started)
+        finally:
+            if running is not None:
+                running.remove(task)
     seconds = time.monotonic() - started
     if code == 0:
         return TaskResult(task, "ok", seconds)
     return TaskResult(task, "failed", seconds, failure_reason(plan, task, code))
-
-
-def stop_interrupted(process: subprocess.Popen, task: str, started: float) -> TaskResult:
-    """Ctrl-C: SIGTERM the step (training saves a checkpoint and exits), kill it if it lingers."""
-    process.terminate()
-    try:
-        process.wait(timeout=STOP_GRACE_S)
-    except (subprocess.TimeoutExpired, KeyboardInterrupt):
-        process.kill()
-        process.wait()
-    return TaskResult(task, "interrupted", time.monotonic() - started,
-                      "interrupted (Ctrl-C); rerun with --resume to continue from its checkpoints")
 
 
 def failure_reason(plan: RunPlan, task: str, code: int) -> str:
@@ -267,46 +294,84 @@ def failure_reason(plan: RunPlan, task: str, code: int) -> str:
     return f"exit code {code} and no failure file; last log lines:\n" + "\n".join(tail)
 
 
+def settle(plan: RunPlan, runner: ProcessRunner, task: str, results: Mapping[str, TaskResult], resume: bool,
+           out: TextIO) -> TaskResult | None:
+    """A task whose upstream has finished: its result when it need not run (an upstream task did not
+    finish: skipped; --resume found it done: reused); None when it must run (its root made ready)."""
+    upstream = plan.dag.upstream(task)
+    blocked = [name for name in upstream if results[name].status in ("failed", "skipped", "interrupted")]
+    if blocked:
+        print(f"== {task}: skipped (upstream {', '.join(blocked)} did not finish)", file=out)
+        return TaskResult(task, "skipped", reason=f"upstream {', '.join(blocked)} did not finish")
+    action = resume_action(plan, task, all(results[n].status == "reused" for n in upstream)) if resume else "fresh"
+    if action == "reuse":
+        print(f"== {task}: reused (completed earlier with the same settings)", file=out)
+        return TaskResult(task, "reused", reason="completed earlier with the same settings")
+    if action == "fresh" and plan.root(task).exists():
+        shutil.rmtree(plan.root(task))
+    print(f"== {task}: running ({runner.mode}, root {plan.root(task)})", file=out, flush=True)
+    return None
+
+
 def run_dag(plan: RunPlan, runner: ProcessRunner, resume: bool = False,
             out: TextIO = sys.stdout) -> list[TaskResult]:
-    """Run every task in order; dependents of a failed task are skipped, the rest still run."""
+    """Run every task, up to `plan.jobs` at once, each once its upstream tasks are done; dependents of a
+    failed task are skipped, the rest still run. Ctrl-C stops the running steps and starts no more."""
     results: dict[str, TaskResult] = {}
     plan.mlflow_dir.mkdir(parents=True, exist_ok=True)
-    for task in plan.dag.order():
-        if any(r.status == "interrupted" for r in results.values()):
-            results[task] = TaskResult(task, "skipped", reason="not started: the run was interrupted")
-            continue
-        upstream = plan.dag.upstream(task)
-        blocked = [name for name in upstream if results[name].status in ("failed", "skipped")]
-        if blocked:
-            results[task] = TaskResult(task, "skipped", reason=f"upstream {', '.join(blocked)} did not finish")
-            print(f"== {task}: skipped (upstream {', '.join(blocked)} did not finish)", file=out)
-            continue
-        action = resume_action(plan, task, all(results[n].status == "reused" for n in upstream)) \
-            if resume else "fresh"
-        if action == "reuse":
-            results[task] = TaskResult(task, "reused", reason="completed earlier with the same settings")
-            print(f"== {task}: reused (completed earlier with the same settings)", file=out)
-            continue
-        if action == "fresh" and plan.root(task).exists():
-            shutil.rmtree(plan.root(task))
-        print(f"== {task}: running ({runner.mode}, root {plan.root(task)})", file=out, flush=True)
-        results[task] = run_task(plan, runner, task, out)
-        if results[task].status == "failed":
-            print(f"== {task}: FAILED\n{indent(results[task].reason)}", file=out, flush=True)
+    pending = list(plan.dag.order())
+    started: dict[Future[TaskResult], str] = {}
+    running = RunningSteps()
+    with ThreadPoolExecutor(max_workers=max(1, plan.jobs)) as pool:
+        try:
+            while pending or started:
+                for task in [t for t in pending if all(u in results for u in plan.dag.upstream(t))]:
+                    if len(started) >= max(1, plan.jobs):
+                        break
+                    pending.remove(task)
+                    settled = settle(plan, runner, task, results, resume, out)
+                    if settled is not None:
+                        results[task] = settled
+                    else:
+                        started[pool.submit(run_task, plan, runner, task, out, running)] = task
+                if started:
+                    for future in wait(started, return_when=FIRST_COMPLETED).done:
+                        finish_task(plan, results, started.pop(future), future.result(), out)
+        except KeyboardInterrupt:
+            running.stop_all()
+            for future, task in started.items():
+                result = future.result()
+                results[task] = result if result.status == "ok" else TaskResult(
+                    task, "interrupted", result.seconds,
+                    "interrupted (Ctrl-C); rerun with --resume to continue from its checkpoints")
+    for task in pending:
+        results[task] = TaskResult(task, "skipped", reason="not started: the run was interrupted")
     return [results[task] for task in plan.dag.order()]
+
+
+def finish_task(plan: RunPlan, results: dict[str, TaskResult], task: str, result: TaskResult, out: TextIO) -> None:
+    results[task] = result
+    if result.status == "failed":
+        print(f"== {task}: FAILED\n{indent(result.reason)}", file=out, flush=True)
 
 
 def indent(text: str) -> str:
     return "\n".join("   " + line for line in text.splitlines())
 
 
-def format_table(results: Sequence[TaskResult], plan: RunPlan) -> str:
+def format_table(results: Sequence[TaskResult], plan: RunPlan, wall_seconds: float | None = None) -> str:
+    """One line per task; the total is the wall-clock time when given (tasks overlap), and the
+    tasks' own seconds summed."""
     lines = [f"{'task':16s} {'status':11s} {'seconds':>8s}  root / reason", "-" * 76]
     for result in results:
         detail = result.reason.splitlines()[0] if result.status != "ok" and result.reason else str(plan.root(result.task))
         lines.append(f"{result.task:16s} {result.status:11s} {result.seconds:8.1f}  {detail}")
-    lines.append(f"{'total':16s} {'':11s} {sum(r.seconds for r in results):8.1f}")
+    summed = sum(r.seconds for r in results)
+    if wall_seconds is None:
+        lines.append(f"{'total':16s} {'':11s} {summed:8.1f}")
+    else:
+        lines.append(f"{'total':16s} {'':11s} {wall_seconds:8.1f}  wall clock ({summed:.1f} s of steps, up to "
+                     f"{plan.jobs} at once)")
     return "\n".join(lines)
 
 
@@ -330,10 +395,25 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
                         help="each step as a process in this venv (default) or a `docker run` of the image")
     parser.add_argument("--work-dir", type=Path, default=DEFAULT_WORK_DIR,
                         help=f"one /opt/ml-style root per task under it (default: {DEFAULT_WORK_DIR})")
+    parser.add_argument("--jobs", type=positive_int, default=default_jobs(),
+                        help="tasks run at once, each as soon as its upstream tasks are done (default: this "
+                             f"machine's CPUs, {default_jobs()}; the local profile trains on one thread per "
+                             "step, so train-seg and train-ellipse share two cores)")
     parser.add_argument("--resume", action="store_true",
                         help="reuse tasks finished with the same settings, wiring, upstream outputs and code; "
                              "continue unfinished ones in their roots (training resumes from checkpoints); "
                              "run the rest from scratch")
+
+
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
 
 
 def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
@@ -343,11 +423,12 @@ def run_from_args(args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
     work_dir = args.work_dir.absolute()
     runner = DockerRunner(args.image or DEFAULT_LOCAL_IMAGE) if args.mode == "docker" else ProcessRunner()
     plan = RunPlan(dag=dag, work_dir=work_dir, hyperparameters=hyperparameters, env=base_environment(work_dir),
-                   code_version=runner.code_version())
-    print(f"pipeline: {len(plan.dag.tasks)} tasks, mode {runner.mode}, work dir {work_dir}, "
-          f"MLflow {plan.env['MLFLOW_TRACKING_URI'].split('@')[-1]}", file=out, flush=True)
+                   code_version=runner.code_version(), jobs=args.jobs)
+    print(f"pipeline: {len(plan.dag.tasks)} tasks, mode {runner.mode}, up to {plan.jobs} at once, work dir "
+          f"{work_dir}, MLflow {plan.env['MLFLOW_TRACKING_URI'].split('@')[-1]}", file=out, flush=True)
+    started = time.monotonic()
     results = run_dag(plan, runner, resume=args.resume, out=out)
-    print("\n" + format_table(results, plan), file=out)
+    print("\n" + format_table(results, plan, time.monotonic() - started), file=out)
     if any(r.status == "interrupted" for r in results):
         print("\ninterrupted; rerun with --resume to reuse finished tasks", file=out)
         return 130

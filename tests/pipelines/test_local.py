@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import sys
 from argparse import Namespace
 from pathlib import Path
 
@@ -179,6 +181,44 @@ def test_ctrl_c_stops_the_running_step_and_the_run(tmp_path):
     assert "preprocess       skipped" in output and "Traceback" not in output
     assert "step download-kaggle: root" in (tmp_path / "logs" / "download-kaggle.log").read_text()
     assert not (tmp_path / "download-kaggle" / "output" / "data" / "raw").exists()
+
+
+class TimedRunner(local.ProcessRunner):
+    """Each task is a real process that logs when it starts and ends and sleeps in between (the
+    trainings longest): the scheduler's work, without the steps' own minutes."""
+
+    def command(self, plan: local.RunPlan, task: str) -> list[str]:
+        seconds = 1.2 if task.startswith("train") else 0.3
+        return [sys.executable, "-c", f"import time; print('start', time.time(), flush=True); "
+                                      f"time.sleep({seconds}); print('end', time.time())"]
+
+
+def intervals(plan: local.RunPlan) -> dict[str, tuple[float, float]]:
+    found = {}
+    for task in plan.dag.tasks:
+        words = dict(line.split() for line in plan.log_file(task).read_text().splitlines())
+        found[task] = (float(words["start"]), float(words["end"]))
+    return found
+
+
+@pytest.mark.parametrize("jobs", [1, 3])
+def test_tasks_run_at_once_when_jobs_allow_and_never_before_their_upstream(tmp_path, jobs):
+    plan = dataclasses.replace(make_plan(tmp_path), jobs=jobs)
+    results = local.run_dag(plan, TimedRunner(), out=io.StringIO())
+    assert [r.status for r in results] == ["ok"] * len(results)
+    spans = intervals(plan)
+    for task in plan.dag.tasks:
+        for upstream in plan.dag.upstream(task):
+            assert spans[task][0] >= spans[upstream][1], (task, upstream)
+    ordered = sorted(spans.values())
+    overlapping = any(later[0] < earlier[1] for earlier, later in zip(ordered, ordered[1:]))
+    seg, ellipse = spans["train-seg"], spans["train-ellipse"]
+    if jobs == 1:
+        assert not overlapping
+    else:  # the two trainings only need preprocess: they run together
+        assert seg[0] < ellipse[1] and ellipse[0] < seg[1]
+        assert max(end for _, end in spans.values()) - min(start for start, _ in spans.values()) < sum(
+            end - start for start, end in spans.values()) - 1.0
 
 
 def test_invalid_settings_stop_before_any_step(tmp_path):

@@ -14,7 +14,7 @@ from steps.models.layers import ConvBN, fuse_conv_bn
 
 SEG_MODELS = ("tiny_efficientvit", "tiny_efficientvit_micro")
 # Exact counts: a change to the architecture must change these deliberately.
-EXPECTED_PARAMETERS = {"tiny_efficientvit": 33_145, "tiny_efficientvit_micro": 9_916}
+EXPECTED_PARAMETERS = {"tiny_efficientvit": 33_648, "tiny_efficientvit_micro": 9_916}
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -58,6 +58,8 @@ def test_variants_have_the_specified_dimensions():
     assert (default.embed_dim, default.depth, default.num_heads) == ((8, 16, 24), (2, 1, 1), (1, 1, 2))
     assert (default.stem, default.stem_dims, default.mixers[0], micro.mixers[1]) == ("patch", (16, 16), "conv", "conv")
     assert (micro.embed_dim, micro.num_heads, micro.decoder_dim) == ((8, 12, 18), (1, 1, 1), 8)
+    # the default fuses the 1/4 skip (no logit refinement); micro has no 1/4 skip to fuse
+    assert (default.decoder_skips, default.logit_refine_dim, micro.decoder_skips) == (2, 0, 1)
 
 
 def test_forward_features_are_the_multi_scale_pyramid():

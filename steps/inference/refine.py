@@ -56,22 +56,26 @@ def _normals(ellipse: Ellipse, count: int) -> tuple[np.ndarray, np.ndarray]:
     return points, normals / np.linalg.norm(normals, axis=1, keepdims=True)
 
 
-def _border_offsets(image: np.ndarray, points: np.ndarray, normals: np.ndarray,
-                    params: RefineParams) -> np.ndarray:
-    """Per point, the signed offset along its normal of the steepest rise; NaN where none is kept."""
+def _profiles(image: np.ndarray, points: np.ndarray, normals: np.ndarray, params: RefineParams) -> np.ndarray:
+    """The image along each point's normal, -reach_px .. +reach_px in step_px steps: (points, samples)."""
     offsets = np.arange(-params.reach_px, params.reach_px + 1e-6, params.step_px, dtype=np.float32)
     coords = points[:, None, :] + offsets[None, :, None] * normals[:, None, :]
-    profiles = cv2.remap(image, coords[..., 0].astype(np.float32), coords[..., 1].astype(np.float32),
-                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return cv2.remap(image, coords[..., 0].astype(np.float32), coords[..., 1].astype(np.float32),
+                     cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+
+def _border_offsets(profiles: np.ndarray, glinted: np.ndarray, params: RefineParams) -> np.ndarray:
+    """Per profile of the smoothed image, the signed offset of the steepest rise; NaN where it is weak
+    or the profile holds a glint."""
+    offsets = np.arange(-params.reach_px, params.reach_px + 1e-6, params.step_px, dtype=np.float32)
     rise = np.gradient(profiles, params.step_px, axis=1)
     best = rise[:, 1:-1].argmax(axis=1) + 1
-    rows = np.arange(len(points))
+    rows = np.arange(len(profiles))
     left, peak, right = rise[rows, best - 1], rise[rows, best], rise[rows, best + 1]
     curvature = left - 2 * peak + right
     sub = np.where(curvature < 0, 0.5 * (left - right) / np.where(curvature < 0, curvature, -1), 0.0)
     found = offsets[best] + np.clip(sub, -0.5, 0.5) * params.step_px
-    weak = (peak < params.min_step) | (profiles.max(axis=1) >= params.saturated)
-    return np.where(weak, np.nan, found)
+    return np.where((peak < params.min_step) | glinted, np.nan, found)
 
 
 def _occluded(mask: np.ndarray, points: np.ndarray, normals: np.ndarray, reach_px: float) -> np.ndarray:
@@ -118,22 +122,26 @@ def _plausible(refined: Ellipse | None, first: Ellipse, params: RefineParams) ->
 
 @dataclass(frozen=True)
 class Refinement:
-    """The refined ellipse, the image border points it was fitted to and the guess's points the
-    model's mask says are covered (both empty when the guess is returned)."""
+    """The refined ellipse, the image border points it was fitted to, the guess's points the model's
+    mask says are covered (a lid) and those on a glint (all empty when the guess is returned)."""
 
     ellipse: Ellipse
     border: np.ndarray  # (n, 2) x, y
     covered: np.ndarray  # (m, 2) x, y
+    glints: np.ndarray  # (k, 2) x, y
 
 
 def _refinement(image: np.ndarray, mask: np.ndarray, first: Ellipse, params: RefineParams) -> Refinement:
     """The border search, the fit and its checks (see the module docstring)."""
-    unchanged = Refinement(first, np.empty((0, 2)), np.empty((0, 2)))
+    unchanged = Refinement(first, np.empty((0, 2)), np.empty((0, 2)), np.empty((0, 2)))
     if min(first.rx, first.ry) < 2:
         return unchanged
-    smoothed = cv2.GaussianBlur(image.astype(np.float32), (0, 0), params.smooth_sigma)
+    image = image.astype(np.float32)
+    smoothed = cv2.GaussianBlur(image, (0, 0), params.smooth_sigma)
     points, normals = _normals(first, params.points)
-    offsets = _border_offsets(smoothed, points, normals, params)
+    # Glints are found on the frame itself: smoothing spreads a small one below saturation.
+    glinted = _profiles(image, points, normals, params).max(axis=1) >= params.saturated
+    offsets = _border_offsets(_profiles(smoothed, points, normals, params), glinted, params)
     occluded = _occluded(mask, points, normals, params.reach_px)
     offsets[occluded] = np.nan
     keep = np.isfinite(offsets)
@@ -149,7 +157,9 @@ def _refinement(image: np.ndarray, mask: np.ndarray, first: Ellipse, params: Ref
     fitted = _fit(inliers)
     if fitted is None or not _plausible(fitted, first, params):
         return unchanged
-    return Refinement(fitted, inliers, points[occluded])
+    # A glint on the border cuts a notch in the model's mask, as a lid would: but the label counts
+    # the pupil under a glint, so those points are not a lid.
+    return Refinement(fitted, inliers, points[occluded & ~glinted], points[glinted])
 
 
 def refine_ellipse(image: np.ndarray, mask: np.ndarray, first: Ellipse,
@@ -169,18 +179,21 @@ def _angle_bins(xs: np.ndarray, ys: np.ndarray, ellipse: Ellipse, count: int) ->
 
 
 def refined_mask(mask: np.ndarray, ellipse: Ellipse, params: RefineParams = RefineParams(),
-                 border: np.ndarray | None = None, covered: np.ndarray | None = None) -> np.ndarray:
+                 border: np.ndarray | None = None, covered: np.ndarray | None = None,
+                 glints: np.ndarray | None = None) -> np.ndarray:
     """uint8 0/1: the model's mask inside the refined ellipse, grown by up to `grow_px` out to the
-    ellipse where the image's border was found (`border` points; everywhere when None) and not beside
-    a lid (`covered` points). Elsewhere the model's own border stays."""
+    ellipse where the image's border was found or a glint hides it (`border`, `glints` points;
+    everywhere when `border` is None) and not beside a lid (`covered` points). Elsewhere the model's
+    own border stays."""
     mask = mask.astype(np.uint8)
     filled = filled_ellipse(ellipse, mask.shape)
     size = 2 * params.grow_px + 1
     growth = cv2.dilate(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (size, size))) & filled & (1 - mask)
     if border is not None:
         confirmed = np.zeros(params.points, bool)
-        confirmed[_angle_bins(border[:, 0], border[:, 1], ellipse, params.points)] = True
-        confirmed |= np.roll(confirmed, 1) | np.roll(confirmed, -1)  # a lone glint or weak step
+        for points in (border, glints if glints is not None else np.empty((0, 2))):
+            confirmed[_angle_bins(points[:, 0], points[:, 1], ellipse, params.points)] = True
+        confirmed |= np.roll(confirmed, 1) | np.roll(confirmed, -1)  # a lone weak step
         if covered is not None and len(covered):
             lid = np.zeros(params.points, bool)
             lid[_angle_bins(covered[:, 0], covered[:, 1], ellipse, params.points)] = True
@@ -201,5 +214,6 @@ def refine_pupil(image: np.ndarray, mask: np.ndarray, fit: PupilFit,
     refinement = _refinement(image, mask, fit.ellipse, params)
     if refinement.ellipse is fit.ellipse:
         return mask, fit
-    return (refined_mask(mask, refinement.ellipse, params, refinement.border, refinement.covered),
+    return (refined_mask(mask, refinement.ellipse, params, refinement.border, refinement.covered,
+                         refinement.glints),
             dataclasses.replace(fit, ellipse=refinement.ellipse))

@@ -7,14 +7,16 @@ normal to where the lightly smoothed image rises fastest, and an ellipse is fitt
 points, the way classical detectors fit edges, but started from the model's robust guess:
 - angles where the model's mask says the inside of the ellipse is not pupil (a lid covers it) are
   skipped, so lid and lash edges never pull the fit;
-- a point is dropped when its step is weak (noise, blur) or its profile holds a saturated glint;
+- a point is dropped when its step is weak (noise, blur) or its profile on the frame holds a
+  saturated glint;
 - one refit after dropping points far from the first fit;
 - the refined ellipse is kept only when enough points survive and it stays close to the first guess
   (centre within 5 px, radii within 20%): otherwise the first guess is returned unchanged.
 The refined mask is the model's mask inside the refined ellipse, grown out to the ellipse by up to a
-few pixels only at the angles where the border was measured and away from a lid, so a pupil cut by
-a lid keeps the model's lid line (growing everywhere pushed that line 3 px into the lid and cost
-occluded real frames 0.04 IoU).
+few pixels only at the angles where the border was measured or a glint hides it, and away from a
+lid, so a pupil cut by a lid keeps the model's lid line (growing everywhere pushed that line 3 px
+into the lid and cost occluded real frames 0.04 IoU), while the notch a glint cuts in the mask is
+filled (the label counts the pupil under a glint).
 """
 
 from __future__ import annotations

@@ -336,7 +336,7 @@ def run_dag(plan: RunPlan, runner: ProcessRunner, resume: bool = False,
                         started[pool.submit(run_task, plan, runner, task, out, running)] = task
                 if started:
                     for future in wait(started, return_when=FIRST_COMPLETED).done:
-                        finish_task(plan, results, started.pop(future), future.result(), out)
+                        finish_task(results, started.pop(future), future.result(), out)
         except KeyboardInterrupt:
             running.stop_all()
             for future, task in started.items():
@@ -349,7 +349,7 @@ def run_dag(plan: RunPlan, runner: ProcessRunner, resume: bool = False,
     return [results[task] for task in plan.dag.order()]
 
 
-def finish_task(plan: RunPlan, results: dict[str, TaskResult], task: str, result: TaskResult, out: TextIO) -> None:
+def finish_task(results: dict[str, TaskResult], task: str, result: TaskResult, out: TextIO) -> None:
     results[task] = result
     if result.status == "failed":
         print(f"== {task}: FAILED\n{indent(result.reason)}", file=out, flush=True)

@@ -58,9 +58,14 @@ def _normals(ellipse: Ellipse, count: int) -> tuple[np.ndarray, np.ndarray]:
     return points, normals / np.linalg.norm(normals, axis=1, keepdims=True)
 
 
+def _search_offsets(params: RefineParams) -> np.ndarray:
+    """Where along a normal the border is looked for: -reach_px .. +reach_px in step_px steps."""
+    return np.arange(-params.reach_px, params.reach_px + 1e-6, params.step_px, dtype=np.float32)
+
+
 def _profiles(image: np.ndarray, points: np.ndarray, normals: np.ndarray, params: RefineParams) -> np.ndarray:
-    """The image along each point's normal, -reach_px .. +reach_px in step_px steps: (points, samples)."""
-    offsets = np.arange(-params.reach_px, params.reach_px + 1e-6, params.step_px, dtype=np.float32)
+    """The image along each point's normal at `_search_offsets`: (points, samples)."""
+    offsets = _search_offsets(params)
     coords = points[:, None, :] + offsets[None, :, None] * normals[:, None, :]
     return cv2.remap(image, coords[..., 0].astype(np.float32), coords[..., 1].astype(np.float32),
                      cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -69,7 +74,7 @@ def _profiles(image: np.ndarray, points: np.ndarray, normals: np.ndarray, params
 def _border_offsets(profiles: np.ndarray, glinted: np.ndarray, params: RefineParams) -> np.ndarray:
     """Per profile of the smoothed image, the signed offset of the steepest rise; NaN where it is weak
     or the profile holds a glint."""
-    offsets = np.arange(-params.reach_px, params.reach_px + 1e-6, params.step_px, dtype=np.float32)
+    offsets = _search_offsets(params)
     rise = np.gradient(profiles, params.step_px, axis=1)
     best = rise[:, 1:-1].argmax(axis=1) + 1
     rows = np.arange(len(profiles))

@@ -51,7 +51,7 @@ predict: setup
 test: setup
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# The linter on the whole tree, the type checker on the library and the contracts (pyproject).
+# The linter on the whole tree, the type checker on everything that ships (pyproject).
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/mypy

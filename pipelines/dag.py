@@ -18,6 +18,7 @@ import yaml
 
 from contracts import StepContract, get_contract
 from contracts.base import ContractError, decode_value
+from contracts.tune import TuneHyperparameters
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 TASKS = ("download-kaggle", "preprocess", "push-hf", "train-seg", "train-ellipse", "export-onnx",
@@ -211,8 +212,9 @@ def resolve_hyperparameters(base: Mapping[str, Mapping[str, Any]],
         except ContractError as error:
             raise DagError(f"task {task}: {str(error).splitlines()[0]}") from error
         resolved[task] = json.loads(json.dumps(values))
-    if TUNE_TASK in parsed:
-        _refuse_overridden_search_keys(parsed[TUNE_TASK].search_space, (overrides or {}).get("train-seg") or {})
+    tune = parsed.get(TUNE_TASK)
+    if isinstance(tune, TuneHyperparameters):
+        _refuse_overridden_search_keys(tune.search_space, (overrides or {}).get("train-seg") or {})
     return resolved
 
 

@@ -65,7 +65,7 @@ def executor_output(executor_input: Mapping[str, Any], metrics: Mapping[str, flo
         {"name": artifact.get("name", METRICS_OUTPUT), "uri": artifact.get("uri", ""), "metadata": dict(metrics)}]}}}
 
 
-def write_ui_outputs(step: str, root: Path, outputs: Mapping[str, Path], ui_paths: Mapping[str, Path],
+def write_ui_outputs(step: str, root: Path, outputs: Mapping[str, str | Path], ui_paths: Mapping[str, str | Path],
                      executor_input: Mapping[str, Any] | None) -> dict[str, float]:
     """After the step: the metrics (file and executor output) and the report as Markdown."""
     run_manifest_path = root / "output" / "manifest.json"
@@ -86,7 +86,7 @@ def write_ui_outputs(step: str, root: Path, outputs: Mapping[str, Path], ui_path
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
         output_file = (executor_input or {}).get("outputs", {}).get("outputFile")
-        if output_file:
+        if executor_input and output_file:
             Path(output_file).parent.mkdir(parents=True, exist_ok=True)
             Path(output_file).write_text(json.dumps(executor_output(executor_input, metrics)), encoding="utf-8")
     return metrics

@@ -8,7 +8,10 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from steps.export.onnx_export import Exporter
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +65,7 @@ def load_splits(hf_repo: str, work: Path, offline_frames: dict[str, int] | None 
             "generated frames (offline fallback)")
 
 
-def export_onnx(model_dir: Path, out_dir: Path, task: str, exporter: str = "dynamo") -> tuple[Path, float]:
+def export_onnx(model_dir: Path, out_dir: Path, task: str, exporter: Exporter = "dynamo") -> tuple[Path, float]:
     """The trained model folder as a checked ONNX file (export-onnx's library); (path, size in KB)."""
     from steps.export.onnx_export import export_checked, load_source_model
 
@@ -74,7 +77,7 @@ def export_onnx(model_dir: Path, out_dir: Path, task: str, exporter: str = "dyna
 def download(path: Path) -> str:
     """Colab: start the browser download; elsewhere: say where the file is."""
     if in_colab():
-        from google.colab import files  # type: ignore[import-not-found]
+        from google.colab import files
 
         files.download(str(path))
         return f"downloading {path.name}"

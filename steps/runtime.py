@@ -23,7 +23,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from pydantic import create_model
 from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfigDict
@@ -150,7 +150,7 @@ def settings_from_environment(contract: StepContract, env: Mapping[str, str]) ->
     The .env file is `OPENEDS_ENV_FILE` or `./.env`; the environment wins over the file. Values
     stay strings here and are decoded like SageMaker's, so every source validates the same way.
     """
-    fields = {name: (str | None, None) for name in contract.hyperparameters.model_fields}
+    fields: dict[str, Any] = {name: (str | None, None) for name in contract.hyperparameters.model_fields}
     settings_cls = create_model("EnvironmentSettings", __base__=BaseSettings, **fields)
     settings_cls.model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
     env_file = Path(env.get("OPENEDS_ENV_FILE", ".env"))
@@ -215,22 +215,24 @@ class StepLock:
 
     def __init__(self, path: Path):
         self.path = path
-        self.handle = None
+        self.handle: TextIO | None = None
 
     def __enter__(self) -> StepLock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.handle = open(self.path, "a+")
+        handle = self.handle = open(self.path, "a+")
         try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
-            self.handle.close()
+            handle.close()
             raise RootInUse(f"root {self.path.parent} is in use by another running step "
                             f"(lock {self.path}); wait for it or use another root") from error
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        fcntl.flock(self.handle, fcntl.LOCK_UN)
-        self.handle.close()
+        if self.handle is not None:
+            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            self.handle.close()
+            self.handle = None
 
 
 # SageMaker shows the first 1,024 characters of the failure file.

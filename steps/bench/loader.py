@@ -65,7 +65,7 @@ class PythonListRows(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         row = self.dataset[index]
-        source = {"image": np.array(row["image"], np.uint8), "label": np.array(row["label"], np.uint8),
+        source: dict[str, np.ndarray] = {"image": np.array(row["image"], np.uint8), "label": np.array(row["label"], np.uint8),
                   "spatial_weights": np.array(row["spatial_weights"], np.float32),
                   "dist_map": np.array(row["dist_map"], np.float32),
                   "ellipse": np.array([row["cx"], row["cy"], row["rx"], row["ry"]], np.float32)}

@@ -75,8 +75,8 @@ def frames_per_second(function: Callable, frames: Sequence[tuple[np.ndarray, np.
 
 
 def transforms_row(frames: Sequence[Frame]) -> BenchRow:
-    loaded = [read_frame(frame) for frame in frames]
-    loaded = [(image, label) for image, label in loaded if label is not None and (label == 3).any()]
+    loaded = [(image, label) for image, label in map(read_frame, frames)
+              if label is not None and (label == 3).any()]
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # as in the workers: one core each
     try:

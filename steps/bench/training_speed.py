@@ -72,8 +72,8 @@ def training_settings(model_name: str, device: torch.device) -> Any:
     from contracts import get_contract
 
     step = "train-seg" if MODEL_SPECS[model_name].task == "segmentation" else "train-ellipse"
-    return get_contract(step).hyperparameters(model=model_name, batch_size=BATCH_SIZE, augment=False,
-                                              device=device.type, epochs=1)
+    return get_contract(step).hyperparameters.model_validate(
+        {"model": model_name, "batch_size": BATCH_SIZE, "augment": False, "device": device.type, "epochs": 1})
 
 
 def synchronize(device: torch.device) -> None:
@@ -110,7 +110,9 @@ class ReferencePath:
         from steps.train.tasks import normalize_input
 
         run = project.run
-        self.model: nn.Module = copy.deepcopy(run.model).to(device=device, memory_format=torch.contiguous_format)
+        # torch's stubs lack Module.to's memory_format (the model may come channels_last from CUDA).
+        self.model: nn.Module = copy.deepcopy(run.model).to(
+            device=device, memory_format=torch.contiguous_format)  # type: ignore[call-overload]
         self.loss_fn, self.task, self.device = run.loss_fn, run.task, device
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=run.hp.lr, weight_decay=run.hp.weight_decay)
         self.batch = project.batch

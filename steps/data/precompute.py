@@ -20,7 +20,7 @@ import math
 import multiprocessing
 import os
 import shutil
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -296,7 +296,7 @@ def _check_saved(split: str, output: Path, rows: int, features: datasets.Feature
 
 # ---------------------------------------------------------------- the whole run
 
-def precompute_splits(frames_by_split: dict[str, Sequence[Frame]], outputs: dict[str, Path],
+def precompute_splits(frames_by_split: Mapping[str, Sequence[Frame]], outputs: Mapping[str, Path],
                       params: PreprocessParams, backend: str = "opencv", workers: int = 0,
                       description: str = "", features: datasets.Features = FEATURES,
                       frame_policy: str = "strict") -> dict[str, SplitReport]:

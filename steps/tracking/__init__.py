@@ -134,13 +134,19 @@ class Tracker:
 
 
 class TrackingSettings(Protocol):
-    """What tracking reads of a step's settings (the training contracts have these fields)."""
+    """What tracking reads of a step's settings (the training contracts have these fields); read-only,
+    so a frozen TrackingConfig is one too."""
 
-    mlflow_experiment: str
-    wandb: bool
-    wandb_project: str
-    wandb_entity: str | None
-    tensorboard: bool
+    @property
+    def mlflow_experiment(self) -> str: ...
+    @property
+    def wandb(self) -> bool: ...
+    @property
+    def wandb_project(self) -> str: ...
+    @property
+    def wandb_entity(self) -> str | None: ...
+    @property
+    def tensorboard(self) -> bool: ...
 
 
 @dataclass(frozen=True)

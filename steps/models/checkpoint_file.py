@@ -4,7 +4,8 @@
 channels, `checkpoints/` and registries: from anyone. Every load in the project goes through
 `read_checkpoint`, which uses torch's weights-only unpickler: tensors, numbers, strings, lists,
 tuples and dicts, plus numeric numpy arrays (earlier versions of this project stored NumPy's RNG
-state that way, and its arrays carry no code). Anything else is refused, naming the file.
+state that way, and its arrays carry no code). Anything else is refused, naming the file. Nothing
+in the project unpickles in full, not even the by-hand conversion of old files.
 """
 
 from __future__ import annotations
@@ -58,13 +59,25 @@ def _torch_reason(error: Exception) -> str:
     return (specific or lines or [type(error).__name__])[0].removeprefix("WeightsUnpickler error: ")[:200]
 
 
-def convert_trusted_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
-    """Rewrite a checkpoint that weights-only loading refuses, for a file whose origin you trust.
+# What earlier versions of this project also stored: NumPy scalars (metrics such as np.float32).
+_CONVERTIBLE_GLOBALS = [*_NUMPY_ARRAY_GLOBALS, np._core.multiarray.scalar]  # type: ignore[attr-defined]
 
-    This is the one place that unpickles in full: it runs only by hand, on a file the user names.
-    Tensors, numbers, strings, containers and numpy arrays are kept; any other object is refused.
+
+def convert_trusted_checkpoint(source: str | os.PathLike, target: str | os.PathLike) -> Path:
+    """Rewrite a checkpoint that `read_checkpoint` refuses, for a file whose origin you trust.
+
+    It runs only by hand, on a file the user names, and still never unpickles in full (a trusted
+    file may have been swapped): the weights-only unpickler, allowed NumPy scalars as well; they
+    become Python numbers, and tensors, strings, containers and numeric numpy arrays are kept.
+    Anything else is refused, naming the file.
     """
-    payload = torch.load(Path(source), map_location="cpu", weights_only=False)
+    source = Path(source)
+    try:
+        with torch.serialization.safe_globals(_CONVERTIBLE_GLOBALS):
+            payload = torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointRefused(f"{source}: refused, holds more than tensors, numbers, strings, "
+                                f"containers and numpy values ({_torch_reason(error)})") from error
     plain = _plain(payload, "checkpoint")
     torch.save(plain, Path(target))
     read_checkpoint(target)  # the converted file must load the safe way
@@ -96,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         print("usage: python -m steps.models.checkpoint_file OLD.pt NEW.pt   (OLD: a file you trust)",
               file=sys.stderr)
         return 2
-    print(f"wrote {convert_trusted_checkpoint(args[0], args[1])}: it loads weights-only")
+    try:
+        print(f"wrote {convert_trusted_checkpoint(args[0], args[1])}: it loads weights-only")
+    except (CheckpointRefused, pickle.UnpicklingError, OSError, RuntimeError) as error:
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -390,6 +390,17 @@ def test_a_trusted_old_file_converts_to_one_that_loads_weights_only(tmp_path):
     assert loaded["metrics"]["iou"] == 0.5 and torch.equal(loaded["state_dict"]["w"], torch.ones(2))
 
 
+def test_converting_a_crafted_file_by_hand_runs_nothing(tmp_path):
+    """Even the by-hand conversion of a 'trusted' old file never unpickles in full."""
+    from steps.models.checkpoint_file import CheckpointRefused, convert_trusted_checkpoint
+
+    marker = tmp_path / "PWNED"
+    path = crafted_checkpoint(tmp_path / "old.pt", marker)
+    with pytest.raises(CheckpointRefused, match="old.pt: refused"):
+        convert_trusted_checkpoint(path, tmp_path / "new.pt")
+    assert not marker.exists() and not (tmp_path / "new.pt").exists()
+
+
 def test_a_real_training_state_loads_weights_only_and_resumes(tmp_path, splits):
     """What the engine writes needs nothing beyond the allow-list: a second run resumes from it."""
     channels = {"train": splits["train"], "validation": splits["validation"]}

@@ -26,6 +26,17 @@ from steps.data.transforms import Ellipse
 
 GeometryPolicy = Literal["pad", "crop", "resize"]
 POLICIES: tuple[str, ...] = ("pad", "crop", "resize")
+# Frames this project takes, a side: under 32 px no pupil is measurable (a 16x10 frame is blown up
+# 40x, where one frame pixel is 40 model pixels); over 4096 px the decoded frame alone is 16 MiB+
+# and a header may claim any size, so it is checked before decoding.
+MIN_FRAME_SIDE, MAX_FRAME_SIDE = 32, 4096
+
+
+def check_frame_size(width: int, height: int) -> None:
+    """ValueError unless both sides are MIN_FRAME_SIDE..MAX_FRAME_SIDE pixels."""
+    if not (MIN_FRAME_SIDE <= width <= MAX_FRAME_SIDE and MIN_FRAME_SIDE <= height <= MAX_FRAME_SIDE):
+        raise ValueError(f"frame {width}x{height}: expected at least {MIN_FRAME_SIDE} and at most "
+                         f"{MAX_FRAME_SIDE} pixels a side")
 
 
 @dataclass(frozen=True)
@@ -74,9 +85,9 @@ class FrameGeometry:
 
 
 def plan_geometry(width: int, height: int, policy: str) -> FrameGeometry:
-    """The map of a `width` x `height` frame under `policy`; ValueError for an unknown policy."""
-    if width < 1 or height < 1:
-        raise ValueError(f"frame size {width}x{height}: expected at least 1x1")
+    """The map of a `width` x `height` frame under `policy`; ValueError for an unknown policy or a
+    frame size outside MIN_FRAME_SIDE..MAX_FRAME_SIDE."""
+    check_frame_size(width, height)
     if policy == "resize":
         resized = (IMAGE_WIDTH, IMAGE_HEIGHT)
     elif policy in ("pad", "crop"):

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from steps.data.frames import IMAGE_SHAPE, RAW_CLASSES
-from steps.data.geometry import frame_to_model, label_to_model, plan_geometry
+from steps.data.geometry import check_frame_size, frame_to_model, label_to_model, plan_geometry
 from steps.data.headers import HeaderError, npy_header, png_size
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,6 @@ _IGNORED_NAMES = ("__MACOSX",)
 # What happens to a frame that is not 640x400 (steps.data.geometry): refused, or mapped onto it.
 FramePolicy = Literal["strict", "pad", "crop", "resize"]
 FRAME_POLICIES: tuple[str, ...] = ("strict", "pad", "crop", "resize")
-MAX_FRAME_SIDE = 4096  # bounded memory: a header may claim any size
 
 
 class FrameError(ValueError):
@@ -154,7 +153,7 @@ def find_openeds(root: Path, single_split: str = "test") -> OpenEDSLayout:
 
 
 def read_image(path: Path, any_size: bool = False) -> np.ndarray:
-    """An 8-bit grayscale PNG of shape (400, 640), or of any size up to MAX_FRAME_SIDE a side with
+    """An 8-bit grayscale PNG of shape (400, 640), or of MIN_FRAME_SIDE..MAX_FRAME_SIDE pixels a side with
     `any_size`; FrameError naming the file otherwise."""
     if not path.is_file():
         raise FrameError(f"{path}: image file is missing")
@@ -163,8 +162,11 @@ def read_image(path: Path, any_size: bool = False) -> np.ndarray:
     except HeaderError as error:
         raise FrameError(f"{path}: not a readable image ({error})") from None
     # Checked before decoding: a header can claim any size.
-    if any_size and not (1 <= width <= MAX_FRAME_SIDE and 1 <= height <= MAX_FRAME_SIDE):
-        raise FrameError(f"{path}: image {width}x{height}, expected at most {MAX_FRAME_SIDE} pixels a side")
+    if any_size:
+        try:
+            check_frame_size(width, height)
+        except ValueError as error:
+            raise FrameError(f"{path}: {error}") from None
     if not any_size and (height, width) != IMAGE_SHAPE:
         raise FrameError(f"{path}: image shape {(height, width)}, expected {IMAGE_SHAPE} (640 wide x 400 tall; "
                          "frame_policy pad, crop or resize accepts other sizes)")

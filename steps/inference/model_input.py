@@ -67,7 +67,7 @@ class ModelInput:
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 grayscale from a grayscale, BGR or BGRA uint8 image; ValueError otherwise."""
     if image.dtype != np.uint8:
-        raise ValueError(f"pixel type {image.dtype}, expected 8-bit")
+        raise ValueError(f"pixel type {image.dtype}, expected 8-bit (convert 10-, 12- or 16-bit frames to 8-bit first)")
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] in (3, 4):

@@ -15,7 +15,10 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
+from steps.data.geometry import check_frame_size
+from steps.data.headers import HeaderError, png_size
 from steps.inference.model_input import to_gray
 
 log = logging.getLogger(__name__)
@@ -38,15 +41,54 @@ class SourceFrame:
     enhanced: bool = False          # already has the model's gamma + CLAHE (a preprocessed split row)
 
 
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) as the file's header claims it, reading the header only: a PNG's IHDR (what a
+    decoder would allocate, checksum or not), any other format's through Pillow."""
+    try:
+        return png_size(path)
+    except HeaderError:
+        pass  # not a PNG
+    try:
+        with Image.open(path) as header:
+            width, height = header.size
+    except Image.DecompressionBombError as error:  # Pillow's own limit, far above ours
+        raise SourceError(f"{path}: {error}") from None
+    except (OSError, ValueError) as error:
+        raise SourceError(f"{path}: not a readable image ({str(error).splitlines()[0] or type(error).__name__})") from None
+    return width, height
+
+
+def image_file_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file's header; SourceError naming the file when it has none or its
+    size is outside the frame bounds, before anything is decoded."""
+    width, height = header_size(path)
+    try:
+        check_frame_size(width, height)
+    except ValueError as error:
+        raise SourceError(f"{path}: {error}") from None
+    return width, height
+
+
+def checked_frame(image: np.ndarray, origin: str) -> np.ndarray:
+    """The uint8 grayscale frame of an 8-bit image within the frame bounds; SourceError naming it."""
+    try:
+        gray = to_gray(image)
+        check_frame_size(gray.shape[1], gray.shape[0])
+    except ValueError as error:
+        raise SourceError(f"{origin}: {error}") from None
+    return gray
+
+
 def read_image_file(path: Path) -> np.ndarray:
-    """A uint8 grayscale image of any size; SourceError naming the file."""
+    """A uint8 grayscale image of MIN_FRAME_SIDE..MAX_FRAME_SIDE pixels a side; SourceError naming
+    the file."""
+    width, height = image_file_size(path)
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise SourceError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
-    try:
-        return to_gray(image)
-    except ValueError as error:
-        raise SourceError(f"{path}: {error}") from None
+    if image.shape[:2] != (height, width):
+        raise SourceError(f"{path}: decoded {image.shape[1]}x{image.shape[0]}, but its header says {width}x{height}")
+    return checked_frame(image, str(path))
 
 
 def video_frames(path: Path, prefix: str | None = None) -> Iterator[SourceFrame]:
@@ -54,6 +96,13 @@ def video_frames(path: Path, prefix: str | None = None) -> Iterator[SourceFrame]
     capture = cv2.VideoCapture(str(path))
     if not capture.isOpened():
         raise SourceError(f"{path}: video will not open (OpenCV cannot decode it)")
+    width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    if width and height:  # refused before a frame is decoded
+        try:
+            check_frame_size(width, height)
+        except ValueError as error:
+            capture.release()
+            raise SourceError(f"{path}: {error}") from None
     stem = prefix or path.stem
     fps = capture.get(cv2.CAP_PROP_FPS) or None
     expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
@@ -70,7 +119,10 @@ def video_frames(path: Path, prefix: str | None = None) -> Iterator[SourceFrame]
                 yield SourceFrame(name, None, f"{path}: frame {index - 1} could not be decoded", fps)
                 continue
             failures = 0
-            yield SourceFrame(name, to_gray(frame), fps=fps)
+            try:
+                yield SourceFrame(name, checked_frame(frame, f"{path}: frame {index - 1}"), fps=fps)
+            except SourceError as error:
+                yield SourceFrame(name, None, str(error), fps)
     finally:
         capture.release()
     if index == 0 or (failures and failures == index):

@@ -210,7 +210,7 @@ def _png_header(world: World) -> Case:
     data[16:24] = (100_000).to_bytes(4, "big") * 2
     image.write_bytes(bytes(data))
     run = StepRun("download-kaggle", world.root, channels={"source": source}, flags=["--source", "local"])
-    return Case(run, [str(image), "image 100000x100000, expected at most 4096 pixels a side"])
+    return Case(run, [str(image), "frame 100000x100000: expected at least 32 and at most 4096 pixels a side"])
 
 
 # ---------------------------------------------------------------- 6-10: settings

@@ -118,6 +118,30 @@ def test_corrupt_frames_in_a_folder_or_video_are_reported_and_skipped(tmp_path, 
     assert "f1.png: not a readable image" in skipped[0]["error"] and "frame 2 could not be decoded" in skipped[1]["error"]
 
 
+def test_frames_outside_the_size_bounds_are_skipped_before_decoding(tmp_path, dark_model):
+    """Under 32 px a side no pupil is measurable; a header claiming 100000 px a side is refused from
+    the header alone; a 16-bit frame is named, not guessed at; the good frame is still predicted."""
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    good = moving_pupil(1)[0]
+    cv2.imwrite(str(frames / "good.png"), good)
+    cv2.imwrite(str(frames / "tiny.png"), cv2.resize(good, (16, 12)))
+    cv2.imwrite(str(frames / "deep.png"), good.astype(np.uint16) * 257)
+    data = bytearray((frames / "good.png").read_bytes())
+    data[16:24] = (100_000).to_bytes(4, "big") * 2  # IHDR width, height; the pixel data stays small
+    (frames / "huge.png").write_bytes(bytes(data))
+    write_video(frames / "small.avi", [cv2.resize(good, (24, 16))] * 3)
+    code, out, failure = predict(tmp_path / "run", dark_model, frames)
+    assert code == 0, failure
+    assert set(rows(out)) == {"good"}
+    errors = {s["frame"]: s["error"] for s in map(json.loads, (out / "skipped.jsonl").read_text().splitlines())}
+    assert set(errors) == {"tiny", "deep", "huge", "small"}
+    assert "tiny.png: frame 16x12: expected at least 32 and at most 4096 pixels a side" in errors["tiny"]
+    assert "huge.png: frame 100000x100000: expected at least 32" in errors["huge"]
+    assert "deep.png: pixel type uint16, expected 8-bit" in errors["deep"]
+    assert "small.avi: frame 24x16: expected at least 32" in errors["small"]
+
+
 def test_bad_inputs_fail_with_one_line_naming_them(tmp_path, dark_model):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")

@@ -50,6 +50,21 @@ def test_every_geometric_effect_moves_image_and_mask_together(effect):
     assert moved_any, f"{effect} never moved the pupil"
 
 
+def test_a_rotation_of_up_to_180_degrees_turns_the_eye_upside_down_with_its_label():
+    """A camera mounted at any roll: the pupil above and right of the centre comes out below it."""
+    image, mask = dark_pupil_frame(cx=360, cy=160, r=24)
+    settings = dataclasses.replace(GEOMETRY_ONLY, scale=0, shift_px=0, rotation_deg=180)
+    below = 0
+    for row in range(24):
+        out_image, out_mask = camera_augment.apply(image, mask, settings, camera_augment.camera_rng(0, 0, row))
+        assert iou(out_image < 105, out_mask == 1) > 0.97
+        ys, xs = np.nonzero(out_mask)
+        # a rotation about the centre keeps the pupil's distance to it
+        assert np.hypot(xs.mean() - 319.5, ys.mean() - 199.5) == pytest.approx(np.hypot(360 - 319.5, 160 - 199.5), abs=2)
+        below += ys.mean() > 220
+    assert below >= 4, "no row was turned upside down"
+
+
 def test_a_move_that_would_push_the_pupil_out_of_view_is_not_applied():
     image, mask = dark_pupil_frame(cx=600, cy=360, r=30)
     settings = dataclasses.replace(GEOMETRY_ONLY, scale=0, rotation_deg=0, shift_px=300)

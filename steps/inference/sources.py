@@ -120,9 +120,11 @@ def video_frames(path: Path, prefix: str | None = None) -> Iterator[SourceFrame]
                 continue
             failures = 0
             try:
-                yield SourceFrame(name, checked_frame(frame, f"{path}: frame {index - 1}"), fps=fps)
+                gray = checked_frame(frame, f"{path}: frame {index - 1}")
             except SourceError as error:
                 yield SourceFrame(name, None, str(error), fps)
+                continue
+            yield SourceFrame(name, gray, fps=fps)
     finally:
         capture.release()
     if index == 0 or (failures and failures == index):

@@ -12,6 +12,9 @@ class PredictHyperparameters(Hyperparameters):
     geometry: Literal["pad", "crop", "resize"] = Field(
         "pad", description="frames of another size than 640x400: pad (fit, keep the aspect ratio), "
                            "crop (cover, keep the aspect ratio) or resize (stretch); mapped back exactly")
+    input_bits: Literal[8, 10, 12, 14, 16] = Field(
+        8, description="significant bits of 16-bit image files (a Mono12 camera's 0..4095: 12), scaled to "
+                       "8-bit by dropping the lowest bits; 8: 16-bit files are skipped, naming them")
     backend: Literal["auto", "onnx", "checkpoint"] = Field(
         "auto", description="auto: the .onnx file when the model channel has one, else the checkpoint")
     batch_size: int = Field(4, ge=1, le=256, description="frames per model call")

@@ -36,7 +36,7 @@ def check_inputs(hp: PredictHyperparameters, io: StepIO) -> None:
     """The model loads and is a segmentation model; the input is a readable kind of thing."""
     model = load_model(hp, io)
     try:
-        open_source(io.require_channel("input"), model.spec.input_mode)
+        open_source(io.require_channel("input"), model.spec.input_mode, hp.input_bits)
     except SourceError as error:
         raise StepError(f"channel 'input': {error}") from None
 
@@ -50,15 +50,16 @@ def options(hp: PredictHyperparameters) -> PredictOptions:
 def run(hp: PredictHyperparameters, io: StepIO) -> dict[str, Any]:
     model = load_model(hp, io)
     log.info("model %s (%s): %s", model.path.name, model.backend, model.spec.describe())
-    kind, frames = open_source(io.require_channel("input"), model.spec.input_mode)
+    kind, frames = open_source(io.require_channel("input"), model.spec.input_mode, hp.input_bits)
     writer = PredictionWriter(io.output("predictions"), masks=hp.masks,
                               annotations=resolve_annotation(hp.annotate, kind), sheet_frames=hp.sheet_frames)
-    timing, found = Timing(), 0
+    timing, found, first_skip = Timing(), 0, ""
     try:
         for item in predict_frames(model, frames, options(hp), timing):
             if isinstance(item, SourceFrame):
                 log.warning("skipped: %s", item.error)
                 writer.skip(item)
+                first_skip = first_skip or item.error
                 continue
             writer.add(item)
             found += item.ellipse is not None
@@ -67,7 +68,7 @@ def run(hp: PredictHyperparameters, io: StepIO) -> dict[str, Any]:
     finally:
         written = writer.close()
     if not timing.frames:
-        raise StepError(f"channel 'input': no frame could be read ({timing.skipped} skipped; see the log)")
+        raise StepError(f"channel 'input': no frame could be read ({timing.skipped} skipped, the first: {first_skip})")
     summary = {**timing.summary(), "pupils_found": found, "input_kind": kind, "model": model.path.name,
                "backend": model.backend, "geometry": hp.geometry, "files": written["files"]}
     log.info("%d frames (%d skipped), pupil found in %d, %.1f frames/s (model alone %.1f frames/s)",

@@ -64,10 +64,21 @@ class ModelInput:
                 f"{self.params.clahe_tile_grid}, normalized (x / 255 - {self.mean}) / {self.std}")
 
 
+def to_8bit(image: np.ndarray, input_bits: int = 8) -> np.ndarray:
+    """An 8-bit image as is; a 16-bit one whose pixels hold `input_bits` significant bits (10-16,
+    the low ones: a Mono12 camera's 0..4095) scaled to 0..255 by dropping the lowest bits; ValueError
+    for any other pixel type, or a 16-bit image when `input_bits` is 8."""
+    if image.dtype == np.uint8:
+        return image
+    if image.dtype == np.uint16 and input_bits > 8:
+        return np.minimum(image >> (input_bits - 8), 255).astype(np.uint8)
+    raise ValueError(f"pixel type {image.dtype}, expected 8-bit (for 10- to 16-bit frames set input_bits)")
+
+
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 grayscale from a grayscale, BGR or BGRA uint8 image; ValueError otherwise."""
     if image.dtype != np.uint8:
-        raise ValueError(f"pixel type {image.dtype}, expected 8-bit (convert 10-, 12- or 16-bit frames to 8-bit first)")
+        raise ValueError(f"pixel type {image.dtype}, expected 8-bit (for 10- to 16-bit frames set input_bits)")
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] in (3, 4):

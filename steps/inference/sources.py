@@ -19,7 +19,7 @@ from PIL import Image
 
 from steps.data.geometry import check_frame_size
 from steps.data.headers import HeaderError, png_size
-from steps.inference.model_input import to_gray
+from steps.inference.model_input import to_8bit, to_gray
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".pgm", ".ppm", ".webp")
@@ -69,17 +69,18 @@ def image_file_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def checked_frame(image: np.ndarray, origin: str) -> np.ndarray:
-    """The uint8 grayscale frame of an 8-bit image within the frame bounds; SourceError naming it."""
+def checked_frame(image: np.ndarray, origin: str, input_bits: int = 8) -> np.ndarray:
+    """The uint8 grayscale frame of an image within the frame bounds (16-bit ones with `input_bits`,
+    see model_input.to_8bit); SourceError naming it."""
     try:
-        gray = to_gray(image)
+        gray = to_gray(to_8bit(image, input_bits))
         check_frame_size(gray.shape[1], gray.shape[0])
     except ValueError as error:
         raise SourceError(f"{origin}: {error}") from None
     return gray
 
 
-def read_image_file(path: Path) -> np.ndarray:
+def read_image_file(path: Path, input_bits: int = 8) -> np.ndarray:
     """A uint8 grayscale image of MIN_FRAME_SIDE..MAX_FRAME_SIDE pixels a side; SourceError naming
     the file."""
     width, height = image_file_size(path)
@@ -88,7 +89,7 @@ def read_image_file(path: Path) -> np.ndarray:
         raise SourceError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
     if image.shape[:2] != (height, width):
         raise SourceError(f"{path}: decoded {image.shape[1]}x{image.shape[0]}, but its header says {width}x{height}")
-    return checked_frame(image, str(path))
+    return checked_frame(image, str(path), input_bits)
 
 
 def video_frames(path: Path, prefix: str | None = None) -> Iterator[SourceFrame]:
@@ -131,23 +132,23 @@ def video_frames(path: Path, prefix: str | None = None) -> Iterator[SourceFrame]
         raise SourceError(f"{path}: video has no decodable frame")
 
 
-def image_frames(files: list[Path], base: Path) -> Iterator[SourceFrame]:
+def image_frames(files: list[Path], base: Path, input_bits: int = 8) -> Iterator[SourceFrame]:
     for file in files:
         name = "_".join(file.relative_to(base).with_suffix("").parts)
         try:
-            yield SourceFrame(name, read_image_file(file))
+            yield SourceFrame(name, read_image_file(file, input_bits))
         except SourceError as error:
             yield SourceFrame(name, None, str(error))
 
 
-def folder_frames(folder: Path) -> Iterator[SourceFrame]:
+def folder_frames(folder: Path, input_bits: int = 8) -> Iterator[SourceFrame]:
     """Images (recursively, by path) then videos of a folder."""
     files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
     images = [p for p in files if p.suffix.lower() in IMAGE_SUFFIXES]
     videos = [p for p in files if p.suffix.lower() in VIDEO_SUFFIXES]
     if not images and not videos:
         raise SourceError(f"{folder}: no image ({', '.join(IMAGE_SUFFIXES)}) or video file in the folder")
-    yield from image_frames(images, folder)
+    yield from image_frames(images, folder, input_bits)
     for video in videos:
         try:
             yield from video_frames(video, "_".join(video.relative_to(folder).with_suffix("").parts))
@@ -186,19 +187,20 @@ def is_saved_split(path: Path) -> bool:
     return path.is_dir() and any((path / marker).is_file() for marker in SPLIT_MARKERS)
 
 
-def open_source(path: Path, input_mode: str) -> tuple[str, Iterator[SourceFrame]]:
+def open_source(path: Path, input_mode: str, input_bits: int = 8) -> tuple[str, Iterator[SourceFrame]]:
     """(kind, frames) for an image, a video, a folder or a saved split; SourceError for anything else.
-    A single image is read here, so an unreadable one fails at once."""
+    A single image is read here, so an unreadable one fails at once. `input_bits`: the significant
+    bits of 16-bit image files (videos and splits are 8-bit)."""
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: input not found")
     if is_saved_split(path):
         return "split", split_frames(path, input_mode)
     if path.is_dir():
-        return "folder", folder_frames(path)
+        return "folder", folder_frames(path, input_bits)
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
-        return "image", iter([SourceFrame(path.stem, read_image_file(path))])
+        return "image", iter([SourceFrame(path.stem, read_image_file(path, input_bits))])
     if suffix in VIDEO_SUFFIXES or cv2.VideoCapture(str(path)).isOpened():
         return "video", video_frames(path)
     raise SourceError(f"{path}: not an image ({', '.join(IMAGE_SUFFIXES)}), a video, a folder or a saved split")

@@ -142,6 +142,29 @@ def test_frames_outside_the_size_bounds_are_skipped_before_decoding(tmp_path, da
     assert "small.avi: frame 24x16: expected at least 32" in errors["small"]
 
 
+def test_16_bit_frames_predict_like_8_bit_ones_with_their_bit_depth(tmp_path, dark_model):
+    """A Mono12 camera's frames (0..4095 in 16-bit files) and full-range 16-bit ones give the ellipse
+    of the 8-bit frame they were made from; without input_bits they are skipped, naming the fix."""
+    frame = moving_pupil(1)[0]
+    low_bits = np.random.default_rng(0).integers(0, 16, frame.shape).astype(np.uint16)  # below 8-bit precision
+    folders = {"eight": frame, "mono12": (frame.astype(np.uint16) << 4) | low_bits,
+               "full16": frame.astype(np.uint16) * 257}
+    found = {}
+    for name, image in folders.items():
+        (tmp_path / name).mkdir()
+        cv2.imwrite(str(tmp_path / name / "eye.png"), image)
+    for name, bits in (("eight", 8), ("mono12", 12), ("full16", 16)):
+        code, out, failure = predict(tmp_path / f"run-{name}", dark_model, tmp_path / name, input_bits=bits)
+        assert code == 0, failure
+        found[name] = as_ellipse(rows(out)["eye"])
+    assert_same(found["mono12"], found["eight"], 1e-6, 1e-6, 1e-6)
+    assert_same(found["full16"], found["eight"], 1e-6, 1e-6, 1e-6)
+    code, _, failure = predict(tmp_path / "run-default", dark_model, tmp_path / "mono12")
+    assert code != 0  # no frame read: one line saying why
+    assert "no frame could be read (1 skipped, the first: " in failure.splitlines()[0]
+    assert "eye.png: pixel type uint16, expected 8-bit (for 10- to 16-bit frames set input_bits)" in failure.splitlines()[0]
+
+
 def test_bad_inputs_fail_with_one_line_naming_them(tmp_path, dark_model):
     broken = tmp_path / "broken.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")

@@ -1,4 +1,4 @@
-"""Frames of any size to the model's 640x400 input and predictions back, exactly.
+"""Frames of any size (32-4096 px a side) to the model's 640x400 input and predictions back, exactly.
 
 A policy is one axis-aligned affine map from frame pixels to model pixels, `model = scale * frame +
 offset` per axis (pixel centres at integer coordinates, OpenCV's convention):

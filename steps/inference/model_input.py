@@ -70,15 +70,21 @@ def to_8bit(image: np.ndarray, input_bits: int = 8) -> np.ndarray:
     for any other pixel type, or a 16-bit image when `input_bits` is 8."""
     if image.dtype == np.uint8:
         return image
-    if image.dtype == np.uint16 and input_bits > 8:
-        return np.minimum(image >> (input_bits - 8), 255).astype(np.uint8)
-    raise ValueError(f"pixel type {image.dtype}, expected 8-bit (for 10- to 16-bit frames set input_bits)")
+    if image.dtype != np.uint16:
+        raise ValueError(f"pixel type {image.dtype}, expected 8-bit (or 16-bit with input_bits)")
+    if input_bits == 8:
+        raise ValueError("pixel type uint16, expected 8-bit (for 10- to 16-bit frames set input_bits)")
+    top = int(image.max())
+    if top >> input_bits:  # silently saturating every pixel would give junk predictions
+        raise ValueError(f"pixel values up to {top} exceed input_bits {input_bits} "
+                         f"(data in the high bits of the 16: use input_bits 16)")
+    return (image >> (input_bits - 8)).astype(np.uint8)
 
 
 def to_gray(image: np.ndarray) -> np.ndarray:
     """uint8 grayscale from a grayscale, BGR or BGRA uint8 image; ValueError otherwise."""
     if image.dtype != np.uint8:
-        raise ValueError(f"pixel type {image.dtype}, expected 8-bit (for 10- to 16-bit frames set input_bits)")
+        raise ValueError(f"pixel type {image.dtype}, expected 8-bit")
     if image.ndim == 2:
         return image
     if image.ndim == 3 and image.shape[2] in (3, 4):
@@ -98,7 +104,7 @@ def normalize(model_frames: np.ndarray, spec: ModelInput) -> np.ndarray:
 
 def model_frame(image: np.ndarray, spec: ModelInput, policy: str = "pad",
                 enhanced: bool = False) -> tuple[np.ndarray, FrameGeometry]:
-    """A frame of any size (grayscale or BGR) -> (uint8 (400, 640) as the model takes it, its
+    """A frame of 32-4096 px a side (grayscale or BGR) -> (uint8 (400, 640) as the model takes it, its
     geometry); `enhanced`: the frame already had the model's gamma + CLAHE (a preprocessed row)."""
     gray = to_gray(image)
     geometry = plan_geometry(gray.shape[1], gray.shape[0], policy)
@@ -107,6 +113,6 @@ def model_frame(image: np.ndarray, spec: ModelInput, policy: str = "pad",
 
 
 def prepare_frame(image: np.ndarray, spec: ModelInput, policy: str = "pad") -> tuple[np.ndarray, FrameGeometry]:
-    """A frame of any size (grayscale or BGR) -> (float32 (1, 1, 400, 640) input, its geometry)."""
+    """A frame of 32-4096 px a side (grayscale or BGR) -> (float32 (1, 1, 400, 640) input, its geometry)."""
     placed, geometry = model_frame(image, spec, policy)
     return normalize(placed[None], spec), geometry

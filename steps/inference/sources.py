@@ -9,6 +9,7 @@ is none of these) raises SourceError with one line naming it.
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from steps.data.geometry import check_frame_size
+from steps.data.geometry import MAX_FRAME_SIDE, check_frame_size
 from steps.data.headers import HeaderError, png_size
 from steps.inference.model_input import to_8bit, to_gray
 
@@ -35,7 +36,7 @@ class SourceError(ValueError):
 @dataclass
 class SourceFrame:
     name: str                       # unique per frame: relative path stem, <video>_f<index>, split row
-    image: np.ndarray | None        # uint8 grayscale, any size; None when unreadable
+    image: np.ndarray | None        # uint8 grayscale, 32-4096 px a side; None when unreadable
     error: str = ""
     fps: float | None = None        # frames per second of its video, if any
     enhanced: bool = False          # already has the model's gamma + CLAHE (a preprocessed split row)
@@ -48,13 +49,18 @@ def header_size(path: Path) -> tuple[int, int]:
         return png_size(path)
     except HeaderError:
         pass  # not a PNG
+    except OSError as error:  # unreadable (permissions, gone since listed): this file, not the run
+        raise SourceError(f"{path}: cannot be read ({error.strerror or type(error).__name__})") from None
     try:
-        with Image.open(path) as header:
+        with warnings.catch_warnings(), Image.open(path) as header:
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our bound is far lower
             width, height = header.size
-    except Image.DecompressionBombError as error:  # Pillow's own limit, far above ours
-        raise SourceError(f"{path}: {error}") from None
+    except Image.DecompressionBombError:  # Pillow's own limit, far above ours
+        raise SourceError(f"{path}: its header claims more pixels than Pillow will open, expected at most "
+                          f"{MAX_FRAME_SIDE} pixels a side") from None
     except (OSError, ValueError) as error:
-        raise SourceError(f"{path}: not a readable image ({str(error).splitlines()[0] or type(error).__name__})") from None
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise SourceError(f"{path}: not a readable image ({reason})") from None
     return width, height
 
 
@@ -179,8 +185,13 @@ def split_frames(folder: Path, input_mode: str) -> Iterator[SourceFrame]:
                           f"and has no 'raw_image' column")
     names = dataset["filename"] if "filename" in columns else [f"row{k:06d}" for k in range(len(dataset))]
     for k, row in enumerate(dataset.with_format("numpy").select_columns([column])):
-        yield SourceFrame(Path(str(names[k])).stem, np.ascontiguousarray(row[column], dtype=np.uint8),
-                          enhanced=enhanced[k])
+        name = Path(str(names[k])).stem
+        try:
+            image = checked_frame(np.ascontiguousarray(row[column], dtype=np.uint8), f"{folder}: row {k} ({name})")
+        except SourceError as error:  # a hand-built split: one bad row is skipped, not the end
+            yield SourceFrame(name, None, str(error))
+            continue
+        yield SourceFrame(name, image, enhanced=enhanced[k])
 
 
 def is_saved_split(path: Path) -> bool:

@@ -73,6 +73,16 @@ def test_policies_fill_the_model_input_as_documented():
         plan_geometry(320, 240, "zoom")
 
 
+@pytest.mark.parametrize("size, taken", [((32, 32), True), ((4096, 4096), True), ((31, 400), False),
+                                         ((640, 31), False), ((4097, 400), False), ((640, 4097), False)])
+def test_frames_are_taken_from_32_to_4096_pixels_a_side(size, taken):
+    if taken:
+        assert plan_geometry(*size, "pad").frame_width == size[0]
+    else:
+        with pytest.raises(ValueError, match=f"frame {size[0]}x{size[1]}: expected at least 32 and at most 4096"):
+            plan_geometry(*size, "pad")
+
+
 @pytest.mark.parametrize("policy", POLICIES)
 @pytest.mark.parametrize("size", [(320, 240), (400, 640), (1280, 720)])
 def test_a_drawn_pupil_comes_back_where_it_was_drawn(policy, size):

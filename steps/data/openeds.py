@@ -161,6 +161,8 @@ def read_image(path: Path, any_size: bool = False) -> np.ndarray:
         width, height = png_size(path)
     except HeaderError as error:
         raise FrameError(f"{path}: not a readable image ({error})") from None
+    except OSError as error:  # permissions, or gone since listed
+        raise FrameError(f"{path}: cannot be read ({error.strerror or type(error).__name__})") from None
     # Checked before decoding: a header can claim any size.
     if any_size:
         try:

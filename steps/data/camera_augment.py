@@ -90,15 +90,28 @@ def apply(image: np.ndarray, mask: np.ndarray, settings: CameraAugment,
     """The augmented (uint8 camera frame, 0/1 mask). Inputs are not modified."""
     u = rng.random(16)
     matrix = _geometry(mask, settings, u)
+    turns = 0  # quarter turns of the eye in the frame (rotation_deg above 45: a camera at another roll)
     if matrix is not None:
         moved_image, moved_mask = effects.warp(image, mask, matrix)
         if _inside(moved_mask, minimum=max(20, int(np.count_nonzero(mask)) // 4)):
             image, mask = moved_image, moved_mask
+            turns = round((2 * u[2] - 1) * settings.rotation_deg / 90) % 4
     if settings.lid and u[5] < settings.probability:
-        image, mask = effects.lid(image, mask, u[6] * settings.lid, rng)
+        image, mask = _upper_lid(image, mask, u[6] * settings.lid, turns, rng)
     if settings.glints and u[7] < settings.probability and mask.any():
         image = effects.glints(image, mask, 1 + int(u[8] * settings.glints), rng)
     return _photometric(image, settings, u[9:], rng), mask
+
+
+def _upper_lid(image: np.ndarray, mask: np.ndarray, fraction: float, turns: int,
+               rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The upper lid from the eye's top: the frame's top, or its side or bottom when the eye was
+    turned by about 90, 180 or 270 degrees (counter-clockwise, as cv2 and np.rot90 turn)."""
+    if not turns:
+        return effects.lid(image, mask, fraction, rng)
+    upright = np.ascontiguousarray(np.rot90(image, -turns)), np.ascontiguousarray(np.rot90(mask, -turns))
+    lidded_image, lidded_mask = effects.lid(*upright, fraction, rng)
+    return np.ascontiguousarray(np.rot90(lidded_image, turns)), np.ascontiguousarray(np.rot90(lidded_mask, turns))
 
 
 def _photometric(image: np.ndarray, settings: CameraAugment, u: np.ndarray,

@@ -65,6 +65,31 @@ def test_a_rotation_of_up_to_180_degrees_turns_the_eye_upside_down_with_its_labe
     assert below >= 4, "no row was turned upside down"
 
 
+def test_the_lid_comes_from_the_top_of_the_turned_eye():
+    """With a camera at another roll the upper lid covers the pupil from the eye's top: from below
+    when the eye is upside down, from the left when it is turned 90 degrees counter-clockwise."""
+    image, mask = dark_pupil_frame(cx=330, cy=195, r=24)
+    turned = dataclasses.replace(GEOMETRY_ONLY, scale=0, shift_px=0, rotation_deg=180)
+    sides = set()
+    for row in range(40):
+        _, open_mask = camera_augment.apply(image, mask, turned, camera_augment.camera_rng(0, 0, row))
+        _, lid_mask = camera_augment.apply(image, mask, dataclasses.replace(turned, lid=0.6),
+                                           camera_augment.camera_rng(0, 0, row))
+        angle = (2 * camera_augment.camera_rng(0, 0, row).random(16)[2] - 1) * 180
+        covered = open_mask.astype(bool) & ~lid_mask.astype(bool)
+        if covered.sum() < 50 or abs(angle) % 90 > 35 and abs(angle) % 90 < 55:
+            continue  # no lid drawn, or too near a diagonal to name a side
+        ys, xs = np.nonzero(covered)
+        oy, ox = np.nonzero(open_mask)
+        dx, dy = xs.mean() - ox.mean(), ys.mean() - oy.mean()
+        turns = 0 if np.array_equal(open_mask, mask) else round(angle / 90) % 4  # a refused move: upright
+        expected = {0: (0, -1), 1: (-1, 0), 2: (0, 1), 3: (1, 0)}[turns]  # the eye's top after the turn
+        assert np.sign(dx if expected[0] else dy) == (expected[0] or expected[1]), (row, angle, dx, dy)
+        assert abs(dx if expected[0] else dy) > 2 * abs(dy if expected[0] else dx), (row, angle, dx, dy)
+        sides.add(turns)
+    assert len(sides) >= 3, sides
+
+
 def test_a_move_that_would_push_the_pupil_out_of_view_is_not_applied():
     image, mask = dark_pupil_frame(cx=600, cy=360, r=30)
     settings = dataclasses.replace(GEOMETRY_ONLY, scale=0, rotation_deg=0, shift_px=300)

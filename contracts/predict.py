@@ -15,6 +15,10 @@ class PredictHyperparameters(Hyperparameters):
     input_bits: Literal[8, 10, 12, 14, 16] = Field(
         8, description="significant bits of 16-bit image files (a Mono12 camera's 0..4095: 12), scaled to "
                        "8-bit by dropping the lowest bits; 8: 16-bit files are skipped, naming them")
+    rotate: Literal[0, 90, 180, 270] = Field(
+        0, description="turn each frame this many degrees counter-clockwise before the model, so that the eye "
+                       "is upright (upper lid at the top): a camera mounted upside down or sideways; ellipses "
+                       "and masks are given in the original frame")
     backend: Literal["auto", "onnx", "checkpoint"] = Field(
         "auto", description="auto: the .onnx file when the model channel has one, else the checkpoint")
     batch_size: int = Field(4, ge=1, le=256, description="frames per model call")

@@ -14,6 +14,7 @@ the singular values of the mapped axis matrix), masks through cv2.warpAffine wit
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
@@ -82,6 +83,22 @@ class FrameGeometry:
         rows = slice(max(self.top, 0), min(self.top + self.resized_height, IMAGE_HEIGHT))
         cols = slice(max(self.left, 0), min(self.left + self.resized_width, IMAGE_WIDTH))
         return rows, cols
+
+
+def turn_frame(image: np.ndarray, quarter_turns: int) -> np.ndarray:
+    """The frame turned counter-clockwise by `quarter_turns` x 90 degrees (np.rot90), contiguous."""
+    return np.ascontiguousarray(np.rot90(image, quarter_turns)) if quarter_turns % 4 else image
+
+
+def ellipse_before_turns(ellipse: Ellipse, quarter_turns: int, width: int, height: int) -> Ellipse:
+    """An ellipse in a frame turned by `turn_frame(frame, quarter_turns)`, back in the `width` x
+    `height` frame: a turned pixel (x', y') came from (w - 1 - y', x'), w the width before that
+    quarter turn, and directions turn back by 90 degrees each. Exact (pixels are only permuted)."""
+    for step in reversed(range(quarter_turns % 4)):
+        width_before = width if step % 2 == 0 else height
+        ellipse = dataclasses.replace(ellipse, cx=width_before - 1 - ellipse.cy, cy=ellipse.cx,
+                                      angle=(ellipse.angle + 90.0) % 180.0)
+    return ellipse
 
 
 def plan_geometry(width: int, height: int, policy: str) -> FrameGeometry:

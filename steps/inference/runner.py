@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.data.geometry import FrameGeometry, ellipse_to_frame, map_to_frame
+from steps.data.geometry import FrameGeometry, ellipse_before_turns, ellipse_to_frame, map_to_frame, turn_frame
 from steps.data.transforms import Ellipse
 from steps.inference.model_input import model_frame, normalize
 from steps.inference.pupil import Plausibility, PupilFit, find_pupil, pupil_probability
@@ -31,6 +31,7 @@ class PredictOptions:
     rules: Plausibility = Plausibility()
     max_frames: int | None = None
     refine_border: bool = True  # move the pupil onto the image's border (steps.inference.refine)
+    quarter_turns: int = 0      # counter-clockwise, before the model: a camera mounted at another roll
 
 
 @dataclass
@@ -38,7 +39,7 @@ class FramePrediction:
     """One frame's pupil in frame pixels (`ellipse` None: no pupil) and its 0/1 mask."""
 
     source: SourceFrame
-    geometry: FrameGeometry
+    geometry: FrameGeometry       # of the frame as the model saw it (turned, when quarter_turns)
     fit: PupilFit                 # in model pixels
     ellipse: Ellipse | None       # in frame pixels
     mask: np.ndarray              # uint8 0/1, frame size
@@ -46,7 +47,7 @@ class FramePrediction:
     def row(self) -> dict[str, Any]:
         """The CSV/JSONL record: frame pixels, rx the semi-major axis along `angle` (degrees)."""
         e = self.ellipse
-        return {"frame": self.source.name, "width": self.geometry.frame_width, "height": self.geometry.frame_height,
+        return {"frame": self.source.name, "width": self.mask.shape[1], "height": self.mask.shape[0],
                 "pupil": e is not None, "cx": _round(e, "cx"), "cy": _round(e, "cy"), "rx": _round(e, "rx"),
                 "ry": _round(e, "ry"), "angle": _round(e, "angle"), "confidence": round(self.fit.confidence, 4),
                 "mask_area_px": int(self.mask.sum()), "components": self.fit.components,
@@ -79,7 +80,9 @@ def _image(frame: SourceFrame) -> np.ndarray:
 
 def _predict_batch(model: PupilModel, batch: list[SourceFrame], options: PredictOptions,
                    timing: Timing) -> list[FramePrediction]:
-    prepared = [model_frame(_image(frame), model.spec, options.policy, frame.enhanced) for frame in batch]
+    turns = options.quarter_turns
+    prepared = [model_frame(turn_frame(_image(frame), turns), model.spec, options.policy, frame.enhanced)
+                for frame in batch]
     inputs = normalize(np.stack([image for image, _ in prepared]), model.spec)
     started = time.perf_counter()
     logits = model.run(inputs)
@@ -91,8 +94,9 @@ def _predict_batch(model: PupilModel, batch: list[SourceFrame], options: Predict
         model_mask = (probability > 0.5).astype(np.uint8)
         if options.refine_border:
             model_mask, fit = refine_pupil(image, model_mask, fit)
-        mask = (map_to_frame(model_mask.astype(np.float32), geometry) > 0.5).astype(np.uint8)
-        ellipse = ellipse_to_frame(fit.ellipse, geometry) if fit.ellipse is not None else None
+        mask = turn_frame((map_to_frame(model_mask.astype(np.float32), geometry) > 0.5).astype(np.uint8), -turns)
+        ellipse = None if fit.ellipse is None else ellipse_before_turns(
+            ellipse_to_frame(fit.ellipse, geometry), turns, *_image(frame).shape[::-1])
         results.append(FramePrediction(frame, geometry, fit, ellipse, mask))
     timing.frames += len(results)
     return results

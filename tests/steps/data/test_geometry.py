@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
-from steps.data.geometry import POLICIES, ellipse_to_frame, ellipse_to_model, frame_to_model, map_to_frame, plan_geometry
+from steps.data.geometry import (
+    POLICIES,
+    ellipse_before_turns,
+    ellipse_to_frame,
+    ellipse_to_model,
+    frame_to_model,
+    map_to_frame,
+    plan_geometry,
+    turn_frame,
+)
 from steps.data.transforms import Ellipse, fit_pupil_ellipse
 from tests.steps.inference.dark_model import eye_frame
 
@@ -71,6 +80,21 @@ def test_policies_fill_the_model_input_as_documented():
     assert (placed[:, :120] == 145).all() and (placed[:, 520:] == 145).all()  # the median grey
     with pytest.raises(ValueError, match="geometry policy 'zoom'"):
         plan_geometry(320, 240, "zoom")
+
+
+@pytest.mark.parametrize("quarter_turns", [1, 2, 3, -1])
+def test_an_ellipse_fitted_in_a_turned_frame_comes_back_exactly(quarter_turns):
+    """Independent of the formula: fit the ellipse in the original frame and in the turned one."""
+    frame = np.zeros((77, 101), np.uint8)
+    cv2.ellipse(frame, ((60.3, 30.7), (40.0, 22.0), 35.0), 1, -1)
+    def fitted(mask: np.ndarray) -> Ellipse:
+        contour = max(cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea)
+        (cx, cy), (w, h), angle = cv2.fitEllipse(contour)
+        return Ellipse(cx, cy, w / 2, h / 2, angle, "fit")
+    turned = turn_frame(frame, quarter_turns)
+    back = ellipse_before_turns(fitted(turned), quarter_turns, 101, 77)
+    assert_same(back, fitted(frame), 1e-3, 1e-3, 1e-2)
+    assert np.array_equal(turn_frame(turned, -quarter_turns), frame)
 
 
 @pytest.mark.parametrize("size, taken", [((32, 32), True), ((4096, 4096), True), ((31, 400), False),

@@ -12,22 +12,30 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 DARK_LEVEL = 60   # grey levels below this are pupil
 GAIN = 40.0
 
 
-def dark_pupil_onnx(path: Path, task: str = "segmentation", input_mode: str = "raw") -> Path:
+def dark_pupil_onnx(path: Path, task: str = "segmentation", input_mode: str = "raw",
+                    upper_half_only: bool = False) -> Path:
+    """`upper_half_only`: no pupil in the lower half of the model input, a model that, like a
+    trained one, knows which way is up."""
     threshold = (DARK_LEVEL / 255.0 - 0.5) / 0.5
     nodes = [
         helper.make_node("Sub", ["threshold", "image"], ["margin"]),
-        helper.make_node("Mul", ["margin", "gain"], ["pupil"]),
+        helper.make_node("Mul", ["margin", "gain"], ["dark" if upper_half_only else "pupil"]),
         helper.make_node("Mul", ["image", "zero"], ["background"]),
         helper.make_node("Concat", ["background", "pupil"], ["logits"], axis=1),
     ]
     constants = [helper.make_tensor(name, TensorProto.FLOAT, [], [value])
                  for name, value in (("threshold", threshold), ("gain", GAIN), ("zero", 0.0))]
+    if upper_half_only:
+        lower = np.zeros((1, 1, 400, 640), np.float32)
+        lower[..., 200:, :] = -1e4
+        nodes.insert(2, helper.make_node("Add", ["dark", "lower_half"], ["pupil"]))
+        constants.append(numpy_helper.from_array(lower, "lower_half"))
     graph = helper.make_graph(
         nodes, "dark_pupil", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, 400, 640])],
         [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2, 400, 640])], initializer=constants)

@@ -69,6 +69,37 @@ def test_ellipses_in_frames_of_any_size_come_back_in_frame_pixels(tmp_path, dark
     assert summary["frames"] == 3 and summary["pupils_found"] == 3 and summary["frames_per_s"] > 0
 
 
+UPRIGHT = {"openeds": (640, 400, (300.0, 120.0, 40.0, 30.0, 10.0)), "square": (400, 400, (150.0, 110.0, 30.0, 24.0, 60.0))}
+
+
+@pytest.mark.parametrize("rotate", [90, 180, 270])
+def test_a_turned_camera_is_turned_upright_and_its_pupil_comes_back_in_its_own_frame(tmp_path, rotate):
+    """A camera mounted turned: its frame is the upright view turned clockwise. The model finds
+    pupils only in the upper half of its input (it knows which way is up), so it finds them only if
+    `rotate` turned the frame back; the ellipse and mask are then the dark pupil's in the given frame."""
+    upright_model = dark_pupil_onnx(tmp_path / "model" / "onnx" / "upright.onnx", upper_half_only=True).parent
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name, (w, h, ellipse) in UPRIGHT.items():
+        cv2.imwrite(str(frames / f"{name}.png"), np.rot90(eye_frame(w, h, ellipse), -rotate // 90))
+    code, out, failure = predict(tmp_path / "run", upright_model, frames, rotate=rotate)
+    assert code == 0, failure
+    found = rows(out)
+    if rotate == 180:  # as given, both pupils sit in the lower half: not found without the turn
+        _, unturned, _ = predict(tmp_path / "unturned", upright_model, frames)
+        assert [row["pupil"] for row in rows(unturned).values()] == ["False", "False"]
+    for name in UPRIGHT:
+        given = cv2.imread(str(frames / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        truth = (given < 60).astype(np.uint8)
+        contour = max(cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea)
+        (cx, cy), (width, height), angle = cv2.fitEllipse(contour)
+        row = found[name]
+        assert (int(row["width"]), int(row["height"])) == (given.shape[1], given.shape[0])
+        assert_same(as_ellipse(row), Ellipse(cx, cy, width / 2, height / 2, angle, "fit"), centre=1.0, axes=1.5, angle=3.0)
+        mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_UNCHANGED) > 0
+        assert mask.shape == given.shape and (mask & (truth > 0)).sum() / (mask | (truth > 0)).sum() > 0.9
+
+
 def write_video(path, frames, codec="MJPG", fps=15.0):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (frames[0].shape[1], frames[0].shape[0]))
     for frame in frames:

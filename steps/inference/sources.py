@@ -64,15 +64,12 @@ def header_size(path: Path) -> tuple[int, int]:
     return width, height
 
 
-def image_file_size(path: Path) -> tuple[int, int]:
-    """(width, height) from the file's header; SourceError naming the file when it has none or its
-    size is outside the frame bounds, before anything is decoded."""
-    width, height = header_size(path)
+def check_size(width: int, height: int, origin: str) -> None:
+    """SourceError naming `origin` unless the frame size is within the frame bounds."""
     try:
         check_frame_size(width, height)
     except ValueError as error:
-        raise SourceError(f"{path}: {error}") from None
-    return width, height
+        raise SourceError(f"{origin}: {error}") from None
 
 
 def checked_frame(image: np.ndarray, origin: str, input_bits: int = 8) -> np.ndarray:
@@ -80,16 +77,17 @@ def checked_frame(image: np.ndarray, origin: str, input_bits: int = 8) -> np.nda
     see model_input.to_8bit); SourceError naming it."""
     try:
         gray = to_gray(to_8bit(image, input_bits))
-        check_frame_size(gray.shape[1], gray.shape[0])
     except ValueError as error:
         raise SourceError(f"{origin}: {error}") from None
+    check_size(gray.shape[1], gray.shape[0], origin)
     return gray
 
 
 def read_image_file(path: Path, input_bits: int = 8) -> np.ndarray:
     """A uint8 grayscale image of MIN_FRAME_SIDE..MAX_FRAME_SIDE pixels a side; SourceError naming
     the file."""
-    width, height = image_file_size(path)
+    width, height = header_size(path)
+    check_size(width, height, str(path))  # before anything is decoded
     image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None:
         raise SourceError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
@@ -106,10 +104,10 @@ def video_frames(path: Path, prefix: str | None = None) -> Iterator[SourceFrame]
     width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
     if width and height:  # refused before a frame is decoded
         try:
-            check_frame_size(width, height)
-        except ValueError as error:
+            check_size(width, height, str(path))
+        except SourceError:
             capture.release()
-            raise SourceError(f"{path}: {error}") from None
+            raise
     stem = prefix or path.stem
     fps = capture.get(cv2.CAP_PROP_FPS) or None
     expected = int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)

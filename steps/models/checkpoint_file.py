@@ -1,8 +1,8 @@
 """Read a checkpoint file without executing anything it holds.
 
-`torch.load(weights_only=False)` runs whatever a pickle asks for, and checkpoints arrive through
-channels, `checkpoints/` and registries: from anyone. Every load in the project goes through
-`read_checkpoint`, which uses torch's weights-only unpickler: tensors, numbers, strings, lists,
+A full unpickle (torch.load outside its weights-only mode) runs whatever a pickle asks for, and
+checkpoints arrive through channels, `checkpoints/` and registries: from anyone. Every load in the
+project goes through `read_checkpoint`, which uses torch's weights-only unpickler: tensors, numbers, strings, lists,
 tuples and dicts, plus numeric numpy arrays (earlier versions of this project stored NumPy's RNG
 state that way, and its arrays carry no code). Anything else is refused, naming the file. Nothing
 in the project unpickles in full, not even the by-hand conversion of old files.
@@ -34,8 +34,7 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     """The checkpoint dict stored at `path`, loaded weights-only; CheckpointRefused otherwise."""
     path = Path(path)
     try:
-        with torch.serialization.safe_globals(_NUMPY_ARRAY_GLOBALS):
-            payload = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+        payload = _load_weights_only(path, _NUMPY_ARRAY_GLOBALS, map_location=map_location, mmap=mmap)
     except pickle.UnpicklingError as error:
         reason = _torch_reason(error)
         if "unsupported global" not in reason.lower():  # damaged, not crafted
@@ -49,6 +48,12 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
         raise CheckpointRefused(f"{path}: not an openeds checkpoint (holds a {type(payload).__name__}, "
                                 f"expected a dict)")
     return payload
+
+
+def _load_weights_only(path: Path, allowed: list[Any], **options: Any) -> Any:
+    """torch.load with the weights-only unpickler, `allowed` the only globals beyond plain data."""
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, weights_only=True, **options)
 
 
 def _torch_reason(error: Exception) -> str:
@@ -73,8 +78,7 @@ def convert_trusted_checkpoint(source: str | os.PathLike, target: str | os.PathL
     """
     source = Path(source)
     try:
-        with torch.serialization.safe_globals(_CONVERTIBLE_GLOBALS):
-            payload = torch.load(source, map_location="cpu", weights_only=True)
+        payload = _load_weights_only(source, _CONVERTIBLE_GLOBALS, map_location="cpu")
     except pickle.UnpicklingError as error:
         raise CheckpointRefused(f"{source}: refused, holds more than tensors, numbers, strings, "
                                 f"containers and numpy values ({_torch_reason(error)})") from error

@@ -32,6 +32,7 @@ from steps.data.precompute import precompute_splits
 from steps.data.synthetic import generate_openeds
 from steps.data.transforms import PreprocessParams
 from steps.models import create_model, portable_state_dict
+from steps.models.checkpoint_file import read_checkpoint
 from steps.outputs import MANIFEST_NAME
 from steps.runtime import run_step
 from tests.reliability.conftest import StepRun, assert_failed_cleanly, hash_tree, read_only_folder, snapshot
@@ -419,7 +420,7 @@ def _other_variant_resume(ctx: Ctx) -> Expect:
 @case("checkpoint claiming another variant than its weights")
 def _variant_mismatch_export(ctx: Ctx) -> Expect:
     folder = write_model_folder(ctx.tmp / "seg", MICRO)
-    payload = torch.load(folder / "best_efficientvit_tiny_model.pt", weights_only=False)
+    payload = read_checkpoint(folder / "best_efficientvit_tiny_model.pt")
     (folder / "best_efficientvit_tiny_model.pt").unlink()
     torch.save({**payload, "model_name": "tiny_efficientvit"}, folder / "best_efficientvit_model.pt")
     (folder / "model_card.json").write_text('{"model_name": "tiny_efficientvit", "checkpoint": "best_efficientvit_model.pt"}')

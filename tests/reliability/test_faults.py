@@ -30,6 +30,7 @@ import torch
 
 from steps.data.synthetic import generate_openeds
 from steps.models import epoch_checkpoint_name
+from steps.models.checkpoint_file import read_checkpoint
 from steps.outputs import MANIFEST_NAME, read_manifest, sha256_file
 from steps.train.checkpoints import last_checkpoint_name
 from tests.reliability.conftest import REPO, read_failure, step_environment
@@ -163,8 +164,7 @@ def epoch_checkpoint(root: Path, epoch: int):
 
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
-    state = torch.load(root / "checkpoints" / epoch_checkpoint_name(MODEL, EPOCHS), map_location="cpu",
-                       weights_only=False)
+    state = read_checkpoint(root / "checkpoints" / epoch_checkpoint_name(MODEL, EPOCHS), map_location="cpu")
     return state["state_dict"]
 
 
@@ -225,7 +225,7 @@ def test_sigterm_saves_a_checkpoint_and_exits_within_a_bound(splits, clean_train
     assert first.startswith("training stopped by SIGTERM at epoch"), first
     saved = list((root / "checkpoints").glob("efficientvit_tiny_model_*.pt"))
     assert saved, "no resume point saved"
-    state = torch.load(root / "checkpoints" / last_checkpoint_name(MODEL), map_location="cpu", weights_only=False)
+    state = read_checkpoint(root / "checkpoints" / last_checkpoint_name(MODEL), map_location="cpu")
     assert state["partial"]["batches_done"] >= 1 and "optimizer" in state
     assert not (root / "model" / MANIFEST_NAME).exists()
     print(f"SIGTERM to exit: {took:.1f} s")

@@ -24,6 +24,7 @@ from steps.export.onnx_export import (
     read_metadata,
     strip_wrapper_prefixes,
 )
+from steps.models.checkpoint_file import read_checkpoint
 from steps.outputs import sha256_file
 from steps.runtime import StepError
 from tests.steps.export.model_folders import write_model_folder
@@ -173,7 +174,7 @@ def test_bad_model_folders_fail_naming_the_file(tmp_path):
 def test_weights_that_do_not_fit_the_architecture_fail(tmp_path):
     folder = write_model_folder(tmp_path / "m", "tiny_efficientvit_micro")
     path = folder / "best_efficientvit_tiny_model.pt"
-    checkpoint = torch.load(path, weights_only=False)
+    checkpoint = read_checkpoint(path)
     checkpoint["model_name"] = "tiny_efficientvit"
     torch.save(checkpoint, path)
     with pytest.raises(StepError, match="weights do not fit tiny_efficientvit"):

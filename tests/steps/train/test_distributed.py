@@ -16,6 +16,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from steps.models import epoch_checkpoint_name
+from steps.models.checkpoint_file import read_checkpoint
 from steps.train.distributed import DistInfo, any_rank, dist_info_from_env, process_group
 from steps.train.metrics import ConfusionMatrix, RunningMeans
 
@@ -79,7 +80,7 @@ def test_torchrun_two_processes_train_and_only_rank_0_writes(tmp_path, tiny_spli
     checkpoints = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert checkpoints == sorted([f"best_{'efficientvit_tiny_model'}.pt", epoch_checkpoint_name(MODEL, 1),
                                   epoch_checkpoint_name(MODEL, 2)])
-    state = torch.load(tmp_path / "checkpoints" / epoch_checkpoint_name(MODEL, 2), weights_only=False)
+    state = read_checkpoint(tmp_path / "checkpoints" / epoch_checkpoint_name(MODEL, 2))
     assert state["world_size"] == 2
     assert not any(k.startswith("module.") for k in state["state_dict"])  # unwrapped from DDP
     config = json.loads((tmp_path / "model" / "resolved_config.json").read_text())

@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from steps.models import best_checkpoint_name, epoch_checkpoint_name
+from steps.models.checkpoint_file import read_checkpoint
 from steps.train.checkpoints import last_checkpoint_name
 
 MODEL = "tiny_efficientvit_micro"
@@ -51,8 +52,7 @@ def start_and_signal_after_epoch_1(root: Path, splits: dict[str, Path], sig: int
 
 def final_weights(root: Path) -> dict[str, torch.Tensor]:
     """The trained weights and their moving average (ema_decay is on by default): both resume exactly."""
-    state = torch.load(root / "checkpoints" / epoch_checkpoint_name(MODEL, EPOCHS), map_location="cpu",
-                       weights_only=False)
+    state = read_checkpoint(root / "checkpoints" / epoch_checkpoint_name(MODEL, EPOCHS), map_location="cpu")
     return {**state["state_dict"], **{f"average.{k}": v for k, v in state["weight_average"].items()}}
 
 
@@ -84,7 +84,7 @@ def test_the_best_model_is_the_weight_average_of_its_epoch(tmp_path_factory, tin
     root = tmp_path_factory.mktemp("average")
     run_to_completion(root, tiny_splits)
     best = torch.load(root / "model" / best_checkpoint_name(MODEL), weights_only=True)
-    epoch = torch.load(root / "checkpoints" / epoch_checkpoint_name(MODEL, best["epoch"]), weights_only=False)
+    epoch = read_checkpoint(root / "checkpoints" / epoch_checkpoint_name(MODEL, best["epoch"]))
     average = {k.removeprefix("module."): v for k, v in epoch["weight_average"].items() if k.startswith("module.")}
     assert int(epoch["weight_average"]["n_averaged"]) == 4 * best["epoch"]  # one update per optimizer step
     assert_identical(best["state_dict"], average)
@@ -97,7 +97,7 @@ def test_sigterm_saves_a_resume_point_and_exits_143_then_resumes_exactly(tmp_pat
     assert code == 143, output[-3000:]
     reason = (tmp_path / "output" / "failure").read_text().splitlines()[0]
     assert reason.startswith("training stopped by SIGTERM at epoch 2 after batch"), reason
-    last = torch.load(tmp_path / "checkpoints" / last_checkpoint_name(MODEL), weights_only=False)
+    last = read_checkpoint(tmp_path / "checkpoints" / last_checkpoint_name(MODEL))
     assert last["epoch"] == 1 and 1 <= last["partial"]["batches_done"] < 4
     assert not (tmp_path / "model" / "_manifest.json").exists()
     resumed = run_to_completion(tmp_path, tiny_splits)

@@ -5,8 +5,15 @@
 
 v2: `Estimator(instance_type="local")`; `--entry-point` adds an entry point script, which makes the
 SDK json.dumps every hyperparameter (strings arrive as "\"abc\""). v3: `ModelTrainer` in
-LOCAL_CONTAINER mode. The container's log streams to stdout; the artifacts end up under
-DIR/output; the exit status is 0 when the SDK reported success. Imports nothing of the project.
+LOCAL_CONTAINER mode. Each job gets its own container root, so its own compose project (v3's
+default root is the working directory: jobs started from one folder share a project and its old
+containers). The container's log streams to stdout; the artifacts end up under DIR/output.
+
+The exit status is 0 when the SDK reported success and every container of the job exited 0, 1 when
+the SDK reported failure, 3 when it reported success for a job a container of which failed: Debian's
+docker-compose 1.29 computes `up --abort-on-container-exit`'s status from a snapshot that can
+still show the container running, then returns 0 (seen once in CI with v3), while the SageMaker
+service fails a job whose container exits non-zero. Imports nothing of the project.
 """
 
 from __future__ import annotations
@@ -15,11 +22,14 @@ import argparse
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROLE = "arn:aws:iam::111111111111:role/dummy"
+COMPOSE_DIR_LABEL = "com.docker.compose.project.working_dir"
 
 
 def offline_environment(work: Path) -> None:
@@ -35,7 +45,9 @@ def run_v2(args: argparse.Namespace, channels: dict[str, str], output: Path) -> 
     from sagemaker.local import LocalSession
 
     session = LocalSession()
-    session.config = {"local": {"local_code": True}}
+    root = args.work / "v2-root"  # v2 makes a fresh temporary folder in it per job
+    root.mkdir(exist_ok=True)
+    session.config = {"local": {"local_code": True, "container_root": str(root)}}
     code = {}
     if args.entry_point:
         source = args.work / "code"
@@ -53,8 +65,7 @@ def run_v3(args: argparse.Namespace, channels: dict[str, str], output: Path) -> 
     from sagemaker.train import ModelTrainer
     from sagemaker.train.model_trainer import Mode
 
-    root = args.work / "v3-root"
-    root.mkdir(exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="v3-", dir=args.work))
     trainer = ModelTrainer(training_mode=Mode.LOCAL_CONTAINER, training_image=args.image, role=ROLE,
                            compute=Compute(instance_type="local", instance_count=args.hosts),
                            hyperparameters=args.hyperparameters, local_container_root=str(root))
@@ -64,6 +75,22 @@ def run_v3(args: argparse.Namespace, channels: dict[str, str], output: Path) -> 
     finally:  # v3 leaves the archives in its container root; put them where v2 puts its own
         for archive in (root / "compressed_artifacts").glob("*.tar.gz"):
             shutil.copy2(archive, output / archive.name)
+
+
+def failed_containers(work: Path) -> list[str]:
+    """'NAME exited CODE' for each stopped container of a compose project under `work`."""
+    listed = subprocess.run(["docker", "ps", "-a", "--filter", f"label={COMPOSE_DIR_LABEL}",
+                             "--format", f"{{{{.ID}}}} {{{{.Label \"{COMPOSE_DIR_LABEL}\"}}}}"],
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    ours = [line.split(" ", 1)[0] for line in listed
+            if " " in line and Path(line.split(" ", 1)[1]).is_relative_to(work)]
+    if not ours:
+        return ["no container of the job found"]
+    states = subprocess.run(["docker", "inspect", "--format", "{{.Name}} {{.State.Status}} {{.State.ExitCode}}",
+                             *ours], capture_output=True, text=True, check=True).stdout.split()
+    triples = zip(states[0::3], states[1::3], states[2::3])
+    return [f"container {name.lstrip('/')} {status}, exit code {code}" for name, status, code in triples
+            if status != "exited" or code != "0"]
 
 
 def main() -> int:
@@ -87,15 +114,19 @@ def main() -> int:
     major = int(sdk.split(".")[0])
     print(f"[sdk_job] sagemaker {sdk}, {args.hosts} host(s)", flush=True)
     started = time.monotonic()
+    sdk_succeeded = True
     try:
         (run_v2 if major < 3 else run_v3)(args, channels, output)
     except Exception as error:  # noqa: BLE001 - the SDK's failure is the test's evidence
         print(f"[sdk_job] SDK reported failure: {type(error).__name__}: {error}", flush=True)
+        sdk_succeeded = False
+    print(f"[sdk_job] job took {time.monotonic() - started:.1f}s", flush=True)
+    failed = failed_containers(args.work)
+    if failed:
+        print(f"[sdk_job] failed: {'; '.join(failed)}", flush=True)
+    if not sdk_succeeded:
         return 1
-    finally:
-        print(f"[sdk_job] job took {time.monotonic() - started:.1f}s", flush=True)
-    return 0
-
+    return 3 if failed else 0
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tarfile
@@ -125,3 +126,4 @@ def test_a_bad_hyperparameter_shows_its_reason_in_the_log_and_the_failure_file(v
     reason = failure.splitlines()[0]
     assert reason.startswith("hyperparameter 'epochs'")
     assert reason in log  # streamed by the SDK, as CloudWatch would keep it
+    assert re.search(r"\[sdk_job\] failed: container \S+algo-1\S* exited, exit code 2\b", log), log[-3000:]

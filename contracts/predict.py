@@ -1,9 +1,9 @@
 """predict: the pupil ellipse, a confidence and a mask for every frame of an image, a folder, a video
 or a saved split, from an exported ONNX model (default) or a PyTorch checkpoint."""
 
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from contracts.base import Channel, Hyperparameters, Output, StepContract
 
@@ -19,6 +19,12 @@ class PredictHyperparameters(Hyperparameters):
         0, description="turn each frame this many degrees counter-clockwise before the model, so that the eye "
                        "is upright (upper lid at the top): a camera mounted upside down or sideways; ellipses "
                        "and masks are given in the original frame")
+    roi: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)],
+               Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]] | None = Field(
+        None, description="x,y,width,height (or [x, y, width, height]): predict on this region of each frame only (a camera that "
+                          "sees the eye smaller than OpenEDS does: the region around the eye is scaled up to the "
+                          "model's input); ellipses and masks are given in the whole frame; a frame the region "
+                          "does not fit in is skipped")
     backend: Literal["auto", "onnx", "checkpoint"] = Field(
         "auto", description="auto: the .onnx file when the model channel has one, else the checkpoint")
     batch_size: int = Field(4, ge=1, le=256, description="frames per model call")
@@ -34,6 +40,14 @@ class PredictHyperparameters(Hyperparameters):
                                 "pupil border (sub-pixel edge refinement of the model's guess)")
     min_axis_ratio: float = Field(0.2, gt=0, le=1, description="thinnest plausible pupil (minor / major axis)")
 
+
+    @field_validator("roi", mode="before")
+    @classmethod
+    def _roi_as_typed(cls, value: Any) -> Any:
+        """`--roi 10,20,320,200` as well as `--roi "[10, 20, 320, 200]"`."""
+        if isinstance(value, str) and value.replace(",", "").replace(" ", "").isdigit():
+            return [int(part) for part in value.split(",")]
+        return value
 
 CONTRACT = StepContract(
     name="predict",

@@ -14,6 +14,7 @@ import logging
 from typing import Any
 
 from contracts.predict import PredictHyperparameters
+from steps.data.geometry import Region
 from steps.inference.model_input import ModelMismatch
 from steps.inference.pupil import Plausibility
 from steps.inference.results import PredictionWriter, resolve_annotation
@@ -44,7 +45,8 @@ def check_inputs(hp: PredictHyperparameters, io: StepIO) -> None:
 def options(hp: PredictHyperparameters) -> PredictOptions:
     rules = Plausibility(hp.min_area_px, hp.max_area_fraction, hp.min_axis_ratio)
     return PredictOptions(policy=hp.geometry, batch_size=hp.batch_size, rules=rules, max_frames=hp.max_frames,
-                          refine_border=hp.refine_border, quarter_turns=hp.rotate // 90)
+                          refine_border=hp.refine_border, quarter_turns=hp.rotate // 90,
+                          region=Region(*hp.roi) if hp.roi else None)
 
 
 def run(hp: PredictHyperparameters, io: StepIO) -> dict[str, Any]:
@@ -70,7 +72,8 @@ def run(hp: PredictHyperparameters, io: StepIO) -> dict[str, Any]:
     if not timing.frames:
         raise StepError(f"channel 'input': no frame could be read ({timing.skipped} skipped, the first: {first_skip})")
     summary = {**timing.summary(), "pupils_found": found, "input_kind": kind, "model": model.path.name,
-               "backend": model.backend, "geometry": hp.geometry, "rotate": hp.rotate, "files": written["files"]}
+               "backend": model.backend, "geometry": hp.geometry, "rotate": hp.rotate,
+               "roi": list(hp.roi) if hp.roi else None, "files": written["files"]}
     log.info("%d frames (%d skipped), pupil found in %d, %.1f frames/s (model alone %.1f frames/s)",
              summary["frames"], summary["skipped"], found, summary["frames_per_s"] or 0,
              summary["model_frames_per_s"] or 0)

@@ -101,6 +101,35 @@ def ellipse_before_turns(ellipse: Ellipse, quarter_turns: int, width: int, heigh
     return ellipse
 
 
+@dataclass(frozen=True)
+class Region:
+    """A rectangle of a frame (x, y its top-left pixel): the part the model is shown. A camera that
+    sees the eye smaller than OpenEDS does gets the eye back to the model's scale this way."""
+
+    x: int
+    y: int
+    width: int
+    height: int
+
+    def check_inside(self, width: int, height: int) -> None:
+        """ValueError unless the region lies within a `width` x `height` frame."""
+        if self.x + self.width > width or self.y + self.height > height:
+            raise ValueError(f"roi [{self.x}, {self.y}, {self.width}, {self.height}] reaches past the "
+                             f"{width}x{height} frame")
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(image[self.y:self.y + self.height, self.x:self.x + self.width])
+
+    def paste(self, region_map: np.ndarray, width: int, height: int) -> np.ndarray:
+        """A `width` x `height` map: `region_map` in place, zero elsewhere."""
+        whole = np.zeros((height, width), region_map.dtype)
+        whole[self.y:self.y + self.height, self.x:self.x + self.width] = region_map
+        return whole
+
+    def ellipse_to_frame(self, ellipse: Ellipse) -> Ellipse:
+        return dataclasses.replace(ellipse, cx=ellipse.cx + self.x, cy=ellipse.cy + self.y)
+
+
 def plan_geometry(width: int, height: int, policy: str) -> FrameGeometry:
     """The map of a `width` x `height` frame under `policy`; ValueError for an unknown policy or a
     frame size outside MIN_FRAME_SIDE..MAX_FRAME_SIDE."""

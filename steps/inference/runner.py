@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from steps.data.geometry import FrameGeometry, ellipse_before_turns, ellipse_to_frame, map_to_frame, turn_frame
+from steps.data.geometry import FrameGeometry, Region, ellipse_before_turns, ellipse_to_frame, map_to_frame, turn_frame
 from steps.data.transforms import Ellipse
 from steps.inference.model_input import model_frame, normalize
 from steps.inference.pupil import Plausibility, PupilFit, find_pupil, pupil_probability
@@ -32,6 +33,7 @@ class PredictOptions:
     max_frames: int | None = None
     refine_border: bool = True  # move the pupil onto the image's border (steps.inference.refine)
     quarter_turns: int = 0      # counter-clockwise, before the model: a camera mounted at another roll
+    region: Region | None = None  # the part of each frame the model sees (before the turns)
 
 
 @dataclass
@@ -39,7 +41,7 @@ class FramePrediction:
     """One frame's pupil in frame pixels (`ellipse` None: no pupil) and its 0/1 mask."""
 
     source: SourceFrame
-    geometry: FrameGeometry       # of the frame as the model saw it (turned, when quarter_turns)
+    geometry: FrameGeometry       # of the frame as the model saw it (its region, turned)
     fit: PupilFit                 # in model pixels
     ellipse: Ellipse | None       # in frame pixels
     mask: np.ndarray              # uint8 0/1, frame size
@@ -78,11 +80,27 @@ def _image(frame: SourceFrame) -> np.ndarray:
     return frame.image
 
 
+def _view(frame: SourceFrame, options: PredictOptions) -> np.ndarray:
+    """What the model is shown of the frame: its region (or all of it), turned upright."""
+    image = _image(frame)
+    return turn_frame(options.region.crop(image) if options.region else image, options.quarter_turns)
+
+
+def _in_frame(frame: SourceFrame, options: PredictOptions, view_mask: np.ndarray,
+              view_ellipse: Ellipse | None) -> tuple[np.ndarray, Ellipse | None]:
+    """A mask and ellipse of the model's view, back in the frame as given."""
+    turns, region = options.quarter_turns, options.region
+    mask = turn_frame(view_mask, -turns)
+    ellipse = None if view_ellipse is None else ellipse_before_turns(view_ellipse, turns, *mask.shape[::-1])
+    if region is None:
+        return mask, ellipse
+    height, width = _image(frame).shape
+    return region.paste(mask, width, height), None if ellipse is None else region.ellipse_to_frame(ellipse)
+
+
 def _predict_batch(model: PupilModel, batch: list[SourceFrame], options: PredictOptions,
                    timing: Timing) -> list[FramePrediction]:
-    turns = options.quarter_turns
-    prepared = [model_frame(turn_frame(_image(frame), turns), model.spec, options.policy, frame.enhanced)
-                for frame in batch]
+    prepared = [model_frame(_view(frame, options), model.spec, options.policy, frame.enhanced) for frame in batch]
     inputs = normalize(np.stack([image for image, _ in prepared]), model.spec)
     started = time.perf_counter()
     logits = model.run(inputs)
@@ -94,12 +112,23 @@ def _predict_batch(model: PupilModel, batch: list[SourceFrame], options: Predict
         model_mask = (probability > 0.5).astype(np.uint8)
         if options.refine_border:
             model_mask, fit = refine_pupil(image, model_mask, fit)
-        mask = turn_frame((map_to_frame(model_mask.astype(np.float32), geometry) > 0.5).astype(np.uint8), -turns)
-        ellipse = None if fit.ellipse is None else ellipse_before_turns(
-            ellipse_to_frame(fit.ellipse, geometry), turns, *_image(frame).shape[::-1])
+        view_mask = (map_to_frame(model_mask.astype(np.float32), geometry) > 0.5).astype(np.uint8)
+        view_ellipse = None if fit.ellipse is None else ellipse_to_frame(fit.ellipse, geometry)
+        mask, ellipse = _in_frame(frame, options, view_mask, view_ellipse)
         results.append(FramePrediction(frame, geometry, fit, ellipse, mask))
     timing.frames += len(results)
     return results
+
+
+def _outside_region(frame: SourceFrame, region: Region | None) -> SourceFrame:
+    """The frame, or, when the region does not fit in it, the frame skipped with the reason."""
+    if region is None or frame.error or frame.image is None:
+        return frame
+    try:
+        region.check_inside(frame.image.shape[1], frame.image.shape[0])
+    except ValueError as error:
+        return dataclasses.replace(frame, image=None, error=f"{frame.name}: {error}")
+    return frame
 
 
 def predict_frames(model: PupilModel, frames: Iterable[SourceFrame], options: PredictOptions,
@@ -112,6 +141,7 @@ def predict_frames(model: PupilModel, frames: Iterable[SourceFrame], options: Pr
         if options.max_frames is not None and seen >= options.max_frames:
             break
         seen += 1
+        frame = _outside_region(frame, options.region)
         if frame.error:
             yield from _predict_batch(model, batch, options, timing) if batch else ()
             batch = []

@@ -100,6 +100,55 @@ def test_a_turned_camera_is_turned_upright_and_its_pupil_comes_back_in_its_own_f
         assert mask.shape == given.shape and (mask & (truth > 0)).sum() / (mask | (truth > 0)).sum() > 0.9
 
 
+def two_dark_ellipses(width, height, pupil, distractor):
+    image = eye_frame(width, height, pupil)
+    cx, cy, rx, ry, angle = distractor
+    cv2.ellipse(image, (round(cx), round(cy)), (round(rx), round(ry)), angle, 0, 360, 20, thickness=-1)
+    return image
+
+
+@pytest.mark.parametrize("rotate", [0, 90])
+def test_a_region_of_interest_is_all_the_model_sees_and_its_pupil_comes_back_in_the_whole_frame(tmp_path, rotate):
+    """Each frame: a small pupil inside the region and a larger dark blob outside it. The whole frame's
+    largest dark component is the blob; with `roi` the model sees only the region, and the pupil's
+    ellipse and mask come back where it was drawn in the whole frame (nothing outside the region). A
+    frame the region does not fit in is skipped, naming the frame and the region. With `rotate` the
+    frames are the upright view turned clockwise, the region is given in them, and the model finds
+    pupils only in the upper half of its input: it is found only if the region is turned upright."""
+    model = dark_pupil_onnx(tmp_path / "model" / "onnx" / "up.onnx", upper_half_only=bool(rotate)).parent
+    x, y, w, h = 200, 60, 320, 200  # upright: the pupil sits in the region's upper half
+    pupil, blob = (330.0, 130.0, 14.0, 11.0, 20.0), (80.0, 300.0, 50.0, 40.0, 0.0)
+    sizes = {"openeds": (640, 400)} if rotate else {"openeds": (640, 400), "wide": (800, 480)}
+    roi = [400 - y - h, x, h, w] if rotate else [x, y, w, h]  # in the 640x400 frame turned clockwise
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for name, (width, height) in sizes.items():
+        cv2.imwrite(str(frames / f"{name}.png"), np.rot90(two_dark_ellipses(width, height, pupil, blob), -rotate // 90))
+    cv2.imwrite(str(frames / "small.png"), eye_frame(300, 240, pupil))
+    code, out, failure = predict(tmp_path / "run", model, frames, roi=roi, rotate=rotate)
+    assert code == 0, failure
+    found = rows(out)
+    rx, ry, rw, rh = roi
+    for name in sizes:
+        given = cv2.imread(str(frames / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
+        inside = np.zeros(given.shape, bool)
+        inside[ry:ry + rh, rx:rx + rw] = True
+        truth = ((given < 60) & inside).astype(np.uint8)
+        contour = max(cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea)
+        (cx, cy), (width, height), angle = cv2.fitEllipse(contour)
+        row = found[name]
+        assert (int(row["width"]), int(row["height"])) == (given.shape[1], given.shape[0])
+        assert_same(as_ellipse(row), Ellipse(cx, cy, width / 2, height / 2, angle, "fit"), centre=1.0, axes=1.5, angle=3.0)
+        mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_UNCHANGED) > 0
+        assert mask.shape == given.shape and not mask[~inside].any()
+        assert (mask & (truth > 0)).sum() / (mask | (truth > 0)).sum() > 0.9
+    skipped = {s["frame"]: s["error"] for s in map(json.loads, (out / "skipped.jsonl").read_text().splitlines())}
+    assert skipped == {"small": f"small: roi {roi} reaches past the 300x240 frame"}
+    if not rotate:  # without the region, the blob outside it is taken for the pupil
+        _, whole, _ = predict(tmp_path / "whole", model, frames)
+        assert abs(float(rows(whole)["openeds"]["cx"]) - blob[0]) < 3
+
+
 def write_video(path, frames, codec="MJPG", fps=15.0):
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (frames[0].shape[1], frames[0].shape[0]))
     for frame in frames:

@@ -23,6 +23,10 @@ class DownloadKaggleHyperparameters(Hyperparameters):
     synthetic_validation_frames: int = Field(40, ge=1, le=100_000, description="generated frames in validation")
     synthetic_test_frames: int = Field(16, ge=0, le=100_000, description="generated frames in test")
     seed: int = Field(0, ge=0, le=MAX_SEED, description="seed of the frame generator")
+    synthetic_min_eye_scale: float = Field(
+        1.0, ge=0.4, le=1.0, description="generated frames: each eye drawn smaller by a factor log-uniform in "
+                                         "[this, 1], with more face around it (a camera further away); 1: all at "
+                                         "OpenEDS's scale")
     synthetic_layout: Literal["kaggle", "portrait2019"] = Field(
         "kaggle", description="generated frames as the Kaggle copy (640x400), or as the 2019 challenge release "
                               "(Semantic_Segmentation_Dataset/, frames 400 wide x 640 tall)")

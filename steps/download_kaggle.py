@@ -88,8 +88,10 @@ def fetch(hp: DownloadKaggleHyperparameters, io: StepIO, work: Path) -> tuple[Pa
     if hp.source == "synthetic":
         counts = synthetic_counts(hp)
         log.info("generating synthetic OpenEDS-like frames (seed %d): %s", hp.seed, counts)
-        root = generate_openeds(work / "synthetic", counts, seed=hp.seed, portrait=hp.synthetic_layout == "portrait2019")
-        return local_dataset(root, work, archive_limits(hp)), {"seed": hp.seed, "synthetic_layout": hp.synthetic_layout}
+        root = generate_openeds(work / "synthetic", counts, seed=hp.seed, portrait=hp.synthetic_layout == "portrait2019",
+                               min_eye_scale=hp.synthetic_min_eye_scale)
+        return local_dataset(root, work, archive_limits(hp)), {"seed": hp.seed, "synthetic_layout": hp.synthetic_layout,
+                                                               "synthetic_min_eye_scale": hp.synthetic_min_eye_scale}
     if hp.source == "local":
         channel = io.require_channel("source")
         return local_dataset(channel, work, archive_limits(hp)), {"channel": str(channel)}

@@ -12,6 +12,7 @@ frame never depends on how many frames are generated.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from dataclasses import dataclass
@@ -27,6 +28,9 @@ from steps.data.transforms import ellipse_distance
 H, W = IMAGE_HEIGHT, IMAGE_WIDTH
 SPLITS = ("train", "validation", "test")
 _YY, _XX = np.mgrid[0:H, 0:W].astype(np.float32)
+# A camera further from the eye sees it smaller: the eye and face are drawn on a canvas 1/eye_scale
+# times the frame, then shrunk to it; lens, blur and noise belong to the camera and come after.
+MIN_EYE_SCALE = 0.4
 # Pupil area in pixels: real OpenEDS pupils have about 2,400-2,600; vary from ~800 to ~8,000.
 PUPIL_AREA_MEDIAN, PUPIL_AREA_RANGE = 2500.0, (800.0, 8000.0)
 
@@ -45,6 +49,11 @@ class EyeGeometry:
     lid_skew: float
     iris: tuple[float, float, float]
     pupil: tuple[float, float, float, float, float]
+
+
+def canvas_grids(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(yy, xx) pixel coordinates of a canvas; the frame's own are kept."""
+    return (_YY, _XX) if shape == (H, W) else tuple(np.mgrid[0:shape[0], 0:shape[1]].astype(np.float32))
 
 
 def smooth_noise(rng: np.random.Generator, cells: tuple[int, int], shape: tuple[int, int] = (H, W)) -> np.ndarray:
@@ -90,22 +99,25 @@ class EyeBox:
     along: np.ndarray
     across: np.ndarray
     profile: np.ndarray
+    canvas: tuple[int, int] = (H, W)  # (height, width) of what the eye is drawn on
 
 
-def eye_box(geo: EyeGeometry) -> EyeBox:
+def eye_box(geo: EyeGeometry, canvas: tuple[int, int] = (H, W)) -> EyeBox:
     reach = 1.4 * geo.half_width
     slant = reach * abs(math.sin(geo.tilt))
-    y0 = int(np.clip(geo.ey - geo.upper - 135 - slant, 0, H))
-    y1 = int(np.clip(geo.ey + geo.lower + 95 + slant, y0, H))
-    x0, x1 = int(np.clip(geo.ex - reach, 0, W)), int(np.clip(geo.ex + reach, 0, W))
+    height, width = canvas
+    y0 = int(np.clip(geo.ey - geo.upper - 135 - slant, 0, height))
+    y1 = int(np.clip(geo.ey + geo.lower + 95 + slant, y0, height))
+    x0, x1 = int(np.clip(geo.ex - reach, 0, width)), int(np.clip(geo.ex + reach, 0, width))
     x1 = max(x1, x0)
     rows, cols = slice(y0, y1), slice(x0, x1)
-    xx, yy = _XX[rows, cols], _YY[rows, cols]
+    grid_y, grid_x = canvas_grids(canvas)
+    xx, yy = grid_x[rows, cols], grid_y[rows, cols]
     cos_t, sin_t = math.cos(geo.tilt), math.sin(geo.tilt)
     dx, dy = xx - geo.ex, yy - geo.ey
     along = dx * cos_t + dy * sin_t
     across = dy * cos_t - dx * sin_t
-    return EyeBox(rows, cols, xx, yy, along, across, lid_profile(geo, along))
+    return EyeBox(rows, cols, xx, yy, along, across, lid_profile(geo, along), canvas)
 
 
 def lid_profile(geo: EyeGeometry, along: np.ndarray) -> np.ndarray:
@@ -130,10 +142,11 @@ def gaussian_band(x: np.ndarray, width: float) -> np.ndarray:
 
 def draw_skin(rng: np.random.Generator, geo: EyeGeometry, box: EyeBox) -> np.ndarray:
     """Skin with shading, pores and bright speckles; the eyelid crease and lower-lid bulge."""
-    skin = rng.uniform(74, 110) + 8 * smooth_noise(rng, (5, 8)) + 3 * smooth_noise(rng, (40, 64))
-    pores = rng.standard_normal((H // 2, W // 2), dtype=np.float32)
-    skin += 3.0 * cv2.resize(pores, (W, H), interpolation=cv2.INTER_LINEAR)
-    speckles = rng.random((H, W), dtype=np.float32) > 0.998
+    height, width = box.canvas
+    skin = rng.uniform(74, 110) + 8 * smooth_noise(rng, (5, 8), box.canvas) + 3 * smooth_noise(rng, (40, 64), box.canvas)
+    pores = rng.standard_normal((height // 2, width // 2), dtype=np.float32)
+    skin += 3.0 * cv2.resize(pores, (width, height), interpolation=cv2.INTER_LINEAR)
+    speckles = rng.random((height, width), dtype=np.float32) > 0.998
     skin[speckles] += rng.uniform(20, 50)
     outside = np.clip(np.abs(box.along) * (1 / geo.half_width) - 0.9, 0, None)
     extent = np.exp(-outside * outside * 25)  # fades past the eye corners
@@ -194,7 +207,7 @@ def draw_eye(rng: np.random.Generator, geo: EyeGeometry, skin: np.ndarray,
     # Dark lash line along the upper lid margin; wet, bright lower lid margin.
     local -= rng.uniform(20, 40) * gaussian_band(box.across - top + 2, 3.5) * lid
     local += rng.uniform(6, 18) * gaussian_band(box.across - bottom - 3, 2.5) * lid
-    label = np.zeros((H, W), np.uint8)
+    label = np.zeros(box.canvas, np.uint8)
     if geo.upper + geo.lower > 8:
         open_mask = opening_sd <= 0
         local_label = label[box.rows, box.cols]
@@ -207,7 +220,7 @@ def draw_eye(rng: np.random.Generator, geo: EyeGeometry, skin: np.ndarray,
 def draw_lashes(rng: np.random.Generator, geo: EyeGeometry, image: np.ndarray) -> np.ndarray:
     """Dark curved strokes from the lid margins, curling outward, drawn in a few polylines calls."""
     cos_t, sin_t = math.cos(geo.tilt), math.sin(geo.tilt)
-    mask = np.zeros((H, W), np.float32)
+    mask = np.zeros(image.shape, np.float32)
     t = np.linspace(0, 1, 8)[None, :]
     for sign, count, length, thickness in ((-1, rng.integers(40, 90), (18, 60), 1),
                                            (-1, rng.integers(10, 30), (18, 50), 2),
@@ -242,10 +255,10 @@ def draw_glints(rng: np.random.Generator, geo: EyeGeometry, label: np.ndarray, i
         phi = rng.uniform(0, 2 * np.pi)
         u, v = a * np.cos(phi), b * np.sin(phi)
         points[0] = (px + u * np.cos(theta) - v * np.sin(theta), py + u * np.sin(theta) + v * np.cos(theta))
-    spots = np.zeros((H, W), np.float32)
+    spots = np.zeros(label.shape, np.float32)
     for x, y in points:
         xi, yi = int(round(x)), int(round(y))
-        if 0 <= xi < W and 0 <= yi < H and label[yi, xi] > 0:
+        if 0 <= xi < label.shape[1] and 0 <= yi < label.shape[0] and label[yi, xi] > 0:
             cv2.circle(spots, (xi, yi), int(rng.integers(2, 5)), 1.0, -1, cv2.LINE_AA)
     return image + 320 * cv2.GaussianBlur(spots, (0, 0), 1.0)
 
@@ -263,14 +276,34 @@ def apply_lens(rng: np.random.Generator, image: np.ndarray) -> np.ndarray:
     return outside + inside * (image - outside)
 
 
-def render_frame(rng: np.random.Generator, closed_eye: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """One frame: uint8 image (400, 640) and uint8 label (400, 640) with 0 bg, 1 sclera, 2 iris, 3 pupil."""
-    geo = sample_geometry(rng, closed_eye)
-    box = eye_box(geo)
+def moved(geo: EyeGeometry, dx: float, dy: float) -> EyeGeometry:
+    """The same eye `dx`, `dy` pixels further right and down."""
+    ix, iy, r = geo.iris
+    px, py, a, b, theta = geo.pupil
+    return dataclasses.replace(geo, ex=geo.ex + dx, ey=geo.ey + dy, iris=(ix + dx, iy + dy, r),
+                               pupil=(px + dx, py + dy, a, b, theta))
+
+
+def shrink_label(label: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Each frame pixel takes the class covering most of it on the larger canvas."""
+    shares = [cv2.resize((label == k).astype(np.float32), size, interpolation=cv2.INTER_AREA) for k in range(4)]
+    return np.argmax(np.stack(shares), axis=0).astype(np.uint8)
+
+
+def render_frame(rng: np.random.Generator, closed_eye: bool = False,
+                 eye_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """One frame: uint8 image (400, 640) and uint8 label (400, 640) with 0 bg, 1 sclera, 2 iris, 3 pupil.
+
+    `eye_scale` < 1: a camera further away, the eye and face that much smaller (and more face in view)."""
+    canvas = (round(H / eye_scale), round(W / eye_scale))
+    geo = moved(sample_geometry(rng, closed_eye), (canvas[1] - W) / 2, (canvas[0] - H) / 2)
+    box = eye_box(geo, canvas)
     skin = draw_skin(rng, geo, box)
     image, label = draw_eye(rng, geo, skin, box)
     image = draw_lashes(rng, geo, image)
     image = draw_glints(rng, geo, label, image)
+    if canvas != (H, W):
+        image, label = cv2.resize(image, (W, H), interpolation=cv2.INTER_AREA), shrink_label(label, (W, H))
     image = apply_lens(rng, image) * rng.uniform(0.85, 1.15)
     sigma = rng.uniform(2.5, 4.0) if rng.random() < 0.08 else rng.uniform(0.5, 1.5)
     image = cv2.GaussianBlur(image.astype(np.float32), (0, 0), sigma).astype(np.float32)
@@ -283,20 +316,33 @@ def frame_rng(seed: int, split: str, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(split.encode()), index])
 
 
-def render_indexed_frame(seed: int, split: str, index: int, closed_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+def eye_scale_of(seed: int, split: str, index: int, min_eye_scale: float) -> float:
+    """The frame's eye scale, log-uniform in [min_eye_scale, 1], from a stream of its own (so frames
+    at 1 are drawn exactly as without it)."""
+    if min_eye_scale >= 1:
+        return 1.0
+    if min_eye_scale < MIN_EYE_SCALE:
+        raise ValueError(f"min_eye_scale {min_eye_scale}: expected {MIN_EYE_SCALE} to 1")
+    u = np.random.default_rng([seed, zlib.crc32(split.encode()), index, 1]).random()
+    return float(np.exp(u * np.log(min_eye_scale)))
+
+
+def render_indexed_frame(seed: int, split: str, index: int, closed_fraction: float,
+                         min_eye_scale: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     rng = frame_rng(seed, split, index)
     closed = bool(rng.random() < closed_fraction)
-    return render_frame(rng, closed_eye=closed)
+    return render_frame(rng, closed_eye=closed, eye_scale=eye_scale_of(seed, split, index, min_eye_scale))
 
 
 def generate_openeds(root: Path, frames: dict[str, int], seed: int = 0, closed_fraction: float = 0.05,
-                     portrait: bool = False) -> Path:
+                     portrait: bool = False, min_eye_scale: float = 1.0) -> Path:
     """Write `root/openEDS/openEDS/{split}/{images,labels,masks}/<stem>` for each split; return root.
 
     Stems are numbered across splits in the order train, validation, test (unique, like the Kaggle
     copy); a frame's content depends only on (seed, split, index). `portrait`: the 2019 challenge
     release's layout instead (`root/Semantic_Segmentation_Dataset/{split}/{images,labels}`, no
-    masks) with its 400 wide x 640 tall frames (each frame turned a quarter).
+    masks) with its 400 wide x 640 tall frames (each frame turned a quarter). `min_eye_scale` < 1: each
+    frame's eye drawn smaller, by a factor log-uniform in [min_eye_scale, 1] (cameras further away).
     """
     root = Path(root)
     unknown = set(frames) - set(SPLITS)
@@ -309,7 +355,7 @@ def generate_openeds(root: Path, frames: dict[str, int], seed: int = 0, closed_f
         for folder in folders.values():
             folder.mkdir(parents=True, exist_ok=True)
         for index in range(frames[split]):
-            image, label = render_indexed_frame(seed, split, index, closed_fraction)
+            image, label = render_indexed_frame(seed, split, index, closed_fraction, min_eye_scale)
             if portrait:
                 image, label = np.ascontiguousarray(np.rot90(image)), np.ascontiguousarray(np.rot90(label))
             stem = f"{stem_number:06d}"

@@ -135,6 +135,8 @@ def test_local_source_without_channel_fails_clearly(tmp_path):
     ({"max_frames": 3}, "max_frames"),
     ({"source": "s3"}, "source"),
     ({"synthetic_test_frames": 0}, "synthetic_test_frames"),
+    ({"synthetic_min_eye_scale": 0.3}, "synthetic_min_eye_scale"),
+    ({"synthetic_min_eye_scale": 1.5}, "synthetic_min_eye_scale"),
 ])
 def test_bad_hyperparameters_name_the_key(tmp_path, hyperparameters, key):
     root = tmp_path / "root"

@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from steps.data import synthetic
 from steps.data.synthetic import frame_rng, generate_openeds, render_frame, render_indexed_frame
 
 
@@ -114,3 +115,28 @@ def test_generation_is_fast_enough_for_hundreds_of_frames():
     for index in range(5):
         render_indexed_frame(0, "test", index, 0.05)
     assert (time.process_time() - started) / 5 < 2.0
+
+
+def test_a_camera_further_away_draws_the_same_eye_smaller_about_the_frame_centre():
+    """With min_eye_scale < 1 each frame's eye is drawn at its own scale k in [min, 1]: the same eye as
+    at 1 (the same draws), its pupil area k^2 times and its centre k times as far from the frame's
+    centre; frames drawn at 1 are the frames without it, byte for byte."""
+    drawn = 0
+    for index in range(12):
+        k = synthetic.eye_scale_of(0, "train", index, 0.5)
+        assert 0.5 <= k <= 1 and k == synthetic.eye_scale_of(0, "train", index, 0.5)
+        near = synthetic.render_indexed_frame(0, "train", index, 0.0)[1] == 3
+        far = synthetic.render_indexed_frame(0, "train", index, 0.0, min_eye_scale=0.5)[1] == 3
+        if near.sum() < 400 or near[:, [0, -1]].any():  # a pupil cut by the frame edge: no clean centroid
+            continue
+        drawn += 1
+        assert far.sum() == pytest.approx(k * k * near.sum(), rel=0.05)
+        centre = np.array([(synthetic.W - 1) / 2, (synthetic.H - 1) / 2])
+        near_c, far_c = (np.argwhere(m)[:, ::-1].mean(0) for m in (near, far))
+        assert np.abs(far_c - (centre + k * (near_c - centre))).max() < 1.0
+    assert drawn >= 8
+    assert synthetic.eye_scale_of(0, "train", 3, 1.0) == 1.0
+    at_one = synthetic.render_indexed_frame(0, "train", 3, 0.05, min_eye_scale=1.0)
+    assert all(np.array_equal(a, b) for a, b in zip(at_one, synthetic.render_indexed_frame(0, "train", 3, 0.05)))
+    with pytest.raises(ValueError, match="min_eye_scale"):
+        synthetic.eye_scale_of(0, "train", 3, 0.2)

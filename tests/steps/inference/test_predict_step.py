@@ -69,6 +69,19 @@ def test_ellipses_in_frames_of_any_size_come_back_in_frame_pixels(tmp_path, dark
     assert summary["frames"] == 3 and summary["pupils_found"] == 3 and summary["frames_per_s"] > 0
 
 
+def assert_the_dark_pupil(row, out, given, inside):
+    """The row's ellipse is an independent fit of the dark pixels `inside` the given frame, and its
+    mask covers them (IoU > 0.9) and nothing outside."""
+    truth = ((given < 60) & inside).astype(np.uint8)
+    contour = max(cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea)
+    (cx, cy), (width, height), angle = cv2.fitEllipse(contour)
+    assert (int(row["width"]), int(row["height"])) == (given.shape[1], given.shape[0])
+    assert_same(as_ellipse(row), Ellipse(cx, cy, width / 2, height / 2, angle, "fit"), centre=1.0, axes=1.5, angle=3.0)
+    mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_UNCHANGED) > 0
+    assert mask.shape == given.shape and not mask[~inside].any()
+    assert (mask & (truth > 0)).sum() / (mask | (truth > 0)).sum() > 0.9
+
+
 UPRIGHT = {"openeds": (640, 400, (300.0, 120.0, 40.0, 30.0, 10.0)), "square": (400, 400, (150.0, 110.0, 30.0, 24.0, 60.0))}
 
 
@@ -90,14 +103,7 @@ def test_a_turned_camera_is_turned_upright_and_its_pupil_comes_back_in_its_own_f
         assert [row["pupil"] for row in rows(unturned).values()] == ["False", "False"]
     for name in UPRIGHT:
         given = cv2.imread(str(frames / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
-        truth = (given < 60).astype(np.uint8)
-        contour = max(cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea)
-        (cx, cy), (width, height), angle = cv2.fitEllipse(contour)
-        row = found[name]
-        assert (int(row["width"]), int(row["height"])) == (given.shape[1], given.shape[0])
-        assert_same(as_ellipse(row), Ellipse(cx, cy, width / 2, height / 2, angle, "fit"), centre=1.0, axes=1.5, angle=3.0)
-        mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_UNCHANGED) > 0
-        assert mask.shape == given.shape and (mask & (truth > 0)).sum() / (mask | (truth > 0)).sum() > 0.9
+        assert_the_dark_pupil(found[name], out, given, np.ones(given.shape, bool))
 
 
 def two_dark_ellipses(width, height, pupil, distractor):
@@ -133,15 +139,7 @@ def test_a_region_of_interest_is_all_the_model_sees_and_its_pupil_comes_back_in_
         given = cv2.imread(str(frames / f"{name}.png"), cv2.IMREAD_GRAYSCALE)
         inside = np.zeros(given.shape, bool)
         inside[ry:ry + rh, rx:rx + rw] = True
-        truth = ((given < 60) & inside).astype(np.uint8)
-        contour = max(cv2.findContours(truth, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)[0], key=cv2.contourArea)
-        (cx, cy), (width, height), angle = cv2.fitEllipse(contour)
-        row = found[name]
-        assert (int(row["width"]), int(row["height"])) == (given.shape[1], given.shape[0])
-        assert_same(as_ellipse(row), Ellipse(cx, cy, width / 2, height / 2, angle, "fit"), centre=1.0, axes=1.5, angle=3.0)
-        mask = cv2.imread(str(out / row["mask"]), cv2.IMREAD_UNCHANGED) > 0
-        assert mask.shape == given.shape and not mask[~inside].any()
-        assert (mask & (truth > 0)).sum() / (mask | (truth > 0)).sum() > 0.9
+        assert_the_dark_pupil(found[name], out, given, inside)
     skipped = {s["frame"]: s["error"] for s in map(json.loads, (out / "skipped.jsonl").read_text().splitlines())}
     assert skipped == {"small": f"small: roi {roi} reaches past the 300x240 frame"}
     if not rotate:  # without the region, the blob outside it is taken for the pupil

@@ -7,6 +7,9 @@ from pydantic import Field, field_validator
 
 from contracts.base import Channel, Hyperparameters, Output, StepContract
 
+Corner = Annotated[int, Field(ge=0)]              # a region's x or y, frame pixels
+Side = Annotated[int, Field(ge=32, le=4096)]      # a region's width or height: the frame-size bounds
+
 
 class PredictHyperparameters(Hyperparameters):
     geometry: Literal["pad", "crop", "resize"] = Field(
@@ -19,12 +22,11 @@ class PredictHyperparameters(Hyperparameters):
         0, description="turn each frame this many degrees counter-clockwise before the model, so that the eye "
                        "is upright (upper lid at the top): a camera mounted upside down or sideways; ellipses "
                        "and masks are given in the original frame")
-    roi: tuple[Annotated[int, Field(ge=0)], Annotated[int, Field(ge=0)],
-               Annotated[int, Field(ge=32, le=4096)], Annotated[int, Field(ge=32, le=4096)]] | None = Field(
-        None, description="x,y,width,height (or [x, y, width, height]): predict on this region of each frame only (a camera that "
-                          "sees the eye smaller than OpenEDS does: the region around the eye is scaled up to the "
-                          "model's input); ellipses and masks are given in the whole frame; a frame the region "
-                          "does not fit in is skipped")
+    roi: tuple[Corner, Corner, Side, Side] | None = Field(
+        None, description="x,y,width,height (or [x, y, width, height]): predict on this region of each frame "
+                          "only (a camera that sees the eye smaller than OpenEDS does: the region around the eye "
+                          "is scaled up to the model's input); ellipses and masks are given in the whole frame; "
+                          "a frame the region does not fit in is skipped")
     backend: Literal["auto", "onnx", "checkpoint"] = Field(
         "auto", description="auto: the .onnx file when the model channel has one, else the checkpoint")
     batch_size: int = Field(4, ge=1, le=256, description="frames per model call")
@@ -40,7 +42,6 @@ class PredictHyperparameters(Hyperparameters):
                                 "pupil border (sub-pixel edge refinement of the model's guess)")
     min_axis_ratio: float = Field(0.2, gt=0, le=1, description="thinnest plausible pupil (minor / major axis)")
 
-
     @field_validator("roi", mode="before")
     @classmethod
     def _roi_as_typed(cls, value: Any) -> Any:
@@ -48,6 +49,7 @@ class PredictHyperparameters(Hyperparameters):
         if isinstance(value, str) and value.replace(",", "").replace(" ", "").isdigit():
             return [int(part) for part in value.split(",")]
         return value
+
 
 CONTRACT = StepContract(
     name="predict",

@@ -2,8 +2,8 @@
 
 A full unpickle (torch.load outside its weights-only mode) runs whatever a pickle asks for, and
 checkpoints arrive through channels, `checkpoints/` and registries: from anyone. Every load in the
-project goes through `read_checkpoint`, which uses torch's weights-only unpickler: tensors, numbers, strings, lists,
-tuples and dicts, plus numeric numpy arrays (earlier versions of this project stored NumPy's RNG
+project goes through `read_checkpoint`, which uses torch's weights-only unpickler: tensors, numbers,
+strings, lists, tuples and dicts, plus numeric numpy arrays (earlier versions of this project stored NumPy's RNG
 state that way, and its arrays carry no code). Anything else is refused, naming the file. Nothing
 in the project unpickles in full, not even the by-hand conversion of old files.
 """

@@ -31,7 +31,8 @@ class PredictHyperparameters(Hyperparameters):
         "auto", description="auto: the .onnx file when the model channel has one, else the checkpoint")
     batch_size: int = Field(4, ge=1, le=256, description="frames per model call")
     threads: int = Field(0, ge=0, le=256, description="CPU threads for the model (0: the runtime's default)")
-    max_frames: int | None = Field(None, ge=1, description="predict at most this many frames")
+    max_frames: int | None = Field(None, ge=1,
+                                   description="predict at most this many frames (skipped frames do not count)")
     masks: bool = Field(True, description="write masks/<frame>.png (0 or 255, frame size)")
     annotate: Literal["auto", "none", "video", "sheet", "both"] = Field(
         "auto", description="annotated output: auto = a video for a video input, a contact sheet otherwise")

@@ -136,11 +136,10 @@ def predict_frames(model: PupilModel, frames: Iterable[SourceFrame], options: Pr
     """Predictions in input order; unreadable frames come through as their SourceFrame (error set)."""
     timing = timing if timing is not None else Timing()
     batch: list[SourceFrame] = []
-    seen = 0
+    taken = 0  # frames predicted (skipped ones do not count towards max_frames)
     for frame in frames:
-        if options.max_frames is not None and seen >= options.max_frames:
+        if options.max_frames is not None and taken >= options.max_frames:
             break
-        seen += 1
         frame = _outside_region(frame, options.region)
         if frame.error:
             yield from _predict_batch(model, batch, options, timing) if batch else ()
@@ -148,6 +147,7 @@ def predict_frames(model: PupilModel, frames: Iterable[SourceFrame], options: Pr
             timing.skipped += 1
             yield frame
             continue
+        taken += 1
         batch.append(frame)
         if len(batch) == options.batch_size:
             yield from _predict_batch(model, batch, options, timing)

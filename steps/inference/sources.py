@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import cv2
@@ -35,7 +35,7 @@ class SourceError(ValueError):
 
 @dataclass
 class SourceFrame:
-    name: str                       # unique per frame: relative path stem, <video>_f<index>, split row
+    name: str                       # relative path stem, <video>_f<index>, split row (made unique by unique_names)
     image: np.ndarray | None        # uint8 grayscale, 32-4096 px a side; None when unreadable
     error: str = ""
     fps: float | None = None        # frames per second of its video, if any
@@ -192,6 +192,23 @@ def split_frames(folder: Path, input_mode: str) -> Iterator[SourceFrame]:
         yield SourceFrame(name, image, enhanced=enhanced[k])
 
 
+def unique_names(frames: Iterable[SourceFrame]) -> Iterator[SourceFrame]:
+    """The frames, each named differently: a name an earlier frame took (`a.png` beside `a.bmp`,
+    `x/y.png` beside `x_y.png`, two split rows of one file name) gets `~2`, `~3`, ... so no frame's
+    mask or row overwrites another's; the renaming is logged."""
+    taken: set[str] = set()
+    for frame in frames:
+        name, count = frame.name, 1
+        while name in taken:
+            count += 1
+            name = f"{frame.name}~{count}"
+        if name != frame.name:
+            log.warning("frame name %r is taken by an earlier frame: this one is named %r", frame.name, name)
+            frame = replace(frame, name=name)
+        taken.add(name)
+        yield frame
+
+
 def is_saved_split(path: Path) -> bool:
     return path.is_dir() and any((path / marker).is_file() for marker in SPLIT_MARKERS)
 
@@ -204,9 +221,9 @@ def open_source(path: Path, input_mode: str, input_bits: int = 8) -> tuple[str, 
     if not path.exists():
         raise SourceError(f"{path}: input not found")
     if is_saved_split(path):
-        return "split", split_frames(path, input_mode)
+        return "split", unique_names(split_frames(path, input_mode))
     if path.is_dir():
-        return "folder", folder_frames(path, input_bits)
+        return "folder", unique_names(folder_frames(path, input_bits))
     suffix = path.suffix.lower()
     if suffix in IMAGE_SUFFIXES:
         return "image", iter([SourceFrame(path.stem, read_image_file(path, input_bits))])

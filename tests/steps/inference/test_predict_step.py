@@ -196,6 +196,37 @@ def test_corrupt_frames_in_a_folder_or_video_are_reported_and_skipped(tmp_path, 
     assert "f1.png: not a readable image" in skipped[0]["error"] and "frame 2 could not be decoded" in skipped[1]["error"]
 
 
+def test_frames_whose_names_collide_each_keep_their_own_row_and_mask(tmp_path, dark_model):
+    """a.png / a.bmp and x/y.png / x_y.png flatten to one name: each frame still gets its own row and
+    mask (the later one renamed), each showing its own pupil."""
+    drawn = {"a.png": (150.0, 130.0), "a.bmp": (400.0, 250.0), "x/y.png": (200.0, 300.0), "x_y.png": (500.0, 120.0)}
+    frames = tmp_path / "frames"
+    (frames / "x").mkdir(parents=True)
+    for file, (cx, cy) in drawn.items():
+        cv2.imwrite(str(frames / file), eye_frame(640, 400, (cx, cy, 30.0, 25.0, 0.0)))
+    code, out, failure = predict(tmp_path / "run", dark_model, frames)
+    assert code == 0, failure
+    found = rows(out)
+    # Sorted by path: a.bmp before a.png, x/y.png before x_y.png.
+    expected = {"a": drawn["a.bmp"], "a~2": drawn["a.png"], "x_y": drawn["x/y.png"], "x_y~2": drawn["x_y.png"]}
+    assert set(found) == set(expected) and len({row["mask"] for row in found.values()}) == 4
+    for name, (cx, cy) in expected.items():
+        assert abs(float(found[name]["cx"]) - cx) < 1 and abs(float(found[name]["cy"]) - cy) < 1
+        ys, xs = np.nonzero(cv2.imread(str(out / found[name]["mask"]), cv2.IMREAD_UNCHANGED))
+        assert abs(xs.mean() - cx) < 1 and abs(ys.mean() - cy) < 1
+
+
+def test_max_frames_counts_predicted_frames_not_skipped_ones(tmp_path, dark_model):
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for k, frame in enumerate(moving_pupil(4)):
+        cv2.imwrite(str(frames / f"f{k}.png"), frame)
+    (frames / "f0.png").write_bytes((frames / "f0.png").read_bytes()[:60])   # truncated
+    code, out, failure = predict(tmp_path / "run", dark_model, frames, max_frames=2)
+    assert code == 0, failure
+    assert set(rows(out)) == {"f1", "f2"}
+
+
 def test_frames_outside_the_size_bounds_are_skipped_before_decoding(tmp_path, dark_model):
     """Under 32 px a side no pupil is measurable; a header claiming 100000 px a side is refused from
     the header alone; a 16-bit frame is named, not guessed at; the good frame is still predicted."""

@@ -159,7 +159,7 @@ def decode_value(model: type[BaseModel], key: str, value: Any) -> Any:
         return value
     try:
         decoded = json.loads(value)
-    except (json.JSONDecodeError, ValueError):
+    except (ValueError, RecursionError):  # RecursionError: nested past Python's limit
         return value
     field = model.model_fields.get(key)
     if field is None or field.annotation is None or isinstance(decoded, str):

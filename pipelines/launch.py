@@ -24,6 +24,7 @@ from pathlib import Path
 
 from contracts.layout import DEFAULT_ROOT, Layout
 from pipelines.kfp_ui import write_ui_outputs
+from steps.outputs import loads_json
 from steps.paths import PathOutsideFolder
 
 POINTER_FILE = "_workspace.json"
@@ -113,7 +114,7 @@ def merge_parameters(text: str, pairs: Sequence[str]) -> str:
     if not pairs:
         return text
     try:
-        values = json.loads(text)
+        values = loads_json(text)
     except json.JSONDecodeError:
         return text
     if not isinstance(values, dict):
@@ -121,7 +122,7 @@ def merge_parameters(text: str, pairs: Sequence[str]) -> str:
     for pair in pairs:
         name, _, value = pair.partition("=")
         try:
-            values[name] = json.loads(value)
+            values[name] = loads_json(value)
         except json.JSONDecodeError:
             values[name] = value  # a string parameter (model variant) arrives unquoted
     return json.dumps(values)

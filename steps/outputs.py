@@ -49,11 +49,20 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(temp, path)
 
 
+def loads_json(text: str | bytes) -> Any:
+    """`json.loads` for untrusted text: JSON nested deeper than Python's recursion limit (a 10 KB file
+    of `[[[[...`) is a JSONDecodeError like any other malformed JSON, not a RecursionError."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from None
+
+
 def read_manifest(folder: Path) -> dict[str, Any] | None:
     path = Path(folder) / MANIFEST_NAME
     if not path.is_file():
         return None
-    return json.loads(path.read_text(encoding="utf-8"))
+    return loads_json(path.read_text(encoding="utf-8"))
 
 
 def move_entry(source: Path, target: Path) -> None:

@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfig
 from contracts import ContractError, Hyperparameters, Layout, StepContract, get_contract
 from contracts.base import shorten
 from steps.errors import FailAfterCommit, StepError
-from steps.outputs import StagedOutput, write_json_atomic
+from steps.outputs import StagedOutput, loads_json, write_json_atomic
 from steps.secrets import RedactingFilter, redact, redact_obj
 
 log = logging.getLogger("steps")
@@ -132,7 +132,7 @@ def _read_settings_file(path: Path, what: str) -> dict[str, Any]:
 
 def _decode_settings_object(text: str, what: str, where: str = "") -> dict[str, Any]:
     try:
-        raw = json.loads(text)
+        raw = loads_json(text)
     except json.JSONDecodeError as error:
         raise ContractError(f"{what}: not valid JSON ({error.msg} at line {error.lineno} column "
                             f"{error.colno}){where}") from error

@@ -13,7 +13,6 @@ a multi-instance job runs one container per host (`algo-1`, `algo-2`, ...). Here
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 
 from contracts import ContractError, Layout, all_contracts
 from contracts.base import STEP_SELECTOR_KEY, shorten
+from steps.outputs import loads_json
 
 DEFAULT_STEP = "train-seg"
 # Variables only SageMaker (its toolkit, or the SDK's local mode) sets for a training container.
@@ -41,7 +41,7 @@ def decode_string(value: Any) -> Any:
     """`"\\"abc\\""` -> `abc`: SageMaker SDK v2 json.dumps every value when entry_point is set."""
     if isinstance(value, str):
         try:
-            decoded = json.loads(value)
+            decoded = loads_json(value)
         except ValueError:
             return value
         return decoded if isinstance(decoded, str) else value
@@ -73,7 +73,7 @@ def _hosts_from_env(env: Mapping[str, str]) -> tuple[list[str], str] | None:
     if not env.get("SM_HOSTS"):
         return None
     try:
-        hosts = json.loads(env["SM_HOSTS"])
+        hosts = loads_json(env["SM_HOSTS"])
     except ValueError as error:
         raise ContractError(f"SM_HOSTS: not a JSON list of host names ({env['SM_HOSTS']!r})") from error
     return hosts, env.get("SM_CURRENT_HOST", "")
@@ -85,7 +85,7 @@ def cluster_from(layout: Layout, env: Mapping[str, str]) -> Cluster:
     interface = None
     if path.is_file():
         try:
-            config = json.loads(path.read_text(encoding="utf-8"))
+            config = loads_json(path.read_text(encoding="utf-8"))
             hosts, current, interface = config["hosts"], config["current_host"], config.get("network_interface_name")
         except (ValueError, KeyError, TypeError) as error:
             raise ContractError(f"resourceconfig.json: expected a JSON object with 'hosts' and 'current_host' "

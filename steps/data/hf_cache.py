@@ -22,6 +22,7 @@ from pathlib import Path
 import datasets
 
 from steps.errors import StepError
+from steps.outputs import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def load_hf_split(repo_id: str, *, split: str, data_dir: str | Path, revision: s
     """The `split` of HF dataset repo `repo_id`, from the cache under `data_dir` when it is there."""
     folder = snapshot_folder(data_dir, repo_id)
     if is_cached(data_dir, repo_id):
-        info = json.loads((folder / MARKER).read_text())
+        info = loads_json((folder / MARKER).read_text())
         log.info("using the cached HF dataset %s at %s (downloaded %s); not downloading again",
                  repo_id, folder, info.get("downloaded_at", "earlier"))
     else:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -33,7 +32,7 @@ from urllib.parse import urlparse
 
 from steps.data.archive import ArchiveLimits, check_tree, extract_archive
 from steps.data.openeds import find_openeds
-from steps.outputs import sha256_file, write_json_atomic
+from steps.outputs import loads_json, sha256_file, write_json_atomic
 
 log = logging.getLogger(__name__)
 DEFAULT_DATASET = "soumicksarker/openeds-dataset"
@@ -76,7 +75,7 @@ def find_credentials(env: Mapping[str, str] | None = None) -> KaggleCredentials 
     for path in credential_files(env):
         if path.is_file():
             try:
-                data = json.loads(path.read_text(encoding="utf-8"))
+                data = loads_json(path.read_text(encoding="utf-8"))
                 return KaggleCredentials(str(data["username"]), str(data["key"]), None, str(path))
             except (OSError, ValueError, KeyError, TypeError):
                 # Never echo the file: it holds the key.

@@ -34,6 +34,7 @@ from steps.data.frames import IMAGE_HEIGHT, IMAGE_WIDTH
 from steps.data.openeds import Frame
 from steps.data.shards import ShardResult, ShardTask, frame_filename, init_worker, process_shard
 from steps.data.transforms import PreprocessParams
+from steps.outputs import loads_json
 
 log = logging.getLogger(__name__)
 
@@ -254,7 +255,7 @@ def save_split(split: str, shards: Sequence[tuple[Path, int]], output: Path, des
         empty_dataset(split, info, features).save_to_disk(str(output), num_shards=1)
     if kept:
         state_path = output / "state.json"
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+        state = loads_json(state_path.read_text(encoding="utf-8"))
         for entry in state["_data_files"]:
             (output / entry["filename"]).unlink()
         names = [f"data-{i:05d}-of-{len(kept):05d}.arrow" for i in range(len(kept))]

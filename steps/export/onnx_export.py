@@ -36,7 +36,7 @@ from steps.models import ModelSpec, count_parameters, create_model, get_spec
 from steps.models.checkpoint_file import CheckpointRefused, read_checkpoint
 from steps.models.layers import fuse_conv_bn
 from steps.models.registry import ELLIPSE_OUTPUTS
-from steps.outputs import sha256_file
+from steps.outputs import loads_json, sha256_file
 from steps.paths import PathOutsideFolder, inside_folder
 
 Exporter = Literal["dynamo", "legacy"]
@@ -120,7 +120,7 @@ def find_checkpoint(folder: Path) -> tuple[Path, dict[str, Any]]:
     card: dict[str, Any] = {}
     if card_path.is_file():
         try:
-            card = json.loads(card_path.read_text(encoding="utf-8"))
+            card = loads_json(card_path.read_text(encoding="utf-8"))
         except json.JSONDecodeError as error:
             raise StepError(f"{card_path}: not valid JSON ({error.msg} at line {error.lineno})") from error
         if not isinstance(card, dict) or not card.get("checkpoint"):

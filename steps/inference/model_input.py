@@ -12,7 +12,6 @@ the spec's values, which were the only ones export wrote.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ import numpy as np
 from steps.data.frames import INPUT_MEAN, INPUT_STD, normalize_image
 from steps.data.geometry import FrameGeometry, frame_to_model, plan_geometry
 from steps.data.transforms import PreprocessParams, enhance_image
+from steps.outputs import loads_json
 
 
 class ModelMismatch(ValueError):
@@ -45,7 +45,7 @@ class ModelInput:
             raise ModelMismatch(f"a model of task {task!r}, expected a segmentation model "
                                 f"(predict fits the pupil ellipse to the predicted mask)")
         return cls.for_mode(metadata.get("input_mode", "preprocessed"),
-                            json.loads(metadata["preprocessing_params"]) if "preprocessing_params" in metadata else None,
+                            loads_json(metadata["preprocessing_params"]) if "preprocessing_params" in metadata else None,
                             float(metadata.get("input_mean", INPUT_MEAN)), float(metadata.get("input_std", INPUT_STD)))
 
     @classmethod

@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from steps.outputs import sha256_file
+from steps.outputs import loads_json, sha256_file
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
 TASK_TITLES = {"segmentation": "pupil segmentation", "ellipse": "pupil ellipse regression"}
@@ -22,7 +22,7 @@ EVALUATION_NAMES = {"test": "the evaluated split", "fixtures": "real OpenEDS sam
 
 def _json(metadata: dict[str, str], key: str, default: Any) -> Any:
     try:
-        return json.loads(metadata.get(key, ""))
+        return loads_json(metadata.get(key, ""))
     except json.JSONDecodeError:
         return default
 

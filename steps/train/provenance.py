@@ -7,11 +7,10 @@ facts into model_card.json, export-onnx into the ONNX metadata, and the model ca
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
-from steps.outputs import read_manifest, write_json_atomic
+from steps.outputs import loads_json, read_manifest, write_json_atomic
 
 GENERATED_SOURCE = "synthetic"
 
@@ -34,7 +33,7 @@ def training_data(train_dir: Path | None, hf_repo: str | None = None) -> dict[st
 
 def add_training_data(card_path: Path, facts: dict[str, Any]) -> dict[str, Any]:
     """model_card.json with `training_data` added (rewritten atomically); returns the card."""
-    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card = loads_json(card_path.read_text(encoding="utf-8"))
     card["training_data"] = facts
     write_json_atomic(card_path, card)
     return card

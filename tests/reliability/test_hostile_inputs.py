@@ -263,6 +263,24 @@ def _sm_hps_list(world: World) -> Case:
                 ["SM_HPS: expected a JSON object, got list"])
 
 
+DEEP_JSON = '{"seed": ' + "[" * 5_000 + "]" * 5_000 + "}"  # 10 KB, past Python's recursion limit
+
+
+@case("hyperparameters.json nested 5,000 deep")
+def _deep_settings_file(world: World) -> Case:
+    path = Layout(root=world.root).hyperparameters_file
+    path.parent.mkdir(parents=True)
+    path.write_text(DEEP_JSON)
+    return Case(StepRun("download-kaggle", world.root), [str(path), "not valid JSON (nested too deeply"],
+                process=True)
+
+
+@case("SM_HPS nested 5,000 deep")
+def _deep_sm_hps(world: World) -> Case:
+    return Case(StepRun("download-kaggle", world.root, env={"SM_HPS": DEEP_JSON}),
+                ["SM_HPS: not valid JSON (nested too deeply"], process=True)
+
+
 @case("SM_HPS is a JSON string")
 def _sm_hps_string(world: World) -> Case:
     return Case(StepRun("download-kaggle", world.root, env={"SM_HPS": '"abc"'}),

@@ -19,9 +19,15 @@ INSTALL_HINT = "pip install 'openeds-steps[classical]' (pupil-detectors) to comp
 
 
 def unavailable_reason() -> str | None:
-    """None when pupil-detectors can be imported, else why it cannot (for the report)."""
+    """None when pupil-detectors imports, else why it cannot (for the report): not installed, or
+    installed but broken (a missing native library, a build for another Python)."""
     if importlib.util.find_spec("pupil_detectors") is None:
         return f"pupil-detectors is not installed; {INSTALL_HINT}"
+    try:
+        from pupil_detectors import Detector2D  # noqa: F401  # the one name detect() needs
+    except Exception as error:  # any failure while importing a native extension's package
+        reason = str(error).splitlines()[0] if str(error) else ""
+        return f"pupil-detectors is installed but does not import ({type(error).__name__}: {reason}); reinstall it"
     return None
 
 

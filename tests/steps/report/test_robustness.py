@@ -3,6 +3,8 @@ detector beside the models (when pupil-detectors is installed), gates on the mea
 
 from __future__ import annotations
 
+import sys
+
 import datasets
 import numpy as np
 import pytest
@@ -120,6 +122,19 @@ def test_without_pupil_detectors_the_suite_says_so(monkeypatch):
     assert "pupil-detectors is not installed" in classical.unavailable_reason()
     summary = robustness_summary({}, [], max_levels=1, batch_size=2)
     assert summary["classical"]["available"] is False and "openeds-steps[classical]" in summary["classical"]["note"]
+
+
+def test_a_pupil_detectors_that_does_not_import_is_reported_not_fatal(tmp_path, monkeypatch):
+    """Installed but broken (a native library missing): the suite notes it and runs without it."""
+    package = tmp_path / "pupil_detectors"
+    package.mkdir()
+    (package / "__init__.py").write_text('raise ImportError("libopencv_core.so.4.5: cannot open shared object file")\n')
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "pupil_detectors", raising=False)
+    reason = classical.unavailable_reason()
+    assert reason is not None and "installed but does not import (ImportError: libopencv_core.so.4.5" in reason
+    summary = robustness_summary({}, [], max_levels=1, batch_size=2)
+    assert summary["classical"]["available"] is False and "does not import" in summary["classical"]["note"]
 
 
 def test_classical_detector_on_real_frames_fresh_per_frame(real_frames_dir):

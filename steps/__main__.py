@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from contracts import ContractError, Layout, StepContract, all_contracts, get_contract
 from contracts.base import decode_value, shorten
@@ -56,14 +56,25 @@ def build_parser(contract: StepContract) -> argparse.ArgumentParser:
     return parser
 
 
-def parse_pairs(pairs: Sequence[str], what: str) -> dict[str, str]:
+def parse_pairs(pairs: Sequence[str], what: str, names: Sequence[str]) -> dict[str, str]:
+    """NAME=PATH pairs; a NAME the contract does not declare (a typo would otherwise be ignored, and
+    the step would read or write the default folder) is refused, listing the declared ones."""
     parsed = {}
     for pair in pairs:
         name, sep, path = pair.partition("=")
         if not sep or not name or not path:
             raise ContractError(f"--{what} {pair!r}: expected NAME=PATH")
+        if name not in names:
+            raise ContractError(f"--{what} {pair!r}: no {what} named {name!r} (this step's: {', '.join(names)})")
         parsed[name] = path
     return parsed
+
+
+def layout_from_args(contract: StepContract, args: dict[str, Any]) -> Layout:
+    """The layout a parsed command line names (its --root, --channel and --output), popped from `args`."""
+    channels = parse_pairs(args.pop("channel"), "channel", [c.name for c in contract.channels])
+    outputs = parse_pairs(args.pop("output"), "output", [o.name for o in contract.outputs])
+    return Layout.resolve(args.pop("root"), channels, outputs)
 
 
 def root_from_argv(argv: Sequence[str]) -> str | None:
@@ -80,8 +91,7 @@ def run_command(step: str, argv: Sequence[str]) -> int:
     try:
         contract = get_contract(step)
         args = vars(build_parser(contract).parse_args(argv))
-        layout = Layout.resolve(args.pop("root"), parse_pairs(args.pop("channel"), "channel"),
-                                parse_pairs(args.pop("output"), "output"))
+        layout = layout_from_args(contract, args)
         cli_values = {key: decode_value(contract.hyperparameters, key, value) for key, value in args.items()}
     except ContractError as error:
         configure_logging()
@@ -112,10 +122,9 @@ def validate_contract(step: str, argv: Sequence[str]) -> int:
     """Check a root's hyperparameters and channels without running the step."""
     contract = get_contract(step)
     args = vars(build_parser(contract).parse_args(argv))
-    layout = Layout.resolve(args.pop("root"), parse_pairs(args.pop("channel"), "channel"),
-                            parse_pairs(args.pop("output"), "output"))
-    cli_values = {key: decode_value(contract.hyperparameters, key, value) for key, value in args.items()}
     try:
+        layout = layout_from_args(contract, args)
+        cli_values = {key: decode_value(contract.hyperparameters, key, value) for key, value in args.items()}
         hp = resolve_hyperparameters(contract, layout, cli_values)
         check_channels(contract, layout, hp)
     except ContractError as error:

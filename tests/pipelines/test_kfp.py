@@ -223,8 +223,8 @@ def test_container_arguments_are_what_the_step_cli_accepts(documents, tmp_path):
         command, redirected = launch.build_step_args(step_args, task, workspace=None)
         parsed = vars(build_parser(contract).parse_args(command))
         assert parsed["root"] == "/opt/ml" and not redirected
-        assert parse_pairs(parsed["channel"], "channel") == fed
-        assert parse_pairs(parsed["output"], "output") == outs
+        assert parse_pairs(parsed["channel"], "channel", [c.name for c in contract.channels]) == fed
+        assert parse_pairs(parsed["output"], "output", [o.name for o in contract.outputs]) == outs
 
 
 def test_workspace_variant_mounts_a_pvc_in_every_task(tmp_path):

@@ -312,6 +312,18 @@ def _channel_no_path(world: World) -> Case:
                 process=True)
 
 
+@case("--output under a name the step does not have")
+def _unknown_output(world: World) -> Case:
+    run = StepRun("download-kaggle", world.root, flags=["--output", f"rwa={world.outside / 'raw'}"])
+    return Case(run, ["--output 'rwa=", "no output named 'rwa' (this step's: raw)"])
+
+
+@case("--channel under a name the step does not have")
+def _unknown_channel(world: World) -> Case:
+    run = StepRun("download-kaggle", world.root, flags=["--channel", f"sorce={world.tmp}"])
+    return Case(run, ["--channel 'sorce=", "no channel named 'sorce' (this step's: source)"])
+
+
 @case("root is a regular file")
 def _root_file(world: World) -> Case:
     world.root.write_text("not a folder")

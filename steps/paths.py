@@ -20,3 +20,19 @@ def inside_folder(folder: Path, named: str | Path, what: str) -> Path:
     if Path(named).is_absolute() or not candidate.resolve().is_relative_to(Path(folder).resolve()):
         raise PathOutsideFolder(f"{what}: {str(named)[:200]!r} leads outside {folder}")
     return candidate
+
+
+def link_leading_out(folder: Path) -> Path | None:
+    """The first link under `folder` (its path relative to `folder`) that resolves outside it or not
+    at all (a loop), else None: a tree handed to a step must not reach files it was not given."""
+    root = Path(folder).resolve()
+    for path in sorted(Path(folder).rglob("*")):
+        if not path.is_symlink():
+            continue
+        try:
+            inside = path.resolve().is_relative_to(root)
+        except (OSError, RuntimeError):  # a link loop
+            inside = False
+        if not inside:
+            return path.relative_to(folder)
+    return None

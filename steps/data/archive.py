@@ -24,6 +24,8 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from steps.paths import link_leading_out
+
 log = logging.getLogger(__name__)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
@@ -202,8 +204,7 @@ def extract_archive(archive: Path, target: Path, limits: ArchiveLimits = Archive
 
 def check_tree(folder: Path, archive: Path | None = None) -> None:
     """Every link under `folder` resolves inside it (after our extraction, or kagglehub's)."""
-    root = Path(folder).resolve()
-    for path in Path(folder).rglob("*"):
-        if path.is_symlink() and not path.resolve().is_relative_to(root):
-            where = f"{archive}: member" if archive else f"{folder}: file"
-            raise ArchiveError(f"{where} '{path.relative_to(folder)}': link resolves outside the target")
+    leading_out = link_leading_out(folder)
+    if leading_out is not None:
+        where = f"{archive}: member" if archive else f"{folder}: file"
+        raise ArchiveError(f"{where} '{leading_out}': link resolves outside the target")

@@ -124,6 +124,31 @@ def test_local_zip_with_parent_entry_fails_and_writes_nothing_outside(tmp_path, 
     assert not list(tmp_path.rglob("evil"))
 
 
+def test_local_folder_links_stay_inside_it_and_are_published_as_files(tmp_path, source_root):
+    """A link to a file elsewhere in the folder is published as that file (never as a link); a link
+    leading out of the folder is refused naming it, as the same tree in an archive is."""
+    channel = tmp_path / "channel"
+    shutil.copytree(source_root, channel)
+    images = channel / "openEDS" / "openEDS" / "train" / "images"
+    first, second = sorted(images.glob("*.png"))[:2]
+    second.unlink()
+    second.symlink_to(Path("..", "..", "train", "images", first.name))  # relative, inside the folder
+    root = tmp_path / "root"
+    assert run_step(STEP, Layout.resolve(root, {"source": channel}), {"source": "local"}) == 0
+    published = raw_output(root) / "openEDS" / "openEDS" / "train" / "images" / second.name
+    assert not published.is_symlink() and published.read_bytes() == first.read_bytes()
+
+    outside = tmp_path / "elsewhere.png"
+    shutil.copyfile(first, outside)
+    second.unlink()
+    second.symlink_to(outside)
+    root = tmp_path / "root2"
+    assert run_step(STEP, Layout.resolve(root, {"source": channel}), {"source": "local"}) == 2
+    first_line = failure(root).splitlines()[0]
+    assert f"{channel}: 'openEDS/openEDS/train/images/{second.name}' is a link leading outside the folder" in first_line
+    assert not raw_output(root).exists()
+
+
 def test_local_source_without_channel_fails_clearly(tmp_path):
     root = tmp_path / "root"
     assert run_step(STEP, Layout.resolve(root), {"source": "local"}) == 2

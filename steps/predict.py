@@ -11,9 +11,11 @@ in skipped.jsonl and the run goes on; an input or model that cannot be used fail
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from typing import Any
 
 from contracts.predict import PredictHyperparameters
+from steps.data.frames import IMAGE_SHAPE
 from steps.data.geometry import Region
 from steps.inference.model_input import ModelMismatch
 from steps.inference.pupil import Plausibility
@@ -55,7 +57,7 @@ def run(hp: PredictHyperparameters, io: StepIO) -> dict[str, Any]:
     kind, frames = open_source(io.require_channel("input"), model.spec.input_mode, hp.input_bits)
     writer = PredictionWriter(io.output("predictions"), masks=hp.masks,
                               annotations=resolve_annotation(hp.annotate, kind), sheet_frames=hp.sheet_frames)
-    timing, found, first_skip = Timing(), 0, ""
+    timing, found, first_skip, sizes = Timing(), 0, "", Counter[str]()
     try:
         for item in predict_frames(model, frames, options(hp), timing):
             if isinstance(item, SourceFrame):
@@ -65,6 +67,7 @@ def run(hp: PredictHyperparameters, io: StepIO) -> dict[str, Any]:
                 continue
             writer.add(item)
             found += item.ellipse is not None
+            sizes[f"{item.mask.shape[1]}x{item.mask.shape[0]}"] += 1
     except SourceError as error:
         raise StepError(f"channel 'input': {error}") from None
     finally:
@@ -73,10 +76,12 @@ def run(hp: PredictHyperparameters, io: StepIO) -> dict[str, Any]:
         raise StepError(f"channel 'input': no frame could be read ({timing.skipped} skipped, the first: {first_skip})")
     summary = {**timing.summary(), "pupils_found": found, "input_kind": kind, "model": model.path.name,
                "backend": model.backend, "geometry": hp.geometry, "rotate": hp.rotate,
-               "roi": list(hp.roi) if hp.roi else None, "files": written["files"]}
-    log.info("%d frames (%d skipped), pupil found in %d, %.1f frames/s (model alone %.1f frames/s)",
-             summary["frames"], summary["skipped"], found, summary["frames_per_s"] or 0,
-             summary["model_frames_per_s"] or 0)
+               "roi": list(hp.roi) if hp.roi else None, "frame_sizes": dict(sorted(sizes.items())),
+               "files": written["files"]}
+    log.info("%d frames (%d skipped), pupil found in %d, %.1f frames/s (model alone %.1f frames/s); frame sizes "
+             "%s onto the model's %dx%d by geometry %s", summary["frames"], summary["skipped"], found,
+             summary["frames_per_s"] or 0, summary["model_frames_per_s"] or 0, summary["frame_sizes"],
+             IMAGE_SHAPE[1], IMAGE_SHAPE[0], hp.geometry)
     io.annotate("predictions", **{k: v for k, v in summary.items() if k != "files"})
     return summary
 

@@ -21,6 +21,7 @@ from typing import Any
 import datasets
 
 from contracts.preprocess import PreprocessHyperparameters
+from steps.data.frames import IMAGE_SHAPE
 from steps.data.openeds import OpenEDSLayout, find_openeds, frame_sizes
 from steps.data.precompute import SplitReport, features_for, precompute_splits, resolve_workers, row_bytes
 from steps.data.reference import TOLERANCE
@@ -84,9 +85,15 @@ def provenance(io: StepIO, layout: OpenEDSLayout) -> dict[str, Any]:
 
     raw_manifest = read_manifest(io.require_channel("raw")) or {}
     settings = raw_manifest.get("hyperparameters", {})
+    # download-kaggle mapped frames of another camera onto 640x400: the original layout, sizes and
+    # policy travel on, so a model card still says what the camera's frames were.
+    mapped = set(raw_manifest.get("frame_sizes") or {}) - {f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}"}
+    camera = {key: raw_manifest[key] for key in ("layout_description", "frame_sizes", "frame_policy")
+              if key in raw_manifest} if mapped else {}
     return {
         "layout": layout.kind, "layout_description": layout.describe(),
         "raw_source": {key: settings[key] for key in SOURCE_KEYS if key in settings},
+        "camera_frames": camera or None,
         "versions": {"python": platform.python_version(), "opencv": cv2.__version__,
                      "numpy": numpy.__version__, "scipy": scipy.__version__,
                      "datasets": datasets.__version__},
@@ -112,6 +119,8 @@ def run_preprocess(hp: PreprocessHyperparameters, io: StepIO, layout: OpenEDSLay
     total = sum(report.frames for report in reports.values())
     sizes = {split: frame_sizes(split_frames) for split, split_frames in frames.items()}
     log.info("raw frame sizes %s, frame_policy %s", sizes, hp.frame_policy)
+    if origin["camera_frames"]:
+        log.info("the camera's frames, before download-kaggle: %s", origin["camera_frames"])
     settings = {"preprocessing": params.as_dict(), "backend": hp.backend, "row_layout": hp.row_layout,
                 "frame_policy": hp.frame_policy,
                 "columns": list(features), "bytes_per_row": row_bytes(features),

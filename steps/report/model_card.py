@@ -56,6 +56,11 @@ def training_lines(model: dict[str, Any]) -> list[str]:
         what = f"{data.get('dataset') or data.get('source')} ({data.get('source')})"
     lines = [f"- Training data: {what}; {data.get('rows', '?')} training rows"
              + (f", {data['layout']}" if data.get("layout") else "") + "."]
+    camera = data.get("camera_frames")
+    if camera:
+        sizes = ", ".join(f"{count} of {size}" for size, count in (camera.get("frame_sizes") or {}).items())
+        lines.append(f"- Camera frames: {camera.get('layout_description', '?')} ({sizes}), mapped onto 640x400 "
+                     f"by frame_policy {camera.get('frame_policy', '?')}; give `predict --geometry` the same policy.")
     metrics = model["checkpoint_metrics"]
     if metrics:
         shown = ", ".join(f"{k} {v:.4g}" for k, v in metrics.items()

@@ -16,7 +16,9 @@ GENERATED_SOURCE = "synthetic"
 
 
 def training_data(train_dir: Path | None, hf_repo: str | None = None) -> dict[str, Any]:
-    """{source, generated, dataset, layout, rows, preprocessing} of the train split ({} if unknown)."""
+    """{source, generated, dataset, layout, camera_frames, rows, preprocessing} of the train split ({} if
+    unknown); camera_frames: the original layout, frame sizes and frame_policy when download-kaggle
+    mapped another camera's frames onto 640x400."""
     if hf_repo:
         return {"source": "hf", "dataset": hf_repo, "generated": False}
     manifest = read_manifest(train_dir) if train_dir is not None else None
@@ -27,7 +29,8 @@ def training_data(train_dir: Path | None, hf_repo: str | None = None) -> dict[st
     source = raw.get("source")
     return {"source": source, "generated": source == GENERATED_SOURCE,
             "dataset": None if source == GENERATED_SOURCE else raw.get("dataset"),
-            "layout": provenance.get("layout_description"), "rows": manifest.get("rows"),
+            "layout": provenance.get("layout_description"), "camera_frames": provenance.get("camera_frames"),
+            "rows": manifest.get("rows"),
             "preprocessing": manifest.get("preprocessing") or {}}
 
 

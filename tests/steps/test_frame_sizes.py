@@ -19,6 +19,7 @@ from steps.data.openeds import Frame, find_openeds, read_frame
 from steps.data.synthetic import generate_openeds
 from steps.outputs import read_manifest
 from steps.runtime import run_step
+from steps.train.provenance import training_data
 
 
 def camera_frame(folder: Path, width: int, height: int, stem: str = "000001") -> Frame:
@@ -96,7 +97,12 @@ def test_the_2019_portrait_release_goes_through_download_kaggle_and_preprocess(t
     assert run_step("preprocess", Layout.resolve(pre, {"raw": raw}), {"workers": 1}) == 0
     train = datasets.load_from_disk(str(pre / "output" / "data" / "train")).with_format("numpy", dtype=None)
     assert len(train) == 3 and train[0]["image"].shape == (400, 640)
-    assert read_manifest(pre / "output" / "data" / "train")["frame_sizes"] == {"640x400": 3}
+    preprocessed = read_manifest(pre / "output" / "data" / "train")
+    assert preprocessed["frame_sizes"] == {"640x400": 3}
+    assert preprocessed["provenance"]["camera_frames"] == {
+        "frame_policy": "pad", "frame_sizes": {"400x640": 5},
+        "layout_description": "2019 OpenEDS challenge release (Semantic_Segmentation_Dataset): train 3, validation 2"}
+    assert training_data(pre / "output" / "data" / "train")["camera_frames"] == preprocessed["provenance"]["camera_frames"]
 
 
 def test_preprocess_maps_portrait_frames_itself_and_says_so(tmp_path):

@@ -112,6 +112,7 @@ def test_manifests_and_logs_name_skipped_and_bad_frames(done, names):
     assert train["preprocessing"] == {"gamma": 0.8, "clahe_clip_limit": 1.5, "clahe_tile_grid": 8,
                                       "weight_sigma": 5.0}
     assert train["provenance"]["layout"] and train["provenance"]["versions"]["opencv"]
+    assert train["provenance"]["camera_frames"] is None  # 640x400 frames: nothing was mapped
     assert names["empty"] in result.stderr and names["corrupt"] in result.stderr
     report = json.loads((data / "preprocess-report" / "preprocess_report.json").read_text())
     assert report["rows"] == {"train": 5, "validation": 2, "test": 0}

@@ -50,6 +50,8 @@ def test_ellipses_in_frames_of_any_size_come_back_in_frame_pixels(tmp_path, dark
         cv2.imwrite(str(frames / f"{name}.png"), eye_frame(w, h, ellipse))
     code, out, failure = predict(tmp_path / "run", dark_model, frames, geometry=policy)
     assert code == 0, failure
+    manifest = json.loads((out / "_manifest.json").read_text())
+    assert manifest["geometry"] == policy and manifest["frame_sizes"] == {"320x240": 1, "400x640": 1, "640x400": 1}
     found = rows(out)
     assert set(found) == set(DRAWN)
     for name, (w, h, ellipse) in DRAWN.items():

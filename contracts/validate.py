@@ -3,6 +3,7 @@
 from pydantic import Field
 
 from contracts.base import Channel, Hyperparameters, Output, StepContract
+from steps.data.openeds import FramePolicy
 
 
 class ValidateHyperparameters(Hyperparameters):
@@ -14,6 +15,9 @@ class ValidateHyperparameters(Hyperparameters):
     max_seg_size_kb: float = Field(300.0, gt=0, description="gate: segmentation ONNX file size")
     max_rows: int | None = Field(None, ge=1, description="evaluate at most this many rows")
     fixtures_dir: str | None = Field(None, description="real OpenEDS frames to report separately (if present)")
+    frame_policy: FramePolicy = Field(
+        "pad", description="real frames (fixtures_dir) not 640x400: 'pad', 'crop' or 'resize' onto 640x400 as "
+                           "predict's geometry does (labels follow), or 'strict' (skipped, named in the report)")
     overlays: int = Field(6, ge=0, le=64, description="sample overlay images in the report")
     batch_size: int = Field(8, ge=1, le=512, description="frames per onnxruntime call while evaluating")
     parity_rows: int = Field(16, ge=1, description="rows also run through the PyTorch checkpoint (parity)")

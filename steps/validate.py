@@ -17,7 +17,7 @@ import datasets
 from contracts.validate import ValidateHyperparameters
 from steps.data.loading import load_disk_split
 from steps.outputs import read_manifest
-from steps.report.evaluate import SplitEvaluation, evaluate_split, raw_frames_dataset
+from steps.report.evaluate import RealFrames, SplitEvaluation, evaluate_split, raw_frames_dataset
 from steps.report.exported import ExportedModel, attach_checkpoints, describe_models, open_models
 from steps.report.figures import report_plots
 from steps.report.gates import failure_text, validation_gates
@@ -70,11 +70,17 @@ def fixtures_folder(hp: ValidateHyperparameters) -> tuple[Path | None, str]:
 def real_frames(hp: ValidateHyperparameters) -> tuple[datasets.Dataset | None, dict[str, Any]]:
     """The labelled real frames (unprocessed rows) and what the report says about them."""
     folder, note = fixtures_folder(hp)
-    frames = raw_frames_dataset(folder) if folder else None
+    read = raw_frames_dataset(folder, hp.frame_policy) if folder else RealFrames(None, {}, [])
+    frames = read.dataset
     if folder and frames is None:
-        note = f"no labelled OpenEDS frame (images/<stem>.png with labels/<stem>.npy) in {folder}; not evaluated"
+        note = (f"no labelled frame of {folder} could be read ({len(read.skipped)} skipped, the first: "
+                f"{read.skipped[0]}); not evaluated" if read.skipped else
+                f"no labelled OpenEDS frame (images/<stem>.png with labels/<stem>.npy) in {folder}; not evaluated")
+    elif read.skipped:
+        note = f"{note}; {len(read.skipped)} labelled frame(s) skipped, the first: {read.skipped[0]}"
     return frames, {"path": str(folder) if folder else None, "found": frames is not None, "note": note,
-                    "frames": len(frames) if frames is not None else 0}
+                    "frames": len(frames) if frames is not None else 0, "frame_sizes": read.sizes,
+                    "frame_policy": hp.frame_policy, "skipped": read.skipped}
 
 
 def evaluate_all(hp: ValidateHyperparameters, inputs: Inputs,
@@ -113,6 +119,8 @@ def run(hp: ValidateHyperparameters, io: StepIO) -> dict[str, Any]:
     gates = validation_gates(hp, models, summaries["test"], robustness)
     warnings = inputs.warnings + [f"{name}: {task} model not evaluated: {reason}"
                                   for name, e in evaluations.items() for task, reason in e.skipped.items()]
+    if hp.fixtures_dir and (not fixtures["found"] or fixtures["skipped"]):  # asked for, and not all there
+        warnings.append(f"real frames: {fixtures['note']}")
     report = {"passed": all(g.passed for g in gates), "gates": [g.to_dict() for g in gates], "models": models,
               "evaluations": summaries, "fixtures": fixtures,
               "robustness": robustness, "warnings": warnings,

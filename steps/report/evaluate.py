@@ -21,7 +21,7 @@ import torch
 from steps.data import transforms
 from steps.data.frames import SEG_CLASSES, normalize_image
 from steps.data.loading import InputMode, SplitRows
-from steps.data.openeds import FrameError, find_openeds, read_frame
+from steps.data.openeds import FrameError, FramePolicy, find_openeds, frame_sizes, read_frame
 from steps.errors import StepError
 from steps.inference.pupil import PUPIL, filled_ellipse, find_pupil, pupil_probability, regressed_ellipse
 from steps.inference.refine import refine_pupil
@@ -62,32 +62,44 @@ def frame_batches(rows: SplitRows, batch_size: int) -> Iterator[FrameBatch]:
                                     for p in range(start, start + len(fields))])
 
 
-def raw_frames_dataset(folder: Path) -> datasets.Dataset | None:
+@dataclass
+class RealFrames:
+    """Labelled real frames as unprocessed rows (None when none could be read), the original size of
+    each frame read ('WIDTHxHEIGHT': count) and why the others were skipped."""
+
+    dataset: datasets.Dataset | None
+    sizes: dict[str, int]
+    skipped: list[str]
+
+
+def raw_frames_dataset(folder: Path, policy: FramePolicy = "pad") -> RealFrames:
     """Labelled raw OpenEDS frames under `folder` (any layout steps.data.openeds recognises; its test
     split when it has several) as unprocessed rows (`preprocessed=False`, 4-class labels), so the
-    row reader applies each model's own preprocessing. None when there is no labelled frame."""
+    row reader applies each model's own preprocessing; frames of another size go onto 640x400 under
+    `policy` (labels alike), as predict's geometry would."""
     try:
         layout = find_openeds(folder)
     except FrameError as error:
         log.warning("real frames: %s", error)
-        return None
+        return RealFrames(None, {}, [str(error)])
     frames = layout.splits.get("test") or [frame for split in layout.splits.values() for frame in split]
-    images, labels, names = [], [], []
-    for frame in frames:
-        if frame.label is None:
-            continue
+    images, labels, kept, skipped = [], [], [], []
+    for frame in (frame for frame in frames if frame.label is not None):
         try:
-            image, label = read_frame(frame)
+            image, label = read_frame(frame, policy)
         except FrameError as error:
             log.warning("real frames: skipping %s", error)
+            skipped.append(str(error))
             continue
         images.append(image)
         labels.append(label)
-        names.append(frame.image.name)
-    if not names:
-        return None
-    return datasets.Dataset.from_dict({"image": images, "label": labels, "filename": names,
-                                       "preprocessed": [False] * len(names)})
+        kept.append(frame)
+    if not kept:
+        return RealFrames(None, {}, skipped)
+    dataset = datasets.Dataset.from_dict({"image": images, "label": labels,
+                                          "filename": [frame.image.name for frame in kept],
+                                          "preprocessed": [False] * len(kept)})
+    return RealFrames(dataset, frame_sizes(kept), skipped)
 
 
 # ---------------------------------------------------------------- accumulators

@@ -169,11 +169,25 @@ def robustness_lines(robustness: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def fixtures_note(fixtures: dict[str, Any]) -> str:
+    """Where the real frames came from, their sizes (and how they were mapped), what was skipped."""
+    sizes = fixtures.get("frame_sizes") or {}
+    mapped = [size for size in sizes if size != "640x400"]
+    note = f"Frames from `{fixtures.get('path')}`; never used for training."
+    if mapped:
+        note += (f" Frame sizes {', '.join(f'{count} of {size}' for size, count in sizes.items())}, mapped onto "
+                 f"640x400 by frame_policy {fixtures.get('frame_policy')}.")
+    skipped = fixtures.get("skipped") or []
+    if skipped:
+        note += f" {len(skipped)} labelled frame(s) skipped, the first: {skipped[0]}"
+    return note
+
+
 def render_markdown(report: dict[str, Any]) -> str:
     lines = ["# Validation report", "", *gate_lines(report), *model_lines(report)]
     fixtures = report.get("fixtures", {})
     for name, evaluation in report["evaluations"].items():
-        note = f"Frames from `{fixtures.get('path')}`; never used for training." if name == "fixtures" else ""
+        note = fixtures_note(fixtures) if name == "fixtures" else ""
         lines += split_lines(name, evaluation, note, report.get("evaluated_split"))
     if "fixtures" not in report["evaluations"]:
         lines += split_lines("fixtures", None, fixtures.get("note", "not found"))

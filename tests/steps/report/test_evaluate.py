@@ -99,7 +99,7 @@ def test_a_raw_frame_model_is_not_fed_gamma_clahe_images(seg_model):
 
 
 def test_real_frames_get_the_preprocessing_of_the_model_input_mode(real_frames_dir):
-    frames = raw_frames_dataset(real_frames_dir)
+    frames = raw_frames_dataset(real_frames_dir).dataset
     assert frames is not None and len(frames) == 3
     raw = cv2.imread(str(real_frames_dir / "images" / "000160.png"), cv2.IMREAD_GRAYSCALE)
     label = np.load(real_frames_dir / "labels" / "000160.npy")
@@ -115,4 +115,29 @@ def test_real_frames_get_the_preprocessing_of_the_model_input_mode(real_frames_d
 def test_a_folder_without_labelled_frames_gives_no_dataset(tmp_path):
     (tmp_path / "images").mkdir()
     cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((400, 640), np.uint8))
-    assert raw_frames_dataset(tmp_path) is None
+    assert raw_frames_dataset(tmp_path).dataset is None
+
+
+def real_frames_of_another_camera(real_frames_dir, folder, size):
+    """The real frames and their labels resized to `size` (width, height), as another camera's."""
+    (folder / "images").mkdir(parents=True)
+    (folder / "labels").mkdir()
+    for image_path in sorted((real_frames_dir / "images").glob("*.png")):
+        image = cv2.imread(str(image_path), cv2.IMREAD_GRAYSCALE)
+        label = np.load(real_frames_dir / "labels" / f"{image_path.stem}.npy")
+        cv2.imwrite(str(folder / "images" / image_path.name), cv2.resize(image, size, interpolation=cv2.INTER_AREA))
+        np.save(folder / "labels" / f"{image_path.stem}.npy", cv2.resize(label, size, interpolation=cv2.INTER_NEAREST))
+
+
+def test_real_frames_of_another_size_are_mapped_by_the_policy_or_skipped_by_strict(real_frames_dir, tmp_path):
+    real_frames_of_another_camera(real_frames_dir, tmp_path / "qvga", (320, 240))
+    read = raw_frames_dataset(tmp_path / "qvga", "resize")
+    assert read.dataset is not None and len(read.dataset) == 3 and read.sizes == {"320x240": 3} and not read.skipped
+    for row in read.dataset.with_format("numpy"):
+        original = np.load(real_frames_dir / "labels" / row["filename"].replace(".png", ".npy")) == 3
+        mapped = row["label"] == 3
+        assert row["image"].shape == (400, 640)
+        assert (original & mapped).sum() / (original | mapped).sum() > 0.9  # back on the 640x400 pupil
+    strict = raw_frames_dataset(tmp_path / "qvga", "strict")
+    assert strict.dataset is None and len(strict.skipped) == 3
+    assert "image shape (240, 320), expected (400, 640)" in strict.skipped[0]

@@ -6,7 +6,7 @@ import csv
 import json
 import math
 
-from steps.report.render import json_safe, render_markdown, write_report
+from steps.report.render import fixtures_note, json_safe, render_markdown, write_report
 
 GATE = {"name": "min_miou", "model": "seg.onnx", "label": "mIoU", "value": 0.5, "limit": 0.8, "minimum": True,
         "strict": False, "reason": "", "passed": False}
@@ -54,3 +54,12 @@ def test_report_files_are_written_with_nan_as_null_and_empty(tmp_path):
     assert row["filename"] == "a.png" and row["pupil_iou"] == "0.5" and row["fit_center_error_px"] == ""
     assert (tmp_path / "report.md").read_text().startswith("# Validation report")
     assert json_safe({"a": [math.nan, 1.0]}) == {"a": [None, 1.0]}
+
+
+def test_the_real_frames_note_says_their_sizes_policy_and_skipped_frames():
+    note = fixtures_note({"path": "/cam", "frame_sizes": {"320x240": 2}, "frame_policy": "crop",
+                          "skipped": ["/cam/images/b.png: image file is missing"]})
+    assert note == ("Frames from `/cam`; never used for training. Frame sizes 2 of 320x240, mapped onto 640x400 by "
+                    "frame_policy crop. 1 labelled frame(s) skipped, the first: /cam/images/b.png: image file is missing")
+    assert fixtures_note({"path": "/f", "frame_sizes": {"640x400": 3}, "frame_policy": "pad", "skipped": []}) == \
+        "Frames from `/f`; never used for training."

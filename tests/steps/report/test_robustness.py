@@ -139,7 +139,7 @@ def test_a_pupil_detectors_that_does_not_import_is_reported_not_fatal(tmp_path, 
 
 def test_classical_detector_on_real_frames_fresh_per_frame(real_frames_dir):
     pytest.importorskip("pupil_detectors")
-    data = frame_set("fixtures", raw_frames_dataset(real_frames_dir), None)
+    data = frame_set("fixtures", raw_frames_dataset(real_frames_dir).dataset, None)
     ious = [pupil_iou(classical.detect(image)[0], mask) for image, mask in zip(data.images, data.masks)]
     assert min(ious) > 0.95  # SPEC section 8: about 0.97 on the three labelled frames
     first = classical.detect(data.images[0])

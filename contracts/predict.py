@@ -46,10 +46,17 @@ class PredictHyperparameters(Hyperparameters):
     @field_validator("roi", mode="before")
     @classmethod
     def _roi_as_typed(cls, value: Any) -> Any:
-        """`--roi 10,20,320,200` as well as `--roi "[10, 20, 320, 200]"`."""
-        if isinstance(value, str) and value.replace(",", "").replace(" ", "").isdigit():
-            return [int(part) for part in value.split(",")]
-        return value
+        """`--roi 10,20,320,200` as well as `--roi "[10, 20, 320, 200]"`; a string of any other shape is
+        refused saying the expected one (the bounds of each value are checked by its type)."""
+        if not isinstance(value, str):
+            return value
+        parts = [part.strip() for part in value.split(",")]
+        if len(parts) != 4:
+            raise ValueError(f"expected four values x,y,width,height (e.g. 10,20,320,200), not {len(parts)}")
+        try:
+            return [int(part) for part in parts]
+        except ValueError:
+            raise ValueError("expected four whole numbers x,y,width,height (e.g. 10,20,320,200)") from None
 
 
 CONTRACT = StepContract(

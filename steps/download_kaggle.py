@@ -18,6 +18,7 @@ requested split with no labels at all in that layout is skipped with a warning.
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -116,6 +117,13 @@ def requested_splits(layout: OpenEDSLayout, splits: list[str]) -> tuple[list[str
     return kept, withheld
 
 
+def without_work_folder(message: str, work: Path) -> str:
+    """A message naming files by where the user can find them: the work folder (generated frames,
+    an extracted archive) is deleted when the step ends, so its path would lead nowhere."""
+    return (message.replace(f"{work / 'synthetic'}{os.sep}", "generated frame ")
+            .replace(f"{work / 'extracted'}{os.sep}", "the archive's ").replace(str(work), "the work folder"))
+
+
 def run(hp: DownloadKaggleHyperparameters, io: StepIO) -> dict[str, Any]:
     out = io.output("raw")
     work = Path(tempfile.mkdtemp(prefix=".download-kaggle-", dir=out.parent))
@@ -133,10 +141,10 @@ def run(hp: DownloadKaggleHyperparameters, io: StepIO) -> dict[str, Any]:
         check_frames(frames, policy=hp.frame_policy)
         counts = publish_frames(selected, out, hp.frame_policy)
     except (FrameError, ArchiveError, KaggleDownloadError) as error:
-        raise StepError(str(error)) from error
+        raise StepError(without_work_folder(str(error), work)) from error
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    log.info("published %s into %s", ", ".join(f"{s} {n}" for s, n in counts.items()), out)
+    log.info("published %s into %s", ", ".join(f"{s} {n}" for s, n in counts.items()), io.final_output("raw"))
     io.annotate("raw", rows=total, counts=counts, layout=layout.kind, layout_description=layout.describe(),
                 source=hp.source, skipped_splits=withheld, frame_policy=hp.frame_policy, frame_sizes=sizes, **facts)
     return {"frames": counts, "layout": layout.kind, "source": hp.source}

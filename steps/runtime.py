@@ -63,6 +63,11 @@ class StepIO:
         """The staging folder to write output `name` into (committed only on success)."""
         return self.outputs[name].staging
 
+    def final_output(self, name: str) -> Path:
+        """Where output `name` will be once committed: the path to show a user (the staging folder
+        is gone by the time they look)."""
+        return self.outputs[name].final
+
     @property
     def checkpoints(self) -> Path:
         self.layout.checkpoints.mkdir(parents=True, exist_ok=True)

@@ -85,6 +85,16 @@ def test_synthetic_default_end_to_end(tmp_path):
     assert not [p for p in (root / "output" / "data").iterdir() if p.name.startswith(".")]  # no work folders left
 
 
+def test_a_refused_generated_frame_is_named_without_the_deleted_work_folder(tmp_path):
+    root = tmp_path / "root"
+    assert run_step(STEP, Layout.resolve(root), {"synthetic_layout": "portrait2019", "frame_policy": "strict",
+                                                  "synthetic_train_frames": 2, "synthetic_validation_frames": 1,
+                                                  "synthetic_test_frames": 1}) == 2
+    first = failure(root).splitlines()[0]
+    assert first.startswith("generated frame Semantic_Segmentation_Dataset/train/images/000000.png: image shape")
+    assert ".download-kaggle-" not in failure(root) and str(root) not in first
+
+
 def test_local_folder_with_split_subset_and_cap(tmp_path, source_root):
     root = tmp_path / "root"
     layout = Layout.resolve(root, {"source": source_root})

@@ -3,7 +3,7 @@ OpenEDS-like frames), extract safely, check it, and publish the raw frames."""
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from contracts.base import MAX_SEED, Channel, Hyperparameters, Output, StepContract
 from steps.data.openeds import FramePolicy
@@ -39,6 +39,14 @@ class DownloadKaggleHyperparameters(Hyperparameters):
     max_compression_ratio: float = Field(
         100.0, ge=1, le=100_000, description="largest ratio of extracted bytes to archive bytes (archive bombs exceed it)")
 
+
+    @field_validator("splits")
+    @classmethod
+    def _each_split_once(cls, splits: list[str]) -> list[str]:
+        twice = sorted({split for split in splits if splits.count(split) > 1})
+        if twice:
+            raise ValueError(f"each split once: {', '.join(twice)} is named twice")
+        return splits
 
 CONTRACT = StepContract(
     name="download-kaggle",

@@ -49,11 +49,11 @@ def write_json_atomic(path: Path, payload: Any) -> None:
     os.replace(temp, path)
 
 
-def loads_json(text: str | bytes) -> Any:
+def loads_json(text: str | bytes, **options: Any) -> Any:
     """`json.loads` for untrusted text: JSON nested deeper than Python's recursion limit (a 10 KB file
     of `[[[[...`) is a JSONDecodeError like any other malformed JSON, not a RecursionError."""
     try:
-        return json.loads(text)
+        return json.loads(text, **options)
     except RecursionError:
         raise json.JSONDecodeError("nested too deeply", text if isinstance(text, str) else "", 0) from None
 

@@ -135,12 +135,29 @@ def _read_settings_file(path: Path, what: str) -> dict[str, Any]:
     return _decode_settings_object(text or "{}", what, f" in {path}")
 
 
+class _KeyGivenTwice(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """A JSON object whose keys are all different: a setting given twice would silently keep the last."""
+    keys = [key for key, _ in pairs]
+    for key in keys:
+        if keys.count(key) > 1:
+            raise _KeyGivenTwice(key)
+    return dict(pairs)
+
+
 def _decode_settings_object(text: str, what: str, where: str = "") -> dict[str, Any]:
     try:
-        raw = loads_json(text)
+        raw = loads_json(text, object_pairs_hook=_unique_keys)
     except json.JSONDecodeError as error:
         raise ContractError(f"{what}: not valid JSON ({error.msg} at line {error.lineno} column "
                             f"{error.colno}){where}") from error
+    except _KeyGivenTwice as error:
+        raise ContractError(f"{what}: key {shorten(repr(error.key))} is given twice{where}") from None
     if not isinstance(raw, dict):
         raise ContractError(f"{what}: expected a JSON object, got {type(raw).__name__}{where}")
     return raw

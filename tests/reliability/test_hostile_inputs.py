@@ -275,6 +275,14 @@ def _deep_settings_file(world: World) -> Case:
                 process=True)
 
 
+@case("hyperparameters.json giving a key twice")
+def _key_twice(world: World) -> Case:
+    path = Layout(root=world.root).hyperparameters_file
+    path.parent.mkdir(parents=True)
+    path.write_text('{"seed": 1, "splits": ["train"], "seed": 2}')
+    return Case(StepRun("download-kaggle", world.root), ["hyperparameters.json: key 'seed' is given twice", str(path)])
+
+
 @case("SM_HPS nested 5,000 deep")
 def _deep_sm_hps(world: World) -> Case:
     return Case(StepRun("download-kaggle", world.root, env={"SM_HPS": DEEP_JSON}),

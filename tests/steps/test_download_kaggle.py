@@ -172,6 +172,7 @@ def test_local_source_without_channel_fails_clearly(tmp_path):
     ({"synthetic_test_frames": 0}, "synthetic_test_frames"),
     ({"synthetic_min_eye_scale": 0.3}, "synthetic_min_eye_scale"),
     ({"synthetic_min_eye_scale": 1.5}, "synthetic_min_eye_scale"),
+    ({"splits": ["train", "train"]}, "splits"),
 ])
 def test_bad_hyperparameters_name_the_key(tmp_path, hyperparameters, key):
     root = tmp_path / "root"

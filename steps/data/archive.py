@@ -207,4 +207,4 @@ def check_tree(folder: Path, archive: Path | None = None) -> None:
     leading_out = link_leading_out(folder)
     if leading_out is not None:
         where = f"{archive}: member" if archive else f"{folder}: file"
-        raise ArchiveError(f"{where} '{leading_out}': link resolves outside the target")
+        raise ArchiveError(f"{where} '{leading_out}': link resolves outside the target (or is a loop)")

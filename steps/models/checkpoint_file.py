@@ -24,6 +24,9 @@ _NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, 
                         *_NUMERIC_DTYPES]
 
 
+NOT_A_CHECKPOINT = "not a PyTorch checkpoint file: damaged, truncated or another format"
+
+
 class CheckpointRefused(ValueError):
     """A file that holds more than plain data (it would run code if unpickled in full); the
     message's first line names it."""
@@ -33,17 +36,23 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
                     mmap: bool = False) -> dict[str, Any]:
     """The checkpoint dict stored at `path`, loaded weights-only; CheckpointRefused otherwise."""
     path = Path(path)
+    with path.open("rb"):
+        pass  # a missing or unreadable file is an OSError naming it; any later one is the file's content
     try:
         payload = _load_weights_only(path, _NUMPY_ARRAY_GLOBALS, map_location=map_location, mmap=mmap)
     except pickle.UnpicklingError as error:
         reason = _torch_reason(error)
         if "unsupported global" not in reason.lower():  # damaged, not crafted
-            raise pickle.UnpicklingError(reason) from error
+            raise pickle.UnpicklingError(f"{NOT_A_CHECKPOINT} ({reason})") from error
         raise CheckpointRefused(f"{path}: refused, not a plain checkpoint ({reason}); only "
                                 f"tensors, numbers, strings, lists and dicts are loaded, so nothing in "
                                 f"the file can run. A checkpoint saved by this project before weights-only "
                                 f"loading: convert it, if you trust its origin, with "
                                 f"`python -m steps.models.checkpoint_file OLD NEW`") from error
+    except Exception as error:  # torch's readers on a file of another kind raise anything (KeyError, IndexError,
+        # OSError from a damaged zip...)
+        detail = " ".join([type(error).__name__, *(str(error).strip().splitlines() or [])[:1]])[:160]
+        raise pickle.UnpicklingError(f"{NOT_A_CHECKPOINT} (torch.load: {detail})") from error
     if not isinstance(payload, dict):
         raise CheckpointRefused(f"{path}: not an openeds checkpoint (holds a {type(payload).__name__}, "
                                 f"expected a dict)")

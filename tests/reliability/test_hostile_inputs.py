@@ -409,6 +409,38 @@ def test_a_crafted_registry_checkpoint_is_refused(tmp_path):
     assert not marker.exists()
 
 
+def test_damaged_or_foreign_checkpoint_files_are_one_unpickling_error_naming_them(tmp_path):
+    """Text, random bytes, truncations and flipped bytes of a real checkpoint: torch's readers raise
+    KeyError, IndexError, EOFError, OSError...; the loader turns each into one UnpicklingError saying
+    what the file is not (or loads a dict, when a flip left the structure whole)."""
+    import pickle
+    import random
+
+    from steps.models.checkpoint_file import NOT_A_CHECKPOINT, read_checkpoint
+
+    real = tmp_path / "real.pt"
+    torch.save({"format": "openeds-checkpoint/1", "state_dict": {"w": torch.arange(300.0)}, "epoch": 1}, real)
+    whole, rng = real.read_bytes(), random.Random(0)
+    samples = [b"junk\n", b"", bytes(rng.randrange(256) for _ in range(2_000))]
+    samples += [whole[:rng.randrange(len(whole))] for _ in range(30)]
+    for _ in range(30):
+        flipped = bytearray(whole)
+        for _ in range(rng.randint(1, 20)):
+            flipped[rng.randrange(len(flipped))] = rng.randrange(256)
+        samples.append(bytes(flipped))
+    refused = 0
+    for data in samples:
+        (tmp_path / "x.pt").write_bytes(data)
+        try:
+            assert isinstance(read_checkpoint(tmp_path / "x.pt"), dict)
+        except pickle.UnpicklingError as error:
+            assert str(error).startswith(NOT_A_CHECKPOINT), str(error)
+            refused += 1
+    assert refused >= 40
+    with pytest.raises(FileNotFoundError):
+        read_checkpoint(tmp_path / "missing.pt")
+
+
 def test_an_old_training_state_with_numpy_rng_still_loads(tmp_path):
     """Earlier versions stored NumPy's RNG state (a numpy array) in the resume state."""
     from steps.models.checkpoint_file import read_checkpoint

@@ -23,6 +23,7 @@ import datetime as dt
 import fcntl
 import logging
 import os
+import pickle
 import subprocess
 import time
 import urllib.error
@@ -323,6 +324,6 @@ def load_checkpoint_of(uri: str) -> Any:
                             f"versions registered before weights-only loading hold none: register it again)")
         try:
             model, _ = load_checkpoint(found[0])
-        except ValueError as error:
+        except (ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as error:  # refused, damaged, mismatched
             raise StepError(f"model registry: {uri}: {error}") from error
     return model

@@ -190,3 +190,13 @@ def test_processes_opening_a_new_sqlite_store_at_once_all_get_their_run(tmp_path
     client = mlflow.MlflowClient(f"sqlite:///{database}")
     runs = client.search_runs([client.get_experiment_by_name("shared").experiment_id])
     assert sorted(run.info.run_name for run in runs) == ["run-0", "run-1", "run-2"]
+
+
+def test_a_damaged_registered_checkpoint_is_one_step_error_naming_the_version(tmp_path):
+    from steps.errors import StepError
+    from steps.tracking.mlflow_backend import load_checkpoint_of
+
+    (tmp_path / "version" / "extra_files").mkdir(parents=True)
+    (tmp_path / "version" / "extra_files" / "best_efficientvit_model.pt").write_bytes(b"junk\n")
+    with pytest.raises(StepError, match=r"model registry: .*version: not a PyTorch checkpoint file"):
+        load_checkpoint_of(str(tmp_path / "version"))

@@ -35,6 +35,19 @@ def annotate(gray: np.ndarray, mask: np.ndarray, ellipse: Ellipse | None, label:
     return canvas
 
 
+def fit_inside(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`image` scaled to fit (width, height) `size` with its aspect kept, centred on black: a frame of
+    another size in a video is shown whole and unstretched."""
+    width, height = size
+    scale = min(width / image.shape[1], height / image.shape[0])
+    fitted = cv2.resize(image, (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale))),
+                        interpolation=cv2.INTER_AREA)
+    canvas = np.zeros((height, width, *image.shape[2:]), image.dtype)
+    top, left = (height - fitted.shape[0]) // 2, (width - fitted.shape[1]) // 2
+    canvas[top:top + fitted.shape[0], left:left + fitted.shape[1]] = fitted
+    return canvas
+
+
 class VideoSink:
     """An annotated video written frame by frame (opened at the first frame: size and rate)."""
 
@@ -51,8 +64,8 @@ class VideoSink:
             self.writer = cv2.VideoWriter(str(self.path), cv2.VideoWriter.fourcc(*VIDEO_CODEC), fps or 10.0, self.size)
             if not self.writer.isOpened():
                 raise OSError(f"{self.path}: OpenCV cannot write a {VIDEO_CODEC} video here")
-        if (image.shape[1], image.shape[0]) != self.size:
-            image = cv2.resize(image, self.size, interpolation=cv2.INTER_AREA)
+        if self.size is not None and (image.shape[1], image.shape[0]) != self.size:
+            image = fit_inside(image, self.size)
         self.writer.write(image)
         self.frames += 1
 

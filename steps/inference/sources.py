@@ -83,16 +83,40 @@ def checked_frame(image: np.ndarray, origin: str, input_bits: int = 8) -> np.nda
     return gray
 
 
+# EXIF orientation (tag 0x0112) -> how the stored pixels turn into the picture viewers show (and
+# `cv2.imread(path, 0)` returns): PIL's exif_transpose table, in NumPy.
+EXIF_ORIENTATION = 0x0112
+ORIENTED = {
+    2: np.fliplr, 3: lambda image: np.rot90(image, 2), 4: np.flipud,
+    5: lambda image: np.swapaxes(image, 0, 1), 6: lambda image: np.rot90(image, -1),
+    7: lambda image: np.rot90(np.swapaxes(image, 0, 1), 2), 8: lambda image: np.rot90(image, 1),
+}
+
+
+def exif_orientation(path: Path) -> int:
+    """The file's EXIF orientation (1: as stored; 1 too when it has none or Pillow cannot say)."""
+    try:
+        with Image.open(path) as header:
+            value = header.getexif().get(EXIF_ORIENTATION, 1)
+    except (OSError, ValueError, SyntaxError):
+        return 1
+    return value if value in ORIENTED else 1
+
+
 def read_image_file(path: Path, input_bits: int = 8) -> np.ndarray:
-    """A uint8 grayscale image of MIN_FRAME_SIDE..MAX_FRAME_SIDE pixels a side; SourceError naming
-    the file."""
+    """A uint8 grayscale image of MIN_FRAME_SIDE..MAX_FRAME_SIDE pixels a side, turned as its EXIF
+    orientation says (so ellipses are in the picture's pixels, as viewers and OpenCV show it);
+    SourceError naming the file."""
     width, height = header_size(path)
     check_size(width, height, str(path))  # before anything is decoded
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)  # unchanged: keeps 16 bits, ignores EXIF
     if image is None:
         raise SourceError(f"{path}: not a readable image (corrupt, truncated or not an image file)")
     if image.shape[:2] != (height, width):
         raise SourceError(f"{path}: decoded {image.shape[1]}x{image.shape[0]}, but its header says {width}x{height}")
+    orientation = exif_orientation(path)
+    if orientation != 1:
+        image = np.ascontiguousarray(ORIENTED[orientation](image))
     return checked_frame(image, str(path), input_bits)
 
 

@@ -3,9 +3,11 @@ other bit depths are taken only as the user says they are."""
 
 from __future__ import annotations
 
+import cv2
 import datasets
 import numpy as np
 import pytest
+from PIL import Image, ImageOps
 
 from steps.inference.model_input import to_8bit
 from steps.inference.sources import SourceError, open_source, read_image_file
@@ -35,3 +37,19 @@ def test_a_saved_split_row_outside_the_size_bounds_is_skipped_naming_it(tmp_path
     first, second = list(rows)
     assert kind == "split" and first.image is not None and first.image.shape == (400, 640)
     assert second.image is None and "row 1 (tiny): frame 16x16: expected at least 32" in second.error
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_an_exif_orientation_is_applied_as_viewers_and_opencv_show_the_picture(tmp_path, orientation):
+    stored = np.zeros((240, 320), np.uint8)
+    stored[20:60, 30:120] = 255        # an asymmetric mark: any wrong turn or flip moves it
+    stored[150:230, 250:300] = 128
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / "frame.jpg"
+    Image.fromarray(stored).save(path, quality=100, exif=exif)
+    shown = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("L")).astype(int)  # Pillow's own turn
+    read = read_image_file(path).astype(int)
+    assert read.shape == shown.shape == ((240, 320) if orientation < 5 else (320, 240))
+    assert np.abs(read - shown).mean() < 2
+    assert read.shape == cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).shape

@@ -99,6 +99,8 @@ def robustness_gates(hp: Any, models: dict[str, dict[str, Any]], robustness: dic
     frame set the suite ran on; a gate set while the suite did not run fails as not measured."""
     gates = []
     sets = (robustness or {}).get("sets") or {"-": {}}
+    not_run = ("robustness suite not run: robustness is off (null min_robustness_* drops these gates)"
+               if robustness is None else "robustness suite not run: no frames (robustness_rows 0 and no real frames)")
     limits = (("min_robustness_mean", "mean_pupil_iou", "mean over kinds"),
               ("min_robustness_worst_kind", "worst_kind_pupil_iou", "worst kind"))
     for file in (f for f, model in models.items() if model["task"] == "segmentation"):
@@ -108,8 +110,7 @@ def robustness_gates(hp: Any, models: dict[str, dict[str, Any]], robustness: dic
                 continue
             for set_name, frame_set in sets.items():
                 figures = frame_set.get("predictors", {}).get(file)
-                reason = (frame_set.get("skipped", {}).get(file) or ("robustness suite not run" if not frame_set
-                                                                       else "no frame with a pupil"))
+                reason = frame_set.get("skipped", {}).get(file) or (not_run if not frame_set else "no frame with a pupil")
                 gates.append(Gate(name, file, f"robustness pupil IoU, {what} ({set_name})",
                                   _figure(figures, key), limit, minimum=True, reason=reason))
     return gates

@@ -103,7 +103,11 @@ def test_skipped_predictors_and_gates_on_mean_and_worst_kind():
     assert not gates["min_robustness_mean"].passed and gates["min_robustness_worst_kind"].passed
     assert "(test)" in gates["min_robustness_mean"].label
     missing = {g.name: g for g in validation_gates(hp, models, test, None) if "robustness" in g.name}
-    assert not missing["min_robustness_mean"].passed and missing["min_robustness_mean"].reason == "robustness suite not run"
+    assert not missing["min_robustness_mean"].passed
+    assert missing["min_robustness_mean"].reason.startswith("robustness suite not run: robustness is off")
+    empty = {g.name: g for g in validation_gates(hp, models, test, {"sets": {}}) if "robustness" in g.name}
+    assert empty["min_robustness_mean"].reason == ("robustness suite not run: no frames (robustness_rows 0 and no "
+                                                   "real frames)")
 
 
 def test_report_tables_put_models_and_the_detector_side_by_side():

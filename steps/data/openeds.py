@@ -33,7 +33,6 @@ import numpy as np
 from steps.data.frames import IMAGE_SHAPE, RAW_CLASSES
 from steps.data.geometry import check_frame_size, frame_to_model, label_to_model, plan_geometry
 from steps.data.headers import HeaderError, npy_header, png_size
-from steps.paths import link_leading_out
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "validation", "test")
@@ -139,10 +138,6 @@ def find_openeds(root: Path, single_split: str = "test") -> OpenEDSLayout:
     root = Path(root)
     if not root.is_dir():
         raise FrameError(f"{root}: not a folder (expected an OpenEDS dataset folder)")
-    leading_out = link_leading_out(root)
-    if leading_out is not None:
-        raise FrameError(f"{root}: '{leading_out}' is a link leading outside the folder (or a loop); "
-                         "copy the file into the folder instead")
     for candidate in _candidates(root):
         splits = _split_layout(candidate)
         if splits:
@@ -314,8 +309,8 @@ def mask_path(frame: Frame) -> Path:
 
 def link_or_copy(source: Path, target: Path) -> None:
     """Hard link when source and target share a file system and linking is allowed, else copy; a
-    symbolic link is published as the file it leads to (find_openeds kept it inside the dataset),
-    never as a link, which would dangle or lead elsewhere from the published folder."""
+    symbolic link (a DVC or git-annex dataset, a split on another disk) is published as the file it
+    leads to, never as a link, which would dangle or lead outside the published folder."""
     source = source.resolve()
     try:
         os.link(source, target)

@@ -143,11 +143,12 @@ class _KeyGivenTwice(ValueError):
 
 def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     """A JSON object whose keys are all different: a setting given twice would silently keep the last."""
-    keys = [key for key, _ in pairs]
-    for key in keys:
-        if keys.count(key) > 1:
+    found: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in found:
             raise _KeyGivenTwice(key)
-    return dict(pairs)
+        found[key] = value
+    return found
 
 
 def _decode_settings_object(text: str, what: str, where: str = "") -> dict[str, Any]:
@@ -197,7 +198,7 @@ def load_channel_settings(contract: StepContract, layout: Layout) -> dict[str, A
         try:
             found = _read_settings_file(path, f"channel '{channel.name}'")
         except ContractError as error:  # the file the channel fed is the one thing to name
-            raise ContractError(f"channel '{channel.name}': {path} is not a JSON object "
+            raise ContractError(f"channel '{channel.name}': {path} is not a usable settings file, a JSON object "
                                 f"({str(error).split(': ', 1)[-1]})") from error
         log.info("channel %s: %s from %s", channel.name,
                  shorten(", ".join(f"{key}={value!r}" for key, value in sorted(found.items())) or "nothing"), path)

@@ -99,7 +99,7 @@ def robustness_gates(hp: Any, models: dict[str, dict[str, Any]], robustness: dic
     frame set the suite ran on; a gate set while the suite did not run fails as not measured."""
     gates = []
     sets = (robustness or {}).get("sets") or {"-": {}}
-    not_run = ("robustness suite not run: robustness is off (null min_robustness_* drops these gates)"
+    not_run = ("robustness suite not run: robustness is off (turn it on, or null min_robustness_* to drop these gates)"
                if robustness is None else "robustness suite not run: no frames (robustness_rows 0 and no real frames)")
     limits = (("min_robustness_mean", "mean_pupil_iou", "mean over kinds"),
               ("min_robustness_worst_kind", "worst_kind_pupil_iou", "worst kind"))

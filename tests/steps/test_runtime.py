@@ -46,8 +46,8 @@ def test_unfed_tuned_channel_changes_nothing(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     (None, "^channel 'tuned': no best_params.json in "),
-    ("{broken", "^channel 'tuned': .*best_params.json is not a JSON object"),
-    ("[0.1]", "^channel 'tuned': .*best_params.json is not a JSON object"),
+    ("{broken", "^channel 'tuned': .*best_params.json is not a usable settings file, a JSON object"),
+    ("[0.1]", "^channel 'tuned': .*best_params.json is not a usable settings file, a JSON object"),
     ({"lr": -1}, "^hyperparameter 'lr'"),
     ({"n_trials": 3}, "^hyperparameter 'n_trials'"),  # a tune setting is not a train-seg one
 ])

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,19 @@ def run(hp: PreprocessHyperparameters, io: StepIO) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- normal mode
 
+def camera_frames(layout: str | None, sizes: Mapping[str, Mapping[str, int] | None],
+                  policy: str | None) -> dict[str, Any] | None:
+    """The camera's frames ({layout_description, frame_sizes, frame_policy}) when some were not
+    640x400 and so were mapped by `policy`, else None. `sizes`: frame counts by size, per split."""
+    merged: dict[str, int] = {}
+    for split_sizes in sizes.values():
+        for size, count in (split_sizes or {}).items():
+            merged[size] = merged.get(size, 0) + count
+    if not set(merged) - {f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}", "unreadable"}:
+        return None
+    return {"layout_description": layout, "frame_sizes": merged, "frame_policy": policy}
+
+
 def provenance(io: StepIO, layout: OpenEDSLayout) -> dict[str, Any]:
     """Where the frames came from and what made the rows (for manifests and the dataset card)."""
     import cv2
@@ -87,13 +101,11 @@ def provenance(io: StepIO, layout: OpenEDSLayout) -> dict[str, Any]:
     settings = raw_manifest.get("hyperparameters", {})
     # download-kaggle mapped frames of another camera onto 640x400: the original layout, sizes and
     # policy travel on, so a model card still says what the camera's frames were.
-    mapped = set(raw_manifest.get("frame_sizes") or {}) - {f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}"}
-    camera = {key: raw_manifest[key] for key in ("layout_description", "frame_sizes", "frame_policy")
-              if key in raw_manifest} if mapped else {}
     return {
         "layout": layout.kind, "layout_description": layout.describe(),
         "raw_source": {key: settings[key] for key in SOURCE_KEYS if key in settings},
-        "camera_frames": camera or None,
+        "camera_frames": camera_frames(raw_manifest.get("layout_description"), {"all": raw_manifest.get("frame_sizes")},
+                                       raw_manifest.get("frame_policy")),
         "versions": {"python": platform.python_version(), "opencv": cv2.__version__,
                      "numpy": numpy.__version__, "scipy": scipy.__version__,
                      "datasets": datasets.__version__},
@@ -119,6 +131,8 @@ def run_preprocess(hp: PreprocessHyperparameters, io: StepIO, layout: OpenEDSLay
     total = sum(report.frames for report in reports.values())
     sizes = {split: frame_sizes(split_frames) for split, split_frames in frames.items()}
     log.info("raw frame sizes %s, frame_policy %s", sizes, hp.frame_policy)
+    if not origin["camera_frames"]:  # this step mapped them, if any was not 640x400
+        origin["camera_frames"] = camera_frames(layout.describe(), sizes, hp.frame_policy)
     if origin["camera_frames"]:
         log.info("the camera's frames, before download-kaggle: %s", origin["camera_frames"])
     settings = {"preprocessing": params.as_dict(), "backend": hp.backend, "row_layout": hp.row_layout,

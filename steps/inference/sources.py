@@ -216,21 +216,31 @@ def split_frames(folder: Path, input_mode: str) -> Iterator[SourceFrame]:
         yield SourceFrame(name, image, enhanced=enhanced[k])
 
 
+RENAMES_LOGGED = 3  # then one line with the count: a second video of the same name renames every frame
+
+
 def unique_names(frames: Iterable[SourceFrame]) -> Iterator[SourceFrame]:
     """The frames, each named differently: a name an earlier frame took (`a.png` beside `a.bmp`,
     `x/y.png` beside `x_y.png`, two split rows of one file name) gets `~2`, `~3`, ... so no frame's
-    mask or row overwrites another's; the renaming is logged."""
+    mask or row overwrites another's; the first renamings are logged, then their count."""
     taken: set[str] = set()
+    next_suffix: dict[str, int] = {}
+    renamed = 0
     for frame in frames:
-        name, count = frame.name, 1
+        name = frame.name
         while name in taken:
-            count += 1
-            name = f"{frame.name}~{count}"
+            next_suffix[frame.name] = next_suffix.get(frame.name, 1) + 1
+            name = f"{frame.name}~{next_suffix[frame.name]}"
         if name != frame.name:
-            log.warning("frame name %r is taken by an earlier frame: this one is named %r", frame.name, name)
+            renamed += 1
+            if renamed <= RENAMES_LOGGED:
+                log.warning("frame name %r is taken by an earlier frame: this one is named %r", frame.name, name)
             frame = replace(frame, name=name)
         taken.add(name)
         yield frame
+    if renamed > RENAMES_LOGGED:
+        log.warning("%d more frames renamed the same way (their names were taken by earlier frames)",
+                    renamed - RENAMES_LOGGED)
 
 
 def is_saved_split(path: Path) -> bool:

@@ -120,8 +120,9 @@ def requested_splits(layout: OpenEDSLayout, splits: list[str]) -> tuple[list[str
 def without_work_folder(message: str, work: Path) -> str:
     """A message naming files by where the user can find them: the work folder (generated frames,
     an extracted archive) is deleted when the step ends, so its path would lead nowhere."""
-    return (message.replace(f"{work / 'synthetic'}{os.sep}", "generated frame ")
-            .replace(f"{work / 'extracted'}{os.sep}", "the archive's ").replace(str(work), "the work folder"))
+    for folder, shown in ((work / "synthetic", "the generated frames"), (work / "extracted", "the extracted archive")):
+        message = message.replace(f"{folder}{os.sep}", f"{shown}: ").replace(str(folder), shown)
+    return message.replace(str(work), "the step's work folder")
 
 
 def run(hp: DownloadKaggleHyperparameters, io: StepIO) -> dict[str, Any]:

@@ -73,7 +73,8 @@ def real_frames(hp: ValidateHyperparameters) -> tuple[datasets.Dataset | None, d
     read = raw_frames_dataset(folder, hp.frame_policy) if folder else RealFrames(None, {}, [])
     frames = read.dataset
     if folder and frames is None:
-        note = (f"no labelled frame of {folder} could be read ({len(read.skipped)} skipped, the first: "
+        note = (f"{read.error}; not evaluated" if read.error else
+                f"no labelled frame of {folder} could be read ({len(read.skipped)} skipped, the first: "
                 f"{read.skipped[0]}); not evaluated" if read.skipped else
                 f"no labelled OpenEDS frame (images/<stem>.png with labels/<stem>.npy) in {folder}; not evaluated")
     elif read.skipped:

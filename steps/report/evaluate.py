@@ -65,11 +65,13 @@ def frame_batches(rows: SplitRows, batch_size: int) -> Iterator[FrameBatch]:
 @dataclass
 class RealFrames:
     """Labelled real frames as unprocessed rows (None when none could be read), the original size of
-    each frame read ('WIDTHxHEIGHT': count) and why the others were skipped."""
+    each frame read ('WIDTHxHEIGHT': count), why the others were skipped, and why none could be
+    looked for (`error`: the folder holds no OpenEDS layout)."""
 
     dataset: datasets.Dataset | None
     sizes: dict[str, int]
     skipped: list[str]
+    error: str = ""
 
 
 def raw_frames_dataset(folder: Path, policy: FramePolicy = "pad") -> RealFrames:
@@ -81,7 +83,7 @@ def raw_frames_dataset(folder: Path, policy: FramePolicy = "pad") -> RealFrames:
         layout = find_openeds(folder)
     except FrameError as error:
         log.warning("real frames: %s", error)
-        return RealFrames(None, {}, [str(error)])
+        return RealFrames(None, {}, [], str(error))
     frames = layout.splits.get("test") or [frame for split in layout.splits.values() for frame in split]
     images, labels, kept, skipped = [], [], [], []
     for frame in (frame for frame in frames if frame.label is not None):

@@ -115,7 +115,8 @@ def test_real_frames_get_the_preprocessing_of_the_model_input_mode(real_frames_d
 def test_a_folder_without_labelled_frames_gives_no_dataset(tmp_path):
     (tmp_path / "images").mkdir()
     cv2.imwrite(str(tmp_path / "images" / "a.png"), np.zeros((400, 640), np.uint8))
-    assert raw_frames_dataset(tmp_path).dataset is None
+    read = raw_frames_dataset(tmp_path)
+    assert read.dataset is None and read.skipped == [] and "no OpenEDS layout found" in read.error
 
 
 def real_frames_of_another_camera(real_frames_dir, folder, size):

@@ -10,6 +10,7 @@ in the project unpickles in full, not even the by-hand conversion of old files.
 
 from __future__ import annotations
 
+import errno
 import os
 import pickle
 from pathlib import Path
@@ -49,8 +50,13 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
                                 f"the file can run. A checkpoint saved by this project before weights-only "
                                 f"loading: convert it, if you trust its origin, with "
                                 f"`python -m steps.models.checkpoint_file OLD NEW`") from error
-    except Exception as error:  # torch's readers on a file of another kind raise anything (KeyError, IndexError,
-        # OSError from a damaged zip...)
+    except MemoryError:
+        raise
+    except OSError as error:  # torch's zip reader on a damaged file (EINVAL), or a read that failed (EIO)
+        if error.errno not in (None, errno.EINVAL):
+            raise
+        raise pickle.UnpicklingError(f"{NOT_A_CHECKPOINT} (torch.load: {error})") from error
+    except Exception as error:  # torch's readers on a file of another kind raise anything (KeyError, IndexError...)
         detail = " ".join([type(error).__name__, *(str(error).strip().splitlines() or [])[:1]])[:160]
         raise pickle.UnpicklingError(f"{NOT_A_CHECKPOINT} (torch.load: {detail})") from error
     if not isinstance(payload, dict):

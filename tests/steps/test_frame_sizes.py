@@ -111,6 +111,8 @@ def test_preprocess_maps_portrait_frames_itself_and_says_so(tmp_path):
                     {"workers": 1, "frame_policy": "crop"}) == 0
     manifest = read_manifest(tmp_path / "crop" / "output" / "data" / "train")
     assert manifest["frame_policy"] == "crop" and manifest["frame_sizes"] == {"400x640": 2}
+    camera = training_data(tmp_path / "crop" / "output" / "data" / "train")["camera_frames"]
+    assert camera["frame_policy"] == "crop" and camera["frame_sizes"] == {"400x640": 3}  # train 2 + validation 1
     train = datasets.load_from_disk(str(tmp_path / "crop" / "output" / "data" / "train")).with_format("numpy", dtype=None)
     frame = sorted(find_openeds(raw).splits["train"], key=lambda f: f.stem)[0]
     image, label = read_frame(frame, "crop")

@@ -121,11 +121,32 @@ def evaluation_section(model: dict[str, Any], report: dict[str, Any] | None) -> 
     gates = [g for g in report.get("gates", []) if g["model"] == model["file"]]
     lines = ["### Evaluation", "", header, *rows, "",
              fixtures_line(report.get("fixtures") or {}),
-             "- Robustness suite (noise, blur, lids, glints, gain): not part of this project version; not evaluated.",
+             robustness_line(report.get("robustness"), model["file"]),
              f"- Latency: {latency.get('median_ms', float('nan')):.2f} ms median per frame (onnxruntime CPU, "
              f"batch 1, 1 thread, {latency.get('runs', '?')} runs)." if latency else "- Latency: not measured.",
              gate_line(gates), ""]
     return lines
+
+
+def robustness_line(robustness: dict[str, Any] | None, file: str) -> str:
+    """The robustness suite's pupil IoU for this model per frame set: mean over kinds, worst kind,
+    beside the classical detector's mean (validate's report has the tables)."""
+    if robustness is None:
+        return "- Robustness suite: not run (validate `--no-robustness`)."
+    parts = []
+    for set_name, frame_set in (robustness.get("sets") or {}).items():
+        predictors = frame_set.get("predictors") or {}
+        mine, classical = predictors.get(file), predictors.get("classical")
+        if not mine:
+            continue
+        text = (f"{EVALUATION_NAMES.get(set_name, set_name)}: mean {mine['mean_pupil_iou']:.3f}, worst kind "
+                f"{mine['worst_kind']} {mine['worst_kind_pupil_iou']:.3f}")
+        refined = predictors.get(f"{file} + edge refinement")
+        text += f" (edge-refined: mean {refined['mean_pupil_iou']:.3f})" if refined else ""
+        parts.append(text + (f"; classical detector mean {classical['mean_pupil_iou']:.3f}" if classical else ""))
+    kinds = ", ".join(robustness.get("kinds") or {})
+    return (f"- Robustness suite (pupil IoU under {kinds}): {'; '.join(parts)}." if parts
+            else "- Robustness suite: pupil IoU is measured for segmentation models (validate's report.md has the rest).")
 
 
 def fixtures_line(fixtures: dict[str, Any]) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from steps.report.model_card import training_lines
+from steps.report.model_card import robustness_line, training_lines
 
 
 def card_model(training_data: dict) -> dict:
@@ -22,3 +22,15 @@ def test_frames_of_another_camera_are_named_with_their_sizes_and_policy():
 def test_frames_already_640x400_add_no_camera_line():
     lines = training_lines(card_model({"source": "synthetic", "generated": True, "rows": 5, "camera_frames": None}))
     assert len(lines) == 1 and "**generated frames**" in lines[0] and "5 training rows" in lines[0]
+
+
+def test_the_card_gives_the_robustness_suite_results_beside_the_classical_detector():
+    figures = {"mean_pupil_iou": 0.91234, "worst_kind": "noise", "worst_kind_pupil_iou": 0.88}
+    robustness = {"kinds": {"noise": [], "blur": []}, "sets": {"fixtures": {"predictors": {
+        "seg.onnx": figures, "seg.onnx + edge refinement": {**figures, "mean_pupil_iou": 0.94},
+        "classical": {**figures, "mean_pupil_iou": 0.567}}}}}
+    assert robustness_line(robustness, "seg.onnx") == (
+        "- Robustness suite (pupil IoU under noise, blur): real OpenEDS sample frames: mean 0.912, worst kind noise "
+        "0.880 (edge-refined: mean 0.940); classical detector mean 0.567.")
+    assert robustness_line(None, "seg.onnx") == "- Robustness suite: not run (validate `--no-robustness`)."
+    assert "segmentation models" in robustness_line(robustness, "ellipse.onnx")

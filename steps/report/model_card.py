@@ -54,7 +54,8 @@ def training_lines(model: dict[str, Any]) -> list[str]:
                 "kaggle`) before trusting it on real frames")
     else:
         what = f"{data.get('dataset') or data.get('source')} ({data.get('source')})"
-    lines = [f"- Training data: {what}; {data.get('rows', '?')} training rows"
+    of_split = f" (of {data['rows_in_split']} in the split)" if data.get("rows_in_split") else ""
+    lines = [f"- Training data: {what}; {data.get('rows', '?')} training rows{of_split}"
              + (f", {data['layout']}" if data.get("layout") else "") + "."]
     camera = data.get("camera_frames")
     if camera:

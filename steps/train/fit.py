@@ -510,7 +510,7 @@ def run_training_step(hp: Any, io: Any) -> dict[str, Any]:
     summary = train(hp, train_split=train_split, valid_split=valid_split, paths=paths)
     if "model_card" in summary:
         summary["model_card"] = add_training_data(paths.model_dir / ckpt.MODEL_CARD,
-                                                  training_data(io.channel("train"), hp.hf_repo))
+                                                  training_data(io.channel("train"), hp.hf_repo, hp.max_train_rows))
         io.annotate("model", model_card=summary["model_card"], best_valid_iou=summary["best_valid_iou"])
         io.annotate("metrics", rows=summary["epochs_trained"], best_metrics=summary["best_metrics"])
     return summary

@@ -15,10 +15,11 @@ from steps.outputs import loads_json, read_manifest, write_json_atomic
 GENERATED_SOURCE = "synthetic"
 
 
-def training_data(train_dir: Path | None, hf_repo: str | None = None) -> dict[str, Any]:
+def training_data(train_dir: Path | None, hf_repo: str | None = None, max_rows: int | None = None) -> dict[str, Any]:
     """{source, generated, dataset, layout, camera_frames, rows, preprocessing} of the train split ({} if
-    unknown); camera_frames: the original layout, frame sizes and frame_policy when download-kaggle
-    mapped another camera's frames onto 640x400."""
+    unknown); camera_frames: the original layout, frame sizes and frame_policy when another camera's
+    frames were mapped onto 640x400; rows: those trained on (`max_rows` of a larger split, whose size
+    is then `rows_in_split`)."""
     if hf_repo:
         return {"source": "hf", "dataset": hf_repo, "generated": False}
     manifest = read_manifest(train_dir) if train_dir is not None else None
@@ -27,10 +28,13 @@ def training_data(train_dir: Path | None, hf_repo: str | None = None) -> dict[st
     provenance = manifest.get("provenance") or {}
     raw = provenance.get("raw_source") or {}
     source = raw.get("source")
+    rows = manifest.get("rows")
+    capped = max_rows is not None and isinstance(rows, int) and rows > max_rows  # what trained, not what was there
     return {"source": source, "generated": source == GENERATED_SOURCE,
+            **({"rows_in_split": rows} if capped else {}),
             "dataset": None if source == GENERATED_SOURCE else raw.get("dataset"),
             "layout": provenance.get("layout_description"), "camera_frames": provenance.get("camera_frames"),
-            "rows": manifest.get("rows"),
+            "rows": max_rows if capped else rows,
             "preprocessing": manifest.get("preprocessing") or {}}
 
 

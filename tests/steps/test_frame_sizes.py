@@ -103,6 +103,9 @@ def test_the_2019_portrait_release_goes_through_download_kaggle_and_preprocess(t
         "frame_policy": "pad", "frame_sizes": {"400x640": 5},
         "layout_description": "2019 OpenEDS challenge release (Semantic_Segmentation_Dataset): train 3, validation 2"}
     assert training_data(pre / "output" / "data" / "train")["camera_frames"] == preprocessed["provenance"]["camera_frames"]
+    assert training_data(pre / "output" / "data" / "train", max_rows=2)["rows"] == 2  # of the split's 3
+    assert training_data(pre / "output" / "data" / "train", max_rows=2)["rows_in_split"] == 3
+    assert "rows_in_split" not in training_data(pre / "output" / "data" / "train", max_rows=5)
 
 
 def test_preprocess_maps_portrait_frames_itself_and_says_so(tmp_path):

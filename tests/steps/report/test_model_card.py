@@ -34,3 +34,8 @@ def test_the_card_gives_the_robustness_suite_results_beside_the_classical_detect
         "0.880 (edge-refined: mean 0.940); classical detector mean 0.567.")
     assert robustness_line(None, "seg.onnx") == "- Robustness suite: not run (validate `--no-robustness`)."
     assert "segmentation models" in robustness_line(robustness, "ellipse.onnx")
+
+
+def test_a_capped_training_says_the_rows_it_used_of_the_split():
+    lines = training_lines(card_model({"source": "local", "dataset": "d", "rows": 40, "rows_in_split": 568}))
+    assert lines[0] == "- Training data: d (local); 40 training rows (of 568 in the split)."

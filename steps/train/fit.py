@@ -217,12 +217,26 @@ def resume_average(run: TrainingRun, state: dict[str, Any]) -> None:
         log.warning("ema_decay: the checkpoint holds no weight average; the average restarts from its weights")
 
 
+# The optimizer's and the schedule's state come back from a resume checkpoint with these settings in
+# them (learning rates, decay, momentum buffers, the schedule's position and shape).
+RESTORED_ON_RESUME = frozenset({"optimizer", "lr", "weight_decay", "momentum", "scheduler", "warmup_epochs",
+                                "step_size", "step_gamma", "plateau_patience"})
+
+
 def check_resume_settings(hp: Any, state: dict[str, Any], current: dict[str, Any] | None = None) -> None:
     """Warn about settings (`current`: hp as JSON, when already resolved) that differ from the
     checkpoint's; refuse what cannot continue."""
     saved = state.get("hyperparameters", {})
     current = hp.model_dump(mode="json") if current is None else current
     changed = sorted(k for k in current if k in saved and saved[k] != current[k])
+    fixed = [k for k in changed if k in RESTORED_ON_RESUME]
+    if fixed:
+        others = "".join(f", '{k}' too" for k in fixed[1:])
+        keep = ", ".join(f"{k}={saved[k]!r}" for k in fixed)
+        raise StepError(f"hyperparameter '{fixed[0]}': {current[fixed[0]]!r} differs from the checkpoint's "
+                        f"{saved[fixed[0]]!r}{others}; a resumed run continues the checkpoint's optimizer and "
+                        f"schedule, which would ignore it\nkeep {keep} to resume, or start afresh with an empty "
+                        f"checkpoints folder")
     if changed:
         log.warning("resuming with settings that differ from the checkpoint's: %s",
                     ", ".join(f"{k} {saved[k]!r} -> {current[k]!r}" for k in changed))

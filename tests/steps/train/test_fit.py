@@ -130,7 +130,21 @@ def test_resume_refuses_to_stretch_a_onecycle_schedule(caplog):
     from steps.train.fit import check_resume_settings
 
     saved = {"hyperparameters": TrainSegHyperparameters(scheduler="onecycle", epochs=4).model_dump(mode="json")}
-    check_resume_settings(TrainSegHyperparameters(scheduler="onecycle", epochs=4, lr=0.001), saved)
-    assert "lr 0.003 -> 0.001" in caplog.text
+    check_resume_settings(TrainSegHyperparameters(scheduler="onecycle", epochs=4, batch_size=4), saved)
+    assert "batch_size 2 -> 4" in caplog.text  # applies from the next batch: a warning
     with pytest.raises(StepError, match="^hyperparameter 'epochs': 6 differs from the checkpoint's 4"):
         check_resume_settings(TrainSegHyperparameters(scheduler="onecycle", epochs=6), saved)
+
+
+def test_resume_refuses_optimizer_and_schedule_settings_the_checkpoint_would_override():
+    """The optimizer and schedule states come back from the checkpoint: a new lr would be recorded
+    but not used (a resumed cosine run kept training at its old lr)."""
+    from contracts.train_seg import TrainSegHyperparameters
+    from steps.runtime import StepError
+    from steps.train.fit import check_resume_settings
+
+    saved = {"hyperparameters": TrainSegHyperparameters().model_dump(mode="json")}
+    with pytest.raises(StepError, match=r"^hyperparameter 'lr': 0.5 differs from the checkpoint's 0.003, "
+                                        r"'scheduler' too; a resumed run continues the checkpoint's optimizer"):
+        check_resume_settings(TrainSegHyperparameters(lr=0.5, scheduler="none"), saved)
+    check_resume_settings(TrainSegHyperparameters(epochs=20), saved)  # a longer run may resume

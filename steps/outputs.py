@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +88,26 @@ def move_entry(source: Path, target: Path) -> None:
         elif partial.exists() or partial.is_symlink():
             partial.unlink()
     shutil.rmtree(source) if source.is_dir() and not source.is_symlink() else source.unlink()
+
+
+def check_output_targets(outputs: Mapping[str, Path], inputs: Mapping[str, Path]) -> None:
+    """ValueError naming the output unless each output folder can be replaced without losing
+    anything: not a file, not inside, around or equal to an input channel (an override such as
+    `--output predictions=<the frames folder>` would delete the input), and, when it already holds
+    files, an earlier output of a step (its `_manifest.json` there)."""
+    resolved_inputs = {name: Path(path).resolve() for name, path in inputs.items() if Path(path).exists()}
+    for name, final in outputs.items():
+        target = Path(final).resolve()
+        for channel, source in resolved_inputs.items():
+            if target == source or target.is_relative_to(source) or source.is_relative_to(target):
+                raise ValueError(f"output '{name}': {final} overlaps input channel '{channel}' ({source}); "
+                                 f"writing it would replace the input: give another folder")
+        if Path(final).is_symlink() or (target.exists() and not target.is_dir()):
+            raise ValueError(f"output '{name}': {final} is {'a link' if Path(final).is_symlink() else 'a file'}, "
+                             f"expected a folder (new, empty, or an earlier output of a step)")
+        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
+            raise ValueError(f"output '{name}': {final} holds files that are not an earlier step output (no "
+                             f"{MANIFEST_NAME}); the step replaces its output folder: give a new or empty one")
 
 
 class StagedOutput:

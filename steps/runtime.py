@@ -31,7 +31,7 @@ from pydantic_settings import BaseSettings, DotEnvSettingsSource, SettingsConfig
 from contracts import ContractError, Hyperparameters, Layout, StepContract, get_contract
 from contracts.base import shorten
 from steps.errors import FailAfterCommit, StepError
-from steps.outputs import StagedOutput, loads_json, write_json_atomic
+from steps.outputs import StagedOutput, check_output_targets, loads_json, write_json_atomic
 from steps.secrets import RedactingFilter, redact, redact_obj
 
 log = logging.getLogger("steps")
@@ -301,6 +301,15 @@ def check_root(layout: Layout) -> None:
         raise StepError(f"root {root}: cannot write {probe.parent} ({error.strerror or error})") from error
 
 
+def check_outputs(contract: StepContract, layout: Layout) -> None:
+    """Each output folder can be replaced without losing an input or a user's files (ContractError)."""
+    try:
+        check_output_targets({o.name: layout.output(o.name, o.path) for o in contract.outputs},
+                             {c.name: layout.channel(c.name) for c in contract.channels})
+    except ValueError as error:
+        raise ContractError(str(error)) from None
+
+
 def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict[str, Any]:
     """Run the step module with staged outputs; commit them only when it succeeds."""
     hooks = hooks_of(contract)
@@ -357,6 +366,8 @@ def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = N
                 layout.failure_file.unlink(missing_ok=True)
             hp = resolve_hyperparameters(contract, layout, cli_values or {})
             check_channels(contract, layout, hp)
+            if primary:
+                check_outputs(contract, layout)
             log.info("step %s: root %s", name, layout.root)
             manifest = execute(contract, layout, hp)
         log.info("step %s: done in %.1fs; manifest %s", name, manifest["seconds"], layout.run_manifest_file)

@@ -332,6 +332,25 @@ def _unknown_channel(world: World) -> Case:
     return Case(run, ["--channel 'sorce=", "no channel named 'sorce' (this step's: source)"])
 
 
+@case("--output onto the input channel's folder")
+def _output_onto_input(world: World) -> Case:
+    run = StepRun("download-kaggle", world.root, channels={"source": world.outside},
+                  flags=["--source", "local", "--output", f"raw={world.outside}"])
+    return Case(run, ["output 'raw'", "overlaps input channel 'source'"])
+
+
+@case("--output onto a folder of someone's files")
+def _output_onto_files(world: World) -> Case:
+    run = StepRun("download-kaggle", world.root, flags=["--output", f"raw={world.outside}"])
+    return Case(run, ["output 'raw'", "holds files that are not an earlier step output"])
+
+
+@case("--output onto a file")
+def _output_onto_a_file(world: World) -> Case:
+    run = StepRun("download-kaggle", world.root, flags=["--output", f"raw={world.outside / 'keep.txt'}"])
+    return Case(run, ["output 'raw'", "keep.txt is a file, expected a folder"])
+
+
 @case("root is a regular file")
 def _root_file(world: World) -> Case:
     world.root.write_text("not a folder")

@@ -175,9 +175,33 @@ def limitations() -> list[str]:
             "the only real-eye figures, and there are very few of them.", ""]
 
 
+# Runs where this project is absent: onnxruntime, OpenCV and NumPy only, the preprocessing read from
+# the model's own metadata (a test runs it with the project unimportable and compares the mask).
+STANDALONE_RECIPE = """import json
+import cv2
+import numpy as np
+import onnxruntime as ort
+
+session = ort.InferenceSession("{seg}")
+meta = session.get_modelmeta().custom_metadata_map
+gray = cv2.imread("frame.png", cv2.IMREAD_GRAYSCALE)  # 640 wide x 400 tall (pad, crop or resize other sizes)
+if meta.get("input_mode", "preprocessed") == "preprocessed":  # the gamma LUT, then CLAHE, it was trained on
+    params = json.loads(meta["preprocessing_params"])
+    lut = (255.0 * np.linspace(0.0, 1.0, 256) ** params["gamma"]).astype(np.uint8)
+    grid = params["clahe_tile_grid"]
+    gray = cv2.createCLAHE(params["clahe_clip_limit"], (grid, grid)).apply(cv2.LUT(gray, lut))
+mean, std = float(meta.get("input_mean", 0.5)), float(meta.get("input_std", 0.5))
+batch = ((gray.astype(np.float32) / 255.0 - mean) / std)[None, None]
+(logits,) = session.run(None, {{session.get_inputs()[0].name: batch}})
+pupil = (logits[0, 1] > logits[0, 0]).astype(np.uint8)  # 0/1 mask, 400 x 640"""
+
+
 def how_to_run(files: list[str]) -> list[str]:
     seg = next((f for f in files if "ellipse" not in f), files[0] if files else "model.onnx")
-    return ["## How to run", "", "```bash",
+    return ["## How to run", "",
+            "With this project installed (`predict` also maps any frame size, fits the pupil ellipse and, by "
+            "default, refines its border on the image; `--no-refine-border` gives the model's own mask):", "",
+            "```bash",
             "python -m steps predict --root runs/p --channel model=<this folder> --channel input=<image, folder or video>",
             "```", "", "```python", "import onnxruntime as ort",
             "from steps.inference.model_input import ModelInput, prepare_frame",
@@ -185,7 +209,8 @@ def how_to_run(files: list[str]) -> list[str]:
             "spec = ModelInput.from_metadata(session.get_modelmeta().custom_metadata_map)",
             'batch, geometry = prepare_frame(gray_frame, spec, "pad")',
             '(logits,) = session.run(None, {"image": batch})',
-            "```", ""]
+            "```", "", "Without it (onnxruntime, OpenCV and NumPy only; the model's own mask):", "",
+            "```python", STANDALONE_RECIPE.format(seg=seg), "```", ""]
 
 
 def render_model_card(models: list[dict[str, Any]], report: dict[str, Any] | None = None) -> str:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
-from steps.report.model_card import robustness_line, training_lines
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from steps.report.model_card import how_to_run, robustness_line, training_lines
 
 
 def card_model(training_data: dict) -> dict:
@@ -39,3 +45,28 @@ def test_the_card_gives_the_robustness_suite_results_beside_the_classical_detect
 def test_a_capped_training_says_the_rows_it_used_of_the_split():
     lines = training_lines(card_model({"source": "local", "dataset": "d", "rows": 40, "rows_in_split": 568}))
     assert lines[0] == "- Training data: d (local); 40 training rows (of 568 in the split)."
+
+
+@pytest.mark.parametrize("input_mode", ["preprocessed", "raw"])
+def test_the_cards_standalone_recipe_runs_where_the_project_is_absent(tmp_path, input_mode):
+    """The card's onnxruntime + OpenCV + NumPy recipe, run with `steps` and `contracts` unimportable,
+    gives the logits the project's own input path gives."""
+    import cv2
+    import onnxruntime as ort
+
+    from steps.inference.model_input import ModelInput, prepare_frame
+    from tests.steps.inference.dark_model import dark_pupil_onnx, eye_frame
+
+    dark_pupil_onnx(tmp_path / "seg.onnx", input_mode=input_mode)
+    frame = eye_frame(640, 400, (300.0, 210.0, 40.0, 32.0, 15.0))
+    cv2.imwrite(str(tmp_path / "frame.png"), frame)
+    card = "\n".join(how_to_run(["seg.onnx"]))
+    recipe = card.split("Without it")[1].split("```python\n")[1].split("```")[0]
+    (tmp_path / "recipe.py").write_text(recipe + '\nnp.save("logits.npy", logits)\n')
+    blocked = "import sys; sys.modules['steps'] = sys.modules['contracts'] = None; exec(open('recipe.py').read())"
+    done = subprocess.run([sys.executable, "-I", "-c", blocked], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    session = ort.InferenceSession(str(tmp_path / "seg.onnx"))
+    batch, _ = prepare_frame(frame, ModelInput.from_metadata(session.get_modelmeta().custom_metadata_map), "pad")
+    (expected,) = session.run(None, {"image": batch})
+    np.testing.assert_allclose(np.load(tmp_path / "logits.npy"), expected, atol=1e-5)

@@ -16,7 +16,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn, get_args, get_origin
+
+from pydantic.fields import FieldInfo
 
 from contracts import ContractError, Layout, StepContract, all_contracts, get_contract
 from contracts.base import decode_value, shorten
@@ -37,6 +39,19 @@ class CommandLineParser(argparse.ArgumentParser):
         raise ContractError(f"command line: {message}")
 
 
+def value_limits(field: FieldInfo) -> str:
+    """'one of a, b; ' or 'at least 0.4, at most 1; ' for a field's allowed values (empty when
+    unconstrained), so --help says what the contract accepts."""
+    literals = [field.annotation, *get_args(field.annotation)]
+    choices = [value for kind in literals if get_origin(kind) is Literal for value in get_args(kind)]
+    if choices:
+        return "one of " + ", ".join(str(value) for value in choices) + "; "
+    words = {"Ge": "at least", "Gt": "above", "Le": "at most", "Lt": "below"}
+    bounds = [f"{words[type(rule).__name__]} {getattr(rule, type(rule).__name__.lower())}"
+              for rule in field.metadata if type(rule).__name__ in words]
+    return ", ".join(bounds) + "; " if bounds else ""
+
+
 def build_parser(contract: StepContract) -> argparse.ArgumentParser:
     parser = CommandLineParser(prog=f"python -m steps {contract.name}", description=contract.summary)
     parser.add_argument("--root", default=None, help="layout root (default: $SAGEMAKER_BASE_DIR or /opt/ml)")
@@ -46,7 +61,7 @@ def build_parser(contract: StepContract) -> argparse.ArgumentParser:
                         help="output folder override (KFP artifact paths)")
     group = parser.add_argument_group("hyperparameters (override input/config/hyperparameters.json)")
     for name, field in contract.hyperparameters.model_fields.items():
-        help_text = f"{field.description or ''} (default: {json.dumps(field.default)})"
+        help_text = f"{field.description or ''} ({value_limits(field)}default: {json.dumps(field.default)})"
         if field.annotation is bool:
             group.add_argument(flag_name(name), dest=name, action=argparse.BooleanOptionalAction,
                                default=argparse.SUPPRESS, help=help_text)

@@ -27,14 +27,3 @@ def test_a_region_out_of_bounds_or_malformed_is_refused_naming_the_field(given, 
     assert error["loc"] == tuple(int(part) if part.isdigit() else part for part in field.split("."))
     assert says in error["msg"] and "invalid literal" not in error["msg"]
 
-
-def test_help_says_the_values_each_setting_accepts():
-    from contracts import get_contract
-    from steps.__main__ import build_parser
-
-    text = " ".join(build_parser(get_contract("download-kaggle")).format_help().split())
-    assert "(one of kaggle, portrait2019; default: \"kaggle\")" in text
-    assert "(at least 0.4, at most 1.0; default: 1.0)" in text  # synthetic_min_eye_scale
-    assert "(one of train, validation, test; default: [\"train\", \"validation\", \"test\"])" in text
-    text = " ".join(build_parser(get_contract("predict")).format_help().split())
-    assert "(one of 0, 90, 180, 270; default: 0)" in text

@@ -155,7 +155,10 @@ class StagedOutput:
             if old.exists():
                 os.rename(old, self.final)  # put the previous output back for the fallback
             raise
-        shutil.rmtree(old, ignore_errors=True)
+        if old.is_dir() and not old.is_symlink():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            old.unlink(missing_ok=True)  # rmtree leaves a file or link behind
 
     def _move_contents(self) -> None:
         """Fallback for a final folder that cannot be renamed (a mount point such as SageMaker's

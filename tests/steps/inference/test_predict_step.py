@@ -182,12 +182,19 @@ def corrupt_mjpeg_frame(path, index):
     path.write_bytes(bytes(data))
 
 
-def test_corrupt_frames_in_a_folder_or_video_are_reported_and_skipped(tmp_path, dark_model):
+def frames_with_a_truncated_one(tmp_path, count, truncated):
+    """A folder of `count` moving-pupil frames f0.png, f1.png, ...; f<truncated>.png cut to 60 bytes."""
     frames = tmp_path / "frames"
     frames.mkdir()
-    for k, frame in enumerate(moving_pupil(3)):
+    for k, frame in enumerate(moving_pupil(count)):
         cv2.imwrite(str(frames / f"f{k}.png"), frame)
-    (frames / "f1.png").write_bytes((frames / "f1.png").read_bytes()[:60])   # truncated
+    broken = frames / f"f{truncated}.png"
+    broken.write_bytes(broken.read_bytes()[:60])
+    return frames
+
+
+def test_corrupt_frames_in_a_folder_or_video_are_reported_and_skipped(tmp_path, dark_model):
+    frames = frames_with_a_truncated_one(tmp_path, 3, truncated=1)
     video = write_video(frames / "clip.avi", moving_pupil(6))
     corrupt_mjpeg_frame(video, 2)
     code, out, failure = predict(tmp_path / "run", dark_model, frames)
@@ -219,11 +226,7 @@ def test_frames_whose_names_collide_each_keep_their_own_row_and_mask(tmp_path, d
 
 
 def test_max_frames_counts_predicted_frames_not_skipped_ones(tmp_path, dark_model):
-    frames = tmp_path / "frames"
-    frames.mkdir()
-    for k, frame in enumerate(moving_pupil(4)):
-        cv2.imwrite(str(frames / f"f{k}.png"), frame)
-    (frames / "f0.png").write_bytes((frames / "f0.png").read_bytes()[:60])   # truncated
+    frames = frames_with_a_truncated_one(tmp_path, 4, truncated=0)
     code, out, failure = predict(tmp_path / "run", dark_model, frames, max_frames=2)
     assert code == 0, failure
     assert set(rows(out)) == {"f1", "f2"}

@@ -92,14 +92,15 @@ def move_entry(source: Path, target: Path) -> None:
 
 def check_output_targets(outputs: Mapping[str, Path], inputs: Mapping[str, Path]) -> None:
     """ValueError naming the output unless each output folder can be replaced without losing
-    anything: not a file, not inside, around or equal to an input channel (an override such as
+    anything: not a file, not an input channel's folder nor one holding it (an override such as
     `--output predictions=<the frames folder>` would delete the input), and, when it already holds
-    files, an earlier output of a step (its `_manifest.json` there)."""
+    files, an earlier output of a step (its `_manifest.json` there). An output inside an input's
+    folder is fine when new (preprocess's report beside the splits it checks)."""
     resolved_inputs = {name: Path(path).resolve() for name, path in inputs.items() if Path(path).exists()}
     for name, final in outputs.items():
         target = Path(final).resolve()
         for channel, source in resolved_inputs.items():
-            if target == source or target.is_relative_to(source) or source.is_relative_to(target):
+            if source.is_relative_to(target):  # the same folder, or one holding the input
                 raise ValueError(f"output '{name}': {final} overlaps input channel '{channel}' ({source}); "
                                  f"writing it would replace the input: give another folder")
         if Path(final).is_symlink() or (target.exists() and not target.is_dir()):

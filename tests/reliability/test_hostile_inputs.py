@@ -339,6 +339,15 @@ def _output_onto_input(world: World) -> Case:
     return Case(run, ["output 'raw'", "overlaps input channel 'source'"])
 
 
+@case("--output onto a folder holding the input channel")
+def _output_around_input(world: World) -> Case:
+    source = world.outside / "frames"
+    source.mkdir()
+    run = StepRun("download-kaggle", world.root, channels={"source": source},
+                  flags=["--source", "local", "--output", f"raw={world.outside}"])
+    return Case(run, ["output 'raw'", "overlaps input channel 'source'"])
+
+
 @case("--output onto a folder of someone's files")
 def _output_onto_files(world: World) -> Case:
     run = StepRun("download-kaggle", world.root, flags=["--output", f"raw={world.outside}"])

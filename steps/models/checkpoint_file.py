@@ -28,6 +28,14 @@ _NUMPY_ARRAY_GLOBALS = [np._core.multiarray._reconstruct, np.ndarray, np.dtype, 
 NOT_A_CHECKPOINT = "not a PyTorch checkpoint file: damaged, truncated or another format"
 
 
+class CheckpointDamaged(pickle.UnpicklingError, ValueError):
+    """A file that is not a readable PyTorch checkpoint (damaged, truncated, another format). A
+    ValueError like every other unusable checkpoint, so one `except ValueError` serves callers."""
+
+    def __init__(self, detail: str):
+        super().__init__(f"{NOT_A_CHECKPOINT} ({detail})")
+
+
 class CheckpointRefused(ValueError):
     """A file that holds more than plain data (it would run code if unpickled in full); the
     message's first line names it."""
@@ -35,7 +43,8 @@ class CheckpointRefused(ValueError):
 
 def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device = "cpu",
                     mmap: bool = False) -> dict[str, Any]:
-    """The checkpoint dict stored at `path`, loaded weights-only; CheckpointRefused otherwise."""
+    """The checkpoint dict stored at `path`, loaded weights-only; CheckpointRefused for one that would run
+    code, CheckpointDamaged for one that is not a readable checkpoint, OSError for a file not read."""
     path = Path(path)
     with path.open("rb"):
         pass  # a missing or unreadable file is an OSError naming it; any later one is the file's content
@@ -44,7 +53,7 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except pickle.UnpicklingError as error:
         reason = _torch_reason(error)
         if "unsupported global" not in reason.lower():  # damaged, not crafted
-            raise pickle.UnpicklingError(f"{NOT_A_CHECKPOINT} ({reason})") from error
+            raise CheckpointDamaged(reason) from error
         raise CheckpointRefused(f"{path}: refused, not a plain checkpoint ({reason}); only "
                                 f"tensors, numbers, strings, lists and dicts are loaded, so nothing in "
                                 f"the file can run. A checkpoint saved by this project before weights-only "
@@ -55,10 +64,10 @@ def read_checkpoint(path: str | os.PathLike, *, map_location: str | torch.device
     except OSError as error:  # torch's zip reader on a damaged file (EINVAL), or a read that failed (EIO)
         if error.errno not in (None, errno.EINVAL):
             raise
-        raise pickle.UnpicklingError(f"{NOT_A_CHECKPOINT} (torch.load: {error})") from error
+        raise CheckpointDamaged(f"torch.load: {error}") from error
     except Exception as error:  # torch's readers on a file of another kind raise anything (KeyError, IndexError...)
         detail = " ".join([type(error).__name__, *(str(error).strip().splitlines() or [])[:1]])[:160]
-        raise pickle.UnpicklingError(f"{NOT_A_CHECKPOINT} (torch.load: {detail})") from error
+        raise CheckpointDamaged(f"torch.load: {detail}") from error
     if not isinstance(payload, dict):
         raise CheckpointRefused(f"{path}: not an openeds checkpoint (holds a {type(payload).__name__}, "
                                 f"expected a dict)")

@@ -23,7 +23,6 @@ import datetime as dt
 import fcntl
 import logging
 import os
-import pickle
 import subprocess
 import time
 import urllib.error
@@ -324,6 +323,6 @@ def load_checkpoint_of(uri: str) -> Any:
                             f"versions registered before weights-only loading hold none: register it again)")
         try:
             model, _ = load_checkpoint(found[0])
-        except (ValueError, KeyError, RuntimeError, pickle.UnpicklingError) as error:  # refused, damaged, mismatched
+        except (ValueError, KeyError) as error:  # refused, damaged or mismatched file; unknown model name
             raise StepError(f"model registry: {uri}: {error}") from error
     return model

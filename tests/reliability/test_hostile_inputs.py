@@ -332,32 +332,32 @@ def _unknown_channel(world: World) -> Case:
     return Case(run, ["--channel 'sorce=", "no channel named 'sorce' (this step's: source)"])
 
 
+def output_onto(world: World, output: Path, needle: str, source: Path | None = None) -> Case:
+    """download-kaggle with its `raw` output aimed at `output` (and a local `source`, when given)."""
+    channels, flags = ({"source": source}, ["--source", "local"]) if source is not None else ({}, [])
+    run = StepRun("download-kaggle", world.root, channels=channels, flags=[*flags, "--output", f"raw={output}"])
+    return Case(run, ["output 'raw'", needle])
+
+
 @case("--output onto the input channel's folder")
 def _output_onto_input(world: World) -> Case:
-    run = StepRun("download-kaggle", world.root, channels={"source": world.outside},
-                  flags=["--source", "local", "--output", f"raw={world.outside}"])
-    return Case(run, ["output 'raw'", "overlaps input channel 'source'"])
+    return output_onto(world, world.outside, "overlaps input channel 'source'", source=world.outside)
 
 
 @case("--output onto a folder holding the input channel")
 def _output_around_input(world: World) -> Case:
-    source = world.outside / "frames"
-    source.mkdir()
-    run = StepRun("download-kaggle", world.root, channels={"source": source},
-                  flags=["--source", "local", "--output", f"raw={world.outside}"])
-    return Case(run, ["output 'raw'", "overlaps input channel 'source'"])
+    (world.outside / "frames").mkdir()
+    return output_onto(world, world.outside, "overlaps input channel 'source'", source=world.outside / "frames")
 
 
 @case("--output onto a folder of someone's files")
 def _output_onto_files(world: World) -> Case:
-    run = StepRun("download-kaggle", world.root, flags=["--output", f"raw={world.outside}"])
-    return Case(run, ["output 'raw'", "holds files that are not an earlier step output"])
+    return output_onto(world, world.outside, "holds files that are not an earlier step output")
 
 
 @case("--output onto a file")
 def _output_onto_a_file(world: World) -> Case:
-    run = StepRun("download-kaggle", world.root, flags=["--output", f"raw={world.outside / 'keep.txt'}"])
-    return Case(run, ["output 'raw'", "keep.txt is a file, expected a folder"])
+    return output_onto(world, world.outside / "keep.txt", "keep.txt is a file, expected a folder")
 
 
 @case("root is a regular file")

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -77,17 +78,12 @@ def run(hp: PreprocessHyperparameters, io: StepIO) -> dict[str, Any]:
 
 # ---------------------------------------------------------------- normal mode
 
-def camera_frames(layout: str | None, sizes: Mapping[str, Mapping[str, int] | None],
-                  policy: str | None) -> dict[str, Any] | None:
+def camera_frames(layout: str | None, sizes: Mapping[str, int] | None, policy: str | None) -> dict[str, Any] | None:
     """The camera's frames ({layout_description, frame_sizes, frame_policy}) when some were not
-    640x400 and so were mapped by `policy`, else None. `sizes`: frame counts by size, per split."""
-    merged: dict[str, int] = {}
-    for split_sizes in sizes.values():
-        for size, count in (split_sizes or {}).items():
-            merged[size] = merged.get(size, 0) + count
-    if not set(merged) - {f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}", "unreadable"}:
+    640x400 and so were mapped by `policy`, else None. `sizes`: frame counts by 'WIDTHxHEIGHT'."""
+    if not set(sizes or {}) - {f"{IMAGE_SHAPE[1]}x{IMAGE_SHAPE[0]}", "unreadable"}:
         return None
-    return {"layout_description": layout, "frame_sizes": merged, "frame_policy": policy}
+    return {"layout_description": layout, "frame_sizes": dict(sizes or {}), "frame_policy": policy}
 
 
 def provenance(io: StepIO, layout: OpenEDSLayout) -> dict[str, Any]:
@@ -104,7 +100,7 @@ def provenance(io: StepIO, layout: OpenEDSLayout) -> dict[str, Any]:
     return {
         "layout": layout.kind, "layout_description": layout.describe(),
         "raw_source": {key: settings[key] for key in SOURCE_KEYS if key in settings},
-        "camera_frames": camera_frames(raw_manifest.get("layout_description"), {"all": raw_manifest.get("frame_sizes")},
+        "camera_frames": camera_frames(raw_manifest.get("layout_description"), raw_manifest.get("frame_sizes"),
                                        raw_manifest.get("frame_policy")),
         "versions": {"python": platform.python_version(), "opencv": cv2.__version__,
                      "numpy": numpy.__version__, "scipy": scipy.__version__,
@@ -132,9 +128,10 @@ def run_preprocess(hp: PreprocessHyperparameters, io: StepIO, layout: OpenEDSLay
     sizes = {split: frame_sizes(split_frames) for split, split_frames in frames.items()}
     log.info("raw frame sizes %s, frame_policy %s", sizes, hp.frame_policy)
     if not origin["camera_frames"]:  # this step mapped them, if any was not 640x400
-        origin["camera_frames"] = camera_frames(layout.describe(), sizes, hp.frame_policy)
+        all_sizes = sum((Counter(split_sizes) for split_sizes in sizes.values()), Counter[str]())
+        origin["camera_frames"] = camera_frames(layout.describe(), all_sizes, hp.frame_policy)
     if origin["camera_frames"]:
-        log.info("the camera's frames, before download-kaggle: %s", origin["camera_frames"])
+        log.info("the camera's frames, before they were mapped onto 640x400: %s", origin["camera_frames"])
     settings = {"preprocessing": params.as_dict(), "backend": hp.backend, "row_layout": hp.row_layout,
                 "frame_policy": hp.frame_policy,
                 "columns": list(features), "bytes_per_row": row_bytes(features),

@@ -288,6 +288,11 @@ def write_mapped(frame: Frame, folders: dict[str, Path], policy: FramePolicy) ->
     cv2.imwrite(str(folders["masks"] / f"{frame.stem}.png"), mask_from_label(label))
 
 
+def describe_sizes(sizes: dict[str, int]) -> str:
+    """'3 of 400x640, 1 of 320x240' from frame_sizes' counts (for reports and model cards)."""
+    return ", ".join(f"{count} of {size}" for size, count in sizes.items())
+
+
 def frame_sizes(frames: list[Frame]) -> dict[str, int]:
     """How many frames of each 'WIDTHxHEIGHT' (for manifests and logs)."""
     sizes: dict[str, int] = {}

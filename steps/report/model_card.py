@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from steps.data.openeds import describe_sizes
 from steps.outputs import loads_json, sha256_file
 
 MODEL_CARD_FILE = "MODEL_CARD.md"
@@ -59,7 +60,7 @@ def training_lines(model: dict[str, Any]) -> list[str]:
              + (f", {data['layout']}" if data.get("layout") else "") + "."]
     camera = data.get("camera_frames")
     if camera:
-        sizes = ", ".join(f"{count} of {size}" for size, count in (camera.get("frame_sizes") or {}).items())
+        sizes = describe_sizes(camera.get("frame_sizes") or {})
         lines.append(f"- Camera frames: {camera.get('layout_description', '?')} ({sizes}), mapped onto 640x400 "
                      f"by frame_policy {camera.get('frame_policy', '?')}; give `predict --geometry` the same policy.")
     metrics = model["checkpoint_metrics"]

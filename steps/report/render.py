@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from steps.data.openeds import describe_sizes
 from steps.outputs import write_json_atomic
 
 REPORT_JSON, PER_SAMPLE_CSV, REPORT_MD = "report.json", "per_sample.csv", "report.md"
@@ -175,7 +176,7 @@ def fixtures_note(fixtures: dict[str, Any]) -> str:
     mapped = [size for size in sizes if size != "640x400"]
     note = f"Frames from `{fixtures.get('path')}`; never used for training."
     if mapped:
-        note += (f" Frame sizes {', '.join(f'{count} of {size}' for size, count in sizes.items())}, mapped onto "
+        note += (f" Frame sizes {describe_sizes(sizes)}, mapped onto "
                  f"640x400 by frame_policy {fixtures.get('frame_policy')}.")
     skipped = fixtures.get("skipped") or []
     if skipped:

@@ -87,6 +87,7 @@ class LRSchedule:
     scheduler: Any
     per_step: bool
     name: str
+    total_steps: int = 0  # what a per-step schedule was sized for in this run
 
     def after_optimizer_step(self) -> None:
         if self.scheduler is not None and self.per_step:
@@ -107,6 +108,26 @@ class LRSchedule:
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if self.scheduler is not None and state is not None:
             self.scheduler.load_state_dict(state)
+            if isinstance(self.scheduler, lr_scheduler.CosineAnnealingLR):
+                stretch_cosine(self.scheduler, self.total_steps)
+
+
+def stretch_cosine(scheduler: lr_scheduler.CosineAnnealingLR, total_steps: int) -> None:
+    """Resize a restored cosine schedule to this run's length (more epochs, another batch size).
+
+    The restored state keeps the old length, and past it CosineAnnealingLR climbs back to the peak;
+    the warmup schedules rebuild their shape from this run's settings, and so does this one: the rate
+    continues from where the full-length cosine is at the restored step.
+    """
+    if total_steps <= 0 or scheduler.T_max == total_steps:
+        return
+    scheduler.T_max = total_steps
+    progress = min(scheduler.last_epoch / total_steps, 1.0)
+    rates = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * progress)) / 2
+             for base in scheduler.base_lrs]
+    for group, rate in zip(scheduler.optimizer.param_groups, rates):
+        group["lr"] = rate
+    scheduler._last_lr = rates  # what get_last_lr() reports, as step() would have set it
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, hp: OptimSettings, steps_per_epoch: int) -> LRSchedule:
@@ -118,7 +139,7 @@ def build_scheduler(optimizer: torch.optim.Optimizer, hp: OptimSettings, steps_p
         return LRSchedule(None, False, name)
     if name == "cosine":
         return LRSchedule(lr_scheduler.CosineAnnealingLR(optimizer, T_max=total, eta_min=hp.lr * MIN_LR_RATIO),
-                          True, name)
+                          True, name, total)
     if name in ("cosine_warmup", "linear_warmup"):
         shape = "cosine" if name == "cosine_warmup" else "linear"
         return LRSchedule(lr_scheduler.LambdaLR(optimizer, warmup_then_decay(total, warmup, shape)), True, name)

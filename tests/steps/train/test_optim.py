@@ -116,3 +116,28 @@ def test_steps_per_epoch_counts_the_partial_accumulation_window():
     assert optimizer_steps_per_epoch(10, 1) == 10
     assert optimizer_steps_per_epoch(10, 4) == 3
     assert optimizer_steps_per_epoch(3, 8) == 1
+
+
+@pytest.mark.parametrize("name", ["cosine", "cosine_warmup", "linear_warmup"])
+def test_resuming_with_more_epochs_stretches_the_schedule_as_if_planned(name):
+    """A 2-epoch run resumed for 4 epochs continues as a 4-epoch run would, down to the floor; a
+    restored cosine state used to keep its old length and climb back to the peak after it."""
+    short = TrainSegHyperparameters(scheduler=name, lr=0.01, epochs=2, warmup_epochs=1)
+    optimizer = build_optimizer(small_model(), short)
+    schedule = build_scheduler(optimizer, short, STEPS_PER_EPOCH)
+    for _ in range(2 * STEPS_PER_EPOCH):
+        optimizer.step()
+        schedule.after_optimizer_step()
+    longer = short.model_copy(update={"epochs": 4})
+    resumed_optimizer = build_optimizer(small_model(), longer)
+    resumed = build_scheduler(resumed_optimizer, longer, STEPS_PER_EPOCH)
+    resumed_optimizer.load_state_dict(optimizer.state_dict())
+    resumed.load_state_dict(schedule.state_dict())
+    trace = []
+    for _ in range(2 * STEPS_PER_EPOCH):
+        resumed_optimizer.step()
+        resumed.after_optimizer_step()
+        trace.append(current_lr(resumed_optimizer))
+    planned = lr_trace(scheduler=name, lr=0.01, epochs=4, warmup_epochs=1)
+    assert trace[:-1] == pytest.approx(planned[2 * STEPS_PER_EPOCH + 1:], rel=1e-6)
+    assert trace == sorted(trace, reverse=True) and trace[-1] < 0.01 * 0.05

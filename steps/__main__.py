@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import Any, Literal, NoReturn, get_args, get_origin
 
@@ -22,7 +23,15 @@ from pydantic.fields import FieldInfo
 
 from contracts import ContractError, Layout, StepContract, all_contracts, get_contract
 from contracts.base import decode_value, shorten
-from steps.runtime import check_channels, configure_logging, fail, load_raw_hyperparameters, resolve_hyperparameters, run_step
+from steps.runtime import (
+    check_channels,
+    configure_logging,
+    fail,
+    failure_reason,
+    load_raw_hyperparameters,
+    resolve_hyperparameters,
+    run_step,
+)
 
 log = logging.getLogger("steps")
 
@@ -130,6 +139,8 @@ def sagemaker_train(argv: Sequence[str]) -> int:
         sagemaker.launch_distributed(layout, argv)  # returns only on one host or inside torchrun
     except ContractError as error:  # the failure file, and its reason on stderr (the SDK's log, CloudWatch)
         return fail(layout, "train", str(error))
+    except Exception as error:  # noqa: BLE001 - as run_step: every failure must reach the failure file
+        return fail(layout, "train", failure_reason(error), traceback.format_exc(), code=1)
     return run_command(step, list(argv))
 
 
@@ -166,6 +177,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                   json.dumps({n: c.describe() for n, c in all_contracts().items()}, indent=2))
             return 0
         if command == "validate-contract":
+            if not rest or rest[0].startswith("-"):
+                raise ContractError("validate-contract: name the step first (python -m steps validate-contract "
+                                    "NAME --root DIR; `python -m steps list` lists them)")
             return validate_contract(rest[0], rest[1:])
         if command == "train":
             return sagemaker_train(rest)

@@ -124,14 +124,17 @@ def _read_settings_file(path: Path, what: str) -> dict[str, Any]:
         kind = "a dangling link" if path.is_symlink() and not path.exists() else \
             "a folder" if path.is_dir() else "not a regular file"
         raise ContractError(f"{what}: {path} is {kind}; expected a JSON file")
-    size = path.stat().st_size
-    if size > MAX_SETTINGS_FILE_BYTES:
-        raise ContractError(f"{what}: {path} is {size:,} bytes (at most {MAX_SETTINGS_FILE_BYTES:,})")
     try:
-        text = path.read_bytes().decode("utf-8")
+        size = path.stat().st_size
+        if size > MAX_SETTINGS_FILE_BYTES:
+            raise ContractError(f"{what}: {path} is {size:,} bytes (at most {MAX_SETTINGS_FILE_BYTES:,})")
+        # utf-8-sig: Windows PowerShell 5 writes a byte-order mark by default
+        text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as error:  # e.g. saved as UTF-16 by an editor
         raise ContractError(f"{what}: not UTF-8 text ({error.reason} at byte {error.start}) "
                             f"in {path}; save it as UTF-8") from error
+    except OSError as error:  # e.g. written readable by root only (SageMaker local mode as root)
+        raise ContractError(f"{what}: cannot read {path} ({error.strerror or error})") from error
     return _decode_settings_object(text or "{}", what, f" in {path}")
 
 
@@ -380,8 +383,20 @@ def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = N
     except KeyboardInterrupt:
         return fail(layout, name, "interrupted", traceback.format_exc(), code=130)
     except Exception as error:  # noqa: BLE001 - every failure must reach the failure file
-        reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        return fail(layout, name, reason, traceback.format_exc(), code=1)
+        return fail(layout, name, failure_reason(error), traceback.format_exc(), code=1)
+
+
+def failure_reason(error: BaseException) -> str:
+    """The one line for an unexpected error. When a system error lies beneath it, that is the cause
+    to name: a full disk under torch.save reads "unexpected pos 704 vs 598" otherwise."""
+    described = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    cause, seen = error.__cause__ or error.__context__, {id(error)}
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, OSError) and cause.errno is not None and not isinstance(error, OSError):
+            return f"{type(cause).__name__}: {cause} (then {shorten(described, 200)})"
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return described
 
 
 def configure_logging(level: int = logging.INFO) -> None:

@@ -1,11 +1,12 @@
 """The step runtime on a real step's contract: hyperparameter sources, failure files, locking."""
 
+import contextlib
 import json
 
 import pytest
 
 from contracts import ContractError, Layout, get_contract
-from steps.runtime import StepError, StepLock, resolve_hyperparameters, write_failure
+from steps.runtime import StepError, StepLock, failure_reason, resolve_hyperparameters, write_failure
 
 
 def _root(tmp_path, hyperparameters):
@@ -117,3 +118,30 @@ def test_a_misspelt_or_missing_hook_fails_at_once():
     contract = get_contract("download-kaggle").model_copy(update={"module": "types"})
     with pytest.raises(TypeError, match="defines no HOOKS"):
         hooks_of(contract)
+
+
+def test_an_unexpected_error_names_the_system_error_beneath_it():
+    """torch.save on a full disk raises "unexpected pos N vs M"; the cause a user can act on is the
+    OSError underneath (/dev/full answers every write with ENOSPC)."""
+    import torch
+
+    handle = open("/dev/full", "wb")  # noqa: SIM115 - closing flushes, and fails again
+    try:
+        with pytest.raises(RuntimeError) as raised:
+            torch.save({"weights": torch.zeros(100_000)}, handle)
+    finally:
+        with contextlib.suppress(OSError):
+            handle.close()
+    reason = failure_reason(raised.value)
+    assert reason.startswith("OSError: [Errno 28] No space left on device (then RuntimeError: ")
+    assert failure_reason(OSError(28, "No space left on device")) == "OSError: [Errno 28] No space left on device"
+    assert failure_reason(ValueError("bad value")) == "ValueError: bad value"
+    assert failure_reason(KeyError()) == "KeyError"
+
+
+def test_validate_contract_without_a_step_name_says_so(capsys):
+    from steps.__main__ import main
+
+    assert main(["validate-contract"]) == 2
+    assert main(["validate-contract", "--root", "/tmp"]) == 2
+    assert "validate-contract: name the step first" in capsys.readouterr().err

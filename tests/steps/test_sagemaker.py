@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 
 from contracts import ContractError, Layout, get_contract
+from steps.__main__ import main as steps_main
+from steps.runtime import load_raw_hyperparameters
 from steps.sagemaker import Cluster, cluster_from, is_sagemaker_invocation, select_step, torchrun_command
 from steps.train.metric_lines import METRIC_DEFINITIONS, parse_metric_lines
 from tests.steps.train.tiny_data import write_tiny_splits
@@ -139,3 +141,32 @@ def test_two_hosts_train_one_model_written_by_rank_0(tmp_path):
     scraped = parse_metric_lines(logs[0], METRIC_DEFINITIONS)
     assert scraped["epoch"] == [1.0] and 0 <= scraped["valid_iou"][0] <= 1
     assert "[metrics]" not in logs[1]  # rank 0 logs alone
+
+
+
+def test_a_settings_file_the_step_cannot_read_is_one_line_under_train(tmp_path, monkeypatch):
+    """SageMaker local mode, run as root, writes hyperparameters.json readable by root only, and the
+    image runs the step as its own user: that was a raw PermissionError traceback and no failure
+    file. (The tests run as root, who reads any file, so the refusal is raised for that one file.)"""
+    write_config(tmp_path, "hyperparameters.json", {"epochs": "1"})
+    settings = tmp_path / "input" / "config" / "hyperparameters.json"
+    read_bytes = Path.read_bytes
+
+    def refuse_the_settings_file(path: Path) -> bytes:
+        if path == settings:
+            raise PermissionError(13, "Permission denied", str(path))
+        return read_bytes(path)
+
+    monkeypatch.setattr(Path, "read_bytes", refuse_the_settings_file)
+    monkeypatch.setenv("SAGEMAKER_BASE_DIR", str(tmp_path))
+    assert steps_main(["train"]) == 2
+    first_line, *rest = (tmp_path / "output" / "failure").read_text().splitlines()
+    assert first_line == f"hyperparameters.json: cannot read {settings} (Permission denied)"
+    assert not any("Traceback" in line for line in rest)
+
+
+def test_a_settings_file_with_a_byte_order_mark_is_read(tmp_path):
+    """Windows PowerShell 5 writes UTF-8 with a byte-order mark by default."""
+    (tmp_path / "input" / "config").mkdir(parents=True)
+    (tmp_path / "input" / "config" / "hyperparameters.json").write_bytes(b"\xef\xbb\xbf" + b'{"epochs": "3"}')
+    assert load_raw_hyperparameters(Layout.resolve(tmp_path, env={}), {}) == {"epochs": "3"}

@@ -18,10 +18,11 @@ init), it simply execs the command.
 Who runs it: the image's USER is root, because SageMaker (the service and both SDKs' local mode)
 runs the image's USER against folders it creates as root (/opt/ml/model, /opt/ml/output; local
 mode even makes input/data readable by root alone) and no client can pass `--user`. Started as
-root, the entrypoint runs the command as the owner of `<root>/output` (or of the root): root for
-SageMaker's folders; the image's `openeds` user (uid 1000) for the image's own /opt/ml; the host
-user for a tree they own and bind-mount, so the files stay theirs. Started with `--user`, nothing
-changes. OPENEDS_KEEP_ROOT=1 stays root.
+root, the entrypoint runs the command as the owner of `<root>/output` (or of the root, the command's
+`--root` when it has one): root for SageMaker's folders; the image's `openeds` user (uid 1000) for
+the image's own /opt/ml; the host user for a tree they own and bind-mount, so the files stay theirs.
+Started with `--user`, nothing changes. OPENEDS_KEEP_ROOT=1 stays root, and so does a container without the setuid capability
+(`--cap-drop ALL`), with a warning. HOME falls back to /tmp when it cannot be written.
 """
 
 from __future__ import annotations
@@ -57,29 +58,53 @@ def command_for(argv: Sequence[str]) -> list[str]:
     return [python, "-m", "steps", *argv]
 
 
-def run_as(env: Mapping[str, str]) -> tuple[int, int, str] | None:
+def step_root(env: Mapping[str, str], argv: Sequence[str]) -> Path:
+    """The root the command works in: its `--root`, else SageMaker's base folder, else /opt/ml."""
+    for index, arg in enumerate(argv):
+        if arg.startswith("--root="):
+            return Path(arg.split("=", 1)[1])
+        if arg == "--root" and index + 1 < len(argv):
+            return Path(argv[index + 1])
+    return Path(env.get("SAGEMAKER_BASE_DIR") or "/opt/ml")
+
+
+def run_as(env: Mapping[str, str], argv: Sequence[str] = ()) -> tuple[int, int, str] | None:
     """(uid, gid, home) to drop to: the owner of `<root>/output` (what every step writes), or of the
-    root when output/ is not there yet; None (stay root) when that owner is root."""
-    root = Path(env.get("SAGEMAKER_BASE_DIR") or "/opt/ml")
-    folder = next((f for f in (root / "output", root) if f.exists()), None)
+    root, or of its nearest existing parent (a bind mount the root will be made in); None (stay
+    root) when that owner is root."""
+    root = step_root(env, argv)
+    folder = next((f for f in (root / "output", root, *root.parents) if f.exists()), None)
     if folder is None or folder.stat().st_uid == 0:
         return None
     owner = folder.stat()
     return owner.st_uid, owner.st_gid, IMAGE_USER[2] if owner.st_uid == IMAGE_USER[0] else "/tmp"
 
 
-def drop_privileges(env: MutableMapping[str, str]) -> None:
+def drop_privileges(env: MutableMapping[str, str], argv: Sequence[str] = ()) -> None:
     """Started as root: become the user who owns the step's folders, so its files stay theirs."""
     if os.geteuid() != 0 or env.get("OPENEDS_KEEP_ROOT") == "1":
         return
-    target = run_as(env)
+    target = run_as(env, argv)
     if target is None:
         return
     uid, gid, home = target
-    os.setgroups([])
-    os.setgid(gid)
-    os.setuid(uid)
-    env["HOME"] = home if os.access(home, os.W_OK) else "/tmp"
+    try:
+        os.setgroups([])
+        os.setgid(gid)
+        os.setuid(uid)
+    except PermissionError:  # started without CAP_SETUID/CAP_SETGID (--cap-drop ALL, Kubernetes)
+        print(f"openeds-entrypoint: cannot switch to uid {uid} (no setuid capability): running as uid "
+              f"{os.geteuid()}; pass --user {uid}:{gid} to run as the folders' owner", file=sys.stderr)
+        return
+    env["HOME"] = home
+
+
+def ensure_writable_home(env: MutableMapping[str, str]) -> None:
+    """HOME must be writable (caches, matplotlib's config): not so for `--user 501:20` (macOS
+    users) or a read-only root filesystem, where /home/openeds is the image's user's or read-only."""
+    home = env.get("HOME")
+    if not home or not os.access(home, os.W_OK):
+        env["HOME"] = "/tmp"
 
 
 def exit_status(status: int) -> int:
@@ -102,8 +127,10 @@ def supervise(command: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    command = command_for(list(sys.argv[1:] if argv is None else argv))
-    drop_privileges(os.environ)
+    args = list(sys.argv[1:] if argv is None else argv)
+    command = command_for(args)
+    drop_privileges(os.environ, args)
+    ensure_writable_home(os.environ)
     if os.getpid() != 1:
         os.execvp(command[0], command)
     return supervise(command)

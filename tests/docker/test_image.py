@@ -241,3 +241,26 @@ def test_no_secret_reaches_the_image_layers(image, tmp_path):
         assert saved.stdout.strip() == "0", "the canary secret is inside an image layer"
     finally:
         docker("rmi", "-f", tag)
+
+
+def test_hardened_containers_and_other_users_run(image, tmp_path):
+    """`--cap-drop ALL` (Kubernetes' `drop: [ALL]`) used to crash the entrypoint on setgroups; a
+    macOS user's `--user 501:20` got the image user's HOME and failed writing caches there."""
+    dropped = docker("run", "--rm", "--cap-drop", "ALL", image, "list")
+    assert dropped.returncode == 0 and "train-seg" in dropped.stdout, dropped.stderr[-2000:]
+    assert "cannot switch to uid 1000" in dropped.stderr and "Traceback" not in dropped.stderr
+    home = docker("run", "--rm", "--user", "501:20", image, "python", "-c", "import os; print(os.environ['HOME'])")
+    assert home.stdout.strip() == "/tmp", home.stderr[-2000:]
+
+
+def test_a_root_named_by_the_command_decides_who_runs(image, tmp_path):
+    """`-v TREE:/work IMAGE STEP --root /work/run`: the files are the tree owner's, as for /opt/ml
+    (the entrypoint used to look at /opt/ml only, switch to uid 1000 and fail to write the tree)."""
+    tree = tmp_path / "tree"
+    tree.mkdir()
+    os.chown(tree, 4321, 4321)
+    result = docker("run", "--rm", "-v", f"{tree}:/work", image, "download-kaggle", "--root", "/work/run",
+                    "--source", "synthetic", "--synthetic-train-frames", "2", "--synthetic-validation-frames", "1",
+                    "--synthetic-test-frames", "1")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tree / "run" / "output" / "manifest.json").stat().st_uid == 4321

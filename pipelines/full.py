@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import logging
 import os
 import socket
 import ssl
@@ -37,6 +38,7 @@ from kfp import compiler, dsl, kubernetes
 from pipelines.dag import Dag, DagError, build_dag, load_profile, load_settings, parse_assignments, resolve_hyperparameters
 from pipelines.kfp_components import DEFAULT_IMAGE, WORKSPACE_MOUNT, ImageReferenceError, build_component, check_image_reference
 from pipelines.kfp_ui import TYPED_PARAMETERS
+from steps.runtime import configure_logging
 from steps.secrets import redact
 
 PIPELINE_NAME = "openeds-pipeline"
@@ -211,12 +213,17 @@ def probe_endpoint(host: str, timeout_s: float = 5.0) -> None:
                             f"{error.strerror or error} after {time.monotonic() - started:.1f}s); "
                             "check --host, the port-forward or the VPN") from error
     url = host.rstrip("/") + HEALTH_PATH if "://" in host else f"http://{host.rstrip('/')}{HEALTH_PATH}"
+    token = os.environ.get("KFP_TOKEN")
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
     try:
-        urllib.request.urlopen(url, timeout=timeout_s).close()
+        urllib.request.urlopen(request, timeout=timeout_s).close()
     except urllib.error.HTTPError as error:
         if error.code == 404:
             raise EndpointError(f"{host} answers but is not a KFP API endpoint (HTTP 404 at {HEALTH_PATH}); "
                                 "use the KFP API/UI address, e.g. http://localhost:8080") from error
+        if token and error.code in (401, 403):  # else kfp.Client retries for 30 s, logging the replies
+            raise EndpointError(f"KFP endpoint {host} refused KFP_TOKEN (HTTP {error.code} at {HEALTH_PATH}); "
+                                "check the token and that it is meant for this cluster") from error
     except (OSError, ValueError) as error:
         if isinstance(getattr(error, "reason", None), ssl.SSLError):
             return  # TLS settings are the client's business (KF_PIPELINES_SSL_SA_CERTS)
@@ -231,10 +238,14 @@ def submit(package: Path, host: str, namespace: str | None, experiment: str | No
     probe_endpoint(host)
     import kfp
 
-    client = kfp.Client(host=host, namespace=namespace, existing_token=os.environ.get("KFP_TOKEN") or None)
-    run = client.create_run_from_pipeline_package(
-        str(package), arguments=dict(arguments), run_name=run_name, experiment_name=experiment,
-        namespace=namespace)
+    try:
+        client = kfp.Client(host=host, namespace=namespace, existing_token=os.environ.get("KFP_TOKEN") or None)
+        run = client.create_run_from_pipeline_package(
+            str(package), arguments=dict(arguments), run_name=run_name, experiment_name=experiment,
+            namespace=namespace)
+    except Exception as error:  # noqa: BLE001 - the client's errors carry whole HTTP replies: one line
+        first = (str(error).strip().splitlines() or [""])[0]
+        raise EndpointError(f"KFP at {host} did not take the run ({type(error).__name__}: {first[:300]})") from error
     return run.run_id
 
 
@@ -306,6 +317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "compile":
             print(f"wrote {compile_pipeline(options, args.output)}")
             return 0
+        configure_logging(logging.WARNING)  # the kfp client logs whole HTTP replies: masked like the steps' logs
         probe_endpoint(args.host)
         with tempfile.TemporaryDirectory() as folder:
             package = compile_pipeline(options, Path(folder) / "pipeline.yaml")

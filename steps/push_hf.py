@@ -22,6 +22,7 @@ from steps.data.precompute import FEATURES, MAP_COLUMNS
 from steps.data.verify import is_saved_dataset
 from steps.outputs import read_manifest
 from steps.runtime import StepError, StepHooks, StepIO
+from steps.secrets import register_secret
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,7 @@ def hub_token() -> str:
     if not token:
         raise StepError("HF_TOKEN: not set, and no token file (HF_TOKEN_PATH); push=true needs a token "
                         "with write access to the dataset repo, or run with push=false for a dry run")
+    register_secret(token)  # a token read from a file is masked like HF_TOKEN's value
     os.environ["HF_TOKEN"] = token
     return token
 

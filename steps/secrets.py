@@ -21,9 +21,20 @@ _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|_KEY$)", re.IGNORECAS
 MASK = "***"
 # Credentials written inside a value rather than a variable: `scheme://user:password@host` (database
 # and tracking URLs) and `password=...` / `token=...` pairs (libpq DSNs, query strings).
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]+)(?=@)")
+# A password may hold '/' (`postgresql://u:pa/ss@db/x`), so it runs to the last '@' before a space.
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^\s@]+)(?=@)")
 _PAIR_SECRET = re.compile(r"(?P<head>\b(?:password|passwd|pwd|token|api_key|apikey|secret|access_key)\s*=\s*)"
                           r"(?P<secret>[^\s&;,'\"]+)", re.IGNORECASE)
+# An Authorization header a server echoes back: `Basic base64(user:key)`, `Bearer <token>`.
+_AUTH_HEADER = re.compile(r"(?P<head>\b(?:Basic|Bearer)\s+)(?P<secret>[A-Za-z0-9._~+/-]{8,}=*)")
+# Secrets a step read from a file (kaggle.json, a token file): masked like the variables' values.
+_REGISTERED: set[str] = set()
+
+
+def register_secret(value: str | None) -> None:
+    """Mask `value` from now on in everything this process redacts (logs, failure files, manifests)."""
+    if value and len(value) >= 6:
+        _REGISTERED.add(value)
 
 
 def secret_values(env: Mapping[str, str] | None = None, extra: Iterable[str] = ()) -> list[str]:
@@ -31,13 +42,15 @@ def secret_values(env: Mapping[str, str] | None = None, extra: Iterable[str] = (
     env = os.environ if env is None else env
     values = {value for name, value in env.items()
               if (name in KNOWN_SECRET_VARIABLES or _SECRET_NAME.search(name)) and len(value) >= 6}
-    values.update(v for v in extra if v and len(v) >= 6)
+    values.update(v for v in (*extra, *_REGISTERED) if v and len(v) >= 6)
     return sorted(values, key=len, reverse=True)
 
 
 def mask_url_credentials(text: str) -> str:
-    """Mask passwords written inside values: `postgresql://user:***@db/x`, `password=***`."""
+    """Mask credentials written inside values: `postgresql://user:***@db/x`, `password=***`,
+    `Authorization: Basic ***`."""
     text = _URL_PASSWORD.sub(lambda m: m["head"] + MASK, text)
+    text = _AUTH_HEADER.sub(lambda m: m["head"] + MASK, text)
     return _PAIR_SECRET.sub(lambda m: m["head"] + MASK, text)
 
 

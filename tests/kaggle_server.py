@@ -53,6 +53,7 @@ class FakeKaggle:
     datasets: dict[str, FakeDataset] = field(default_factory=dict)
     username: str = "tester"
     key: str = "fake-kaggle-key-0123456789"
+    echo_credentials: bool = False  # answer every RPC with a 500 that repeats what the client sent
     requests: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -99,7 +100,11 @@ class KaggleHandler(BaseHTTPRequestHandler):
         body = json.loads(self.rfile.read(length) or b"{}")
         if not self.path.startswith(SERVICE_PREFIX):
             return self._json(404, {"code": 404, "message": f"no route {self.path}"})
-        if not self.state.authorized(self.headers.get("Authorization")):
+        header = self.headers.get("Authorization") or ""
+        if self.state.echo_credentials:  # a careless server (or proxy) that echoes the request
+            decoded = base64.b64decode(header.partition(" ")[2] or "").decode(errors="replace")
+            return self._json(500, {"code": 500, "message": f"internal error for {header} ({decoded})"})
+        if not self.state.authorized(header):
             return self._json(401, {"code": 401, "message": "Unauthenticated"})
         dataset = self.state.datasets.get(f"{body.get('ownerSlug')}/{body.get('datasetSlug')}")
         if dataset is None:

@@ -33,6 +33,7 @@ from urllib.parse import urlparse
 from steps.data.archive import ArchiveLimits, check_tree, extract_archive
 from steps.data.openeds import find_openeds
 from steps.outputs import loads_json, sha256_file, write_json_atomic
+from steps.secrets import register_secret
 
 log = logging.getLogger(__name__)
 DEFAULT_DATASET = "soumicksarker/openeds-dataset"
@@ -76,6 +77,7 @@ def find_credentials(env: Mapping[str, str] | None = None) -> KaggleCredentials 
         if path.is_file():
             try:
                 data = loads_json(path.read_text(encoding="utf-8"))
+                register_secret(str(data["key"]))  # masked like KAGGLE_KEY in anything written
                 return KaggleCredentials(str(data["username"]), str(data["key"]), None, str(path))
             except (OSError, ValueError, KeyError, TypeError):
                 # Never echo the file: it holds the key.

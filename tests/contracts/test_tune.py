@@ -65,6 +65,11 @@ def test_storage_url_never_carries_a_password():
     assert parse(storage="postgresql://optuna@db:5432/studies").storage == "postgresql://optuna@db:5432/studies"
     with pytest.raises(ContractError, match="'storage'.*holds a password.*OPTUNA_STORAGE"):
         parse(storage="postgresql://optuna:hunter22@db:5432/studies")
+    for hidden in ("postgresql://optuna:pa/ss99@db:5432/studies",  # a '/' in it used to let it through
+                   "postgresql://optuna@db:5432/studies?password=hunter22"):
+        with pytest.raises(ContractError, match="'storage'.*holds a password"):
+            parse(storage=hidden)
+    assert parse(storage="sqlite:///runs/with@sign/optuna.db").storage == "sqlite:///runs/with@sign/optuna.db"
     with pytest.raises(ContractError, match="'storage'.*not a database URL"):
         parse(storage="optuna.db")
 

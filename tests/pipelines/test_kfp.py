@@ -382,7 +382,7 @@ class FakeKfpApi:
     """A local stand-in for the KFP v2beta1 REST API: answers what kfp.Client calls and keeps the
     requests, so a test sees exactly what `submit` sent."""
 
-    def __init__(self):
+    def __init__(self, token: str | None = None):
         import http.server
         import threading
 
@@ -391,6 +391,18 @@ class FakeKfpApi:
         class Handler(http.server.BaseHTTPRequestHandler):
             def log_message(self, *args):
                 pass
+
+            def refused(self) -> bool:
+                """With `token`, anything else is a 401 that echoes what was sent (as some proxies do)."""
+                sent = self.headers.get("Authorization", "")
+                if token is None or sent == f"Bearer {token}":
+                    return False
+                body = json.dumps({"error": f"invalid credentials: {sent}"}).encode()
+                self.send_response(401)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return True
 
             def reply(self, payload: dict) -> None:
                 body = json.dumps(payload).encode()
@@ -402,6 +414,8 @@ class FakeKfpApi:
 
             def do_GET(self):
                 requests.append(("GET", self.path, None, {k.lower(): v for k, v in self.headers.items()}))
+                if self.refused():
+                    return None
                 if self.path.startswith("/apis/v2beta1/healthz"):
                     return self.reply({"multi_user": False})
                 if self.path.startswith("/apis/v2beta1/experiments"):
@@ -411,6 +425,8 @@ class FakeKfpApi:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])) or b"{}")
                 requests.append(("POST", self.path, body, {k.lower(): v for k, v in self.headers.items()}))
+                if self.refused():
+                    return None
                 if self.path.startswith("/apis/v2beta1/experiments"):
                     return self.reply({**body, "experiment_id": "exp-1"})
                 if self.path.startswith("/apis/v2beta1/runs"):
@@ -446,3 +462,20 @@ def test_submit_sends_the_compiled_pipeline_to_the_endpoint(monkeypatch, tmp_pat
     assert spec["pipelineInfo"]["name"] == "openeds-pipeline"
     assert set(spec["root"]["dag"]["tasks"]) == set(TASKS)
     assert spec["root"]["inputDefinitions"]["parameters"]["train_seg_epochs"]["defaultValue"] == 7
+
+
+def test_a_refused_kfp_token_is_one_line_in_seconds_and_never_printed(monkeypatch, tmp_path, capsys):
+    """A wrong KFP_TOKEN used to give 30 s of kfp.Client retries, 180 lines of tracebacks with the
+    echoed token, and a misleading "Failed getting healthz endpoint"."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("KFP_TOKEN", "wrong-token-canary-5d1e")
+    api = FakeKfpApi(token="the-right-token")
+    started = time.monotonic()
+    try:
+        code = main(["submit", "--host", api.host])
+    finally:
+        api.close()
+    err = capsys.readouterr().err
+    assert code == 2 and time.monotonic() - started < 15
+    assert "refused KFP_TOKEN (HTTP 401" in err and "wrong-token-canary-5d1e" not in err
+    assert not [r for r in api.requests if r[0] == "POST"]

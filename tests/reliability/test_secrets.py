@@ -11,6 +11,7 @@ with the same variables set (and secret files in the build context) and greps `d
 
 from __future__ import annotations
 
+import base64
 import uuid
 from pathlib import Path
 
@@ -80,6 +81,29 @@ def test_download_kaggle_never_writes_the_kaggle_key(tmp_path, kaggle_source, ke
         assert state.count("DownloadDataset") == 1  # the canary key was sent and accepted
     else:
         assert outcome.code != 0 and "Kaggle refused the credentials" in outcome.first_line
+    assert_no_canary(outcome, root, cache, tmp_path / "kagglehub")
+
+
+def test_a_kaggle_key_from_kaggle_json_is_masked_when_a_server_echoes_it(tmp_path, kaggle_source):
+    """The key read from a mounted kaggle.json (no KAGGLE_KEY variable) was printed in clear when the
+    server's error repeated it, and an echoed `Authorization: Basic base64(user:key)` even with it."""
+    state = FakeKaggle(key=CANARIES["KAGGLE_KEY"], echo_credentials=True)
+    state.add("soumicksarker", "openeds-dataset", 1, kaggle_source)
+    config = tmp_path / "kaggle-config"
+    config.mkdir()
+    (config / "kaggle.json").write_text(f'{{"username": "{state.username}", "key": "{CANARIES["KAGGLE_KEY"]}"}}')
+    env = {name: value for name, value in canary_env().items() if name != "KAGGLE_KEY"}
+    env.update(KAGGLE_CONFIG_DIR=str(config), KAGGLE_API_ENVIRONMENT="TEST", HOME=str(tmp_path / "home"),
+               KAGGLEHUB_CACHE=str(tmp_path / "kagglehub"))
+    root, cache = tmp_path / "root", tmp_path / "cache"
+    run = StepRun("download-kaggle", root, flags=["--source", "kaggle", "--cache-dir", str(cache)], env=env)
+    with serve_kaggle(state) as url:
+        outcome = run.run_process(timeout=300, prelude=(
+            "from kagglesdk import kaggle_env\n"
+            f"kaggle_env._env_to_endpoint[kaggle_env.KaggleEnv.TEST] = {url!r}"))
+    assert outcome.code != 0 and "internal error for Basic ***" in outcome.first_line, outcome.first_line
+    basic = base64.b64encode(f"{state.username}:{CANARIES['KAGGLE_KEY']}".encode()).decode()
+    assert basic not in outcome.stderr + outcome.first_line
     assert_no_canary(outcome, root, cache, tmp_path / "kagglehub")
 
 

@@ -342,20 +342,23 @@ def log_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
 
 
 def stop_for_sigterm(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any,
-                     partial: EpochProgress) -> NoReturn:
-    """Save the mid-epoch resume point (rank 0) and leave with TrainingInterrupted (exit code 143).
+                     partial: EpochProgress | None) -> NoReturn:
+    """Save the resume point (rank 0) and leave with TrainingInterrupted (exit code 143).
 
-    The flag is read after optimizer steps only: a SIGTERM during evaluation or bookkeeping stops
-    after the next epoch's first step, so the stop is bounded and always leaves a mid-epoch point.
+    The flag is read after optimizer steps, so the saved point is mid-epoch (`partial`) and a
+    SIGTERM during evaluation or bookkeeping stops after the next epoch's first step. An epoch of a
+    single optimizer step has no such point: there the flag is read after the epoch (`partial` None).
     """
     if run.dist.is_primary:
         metrics = loop.history[-1] if loop.history else {}
         ckpt.save_training_state(paths.checkpoint_dir, run.model_name,
                                  training_state(run, loop, metrics, tracker.run_id, partial), epoch_file=False)
     barrier()
+    where = (f"at epoch {loop.epoch + 1} after batch {partial.batches_done}" if partial is not None
+             else f"after epoch {loop.epoch}")
     raise TrainingInterrupted(
-        f"training stopped by SIGTERM at epoch {loop.epoch + 1} after batch {partial.batches_done}; resume "
-        f"point saved in {paths.checkpoint_dir}\nrun the step again with the same checkpoints folder to continue")
+        f"training stopped by SIGTERM {where}; resume point saved in {paths.checkpoint_dir}\n"
+        f"run the step again with the same checkpoints folder to continue")
 
 
 def fit(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any, stop: StopRequest,
@@ -369,6 +372,8 @@ def fit(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any, s
         metrics_log.write(loop.history)
     if loop.rng is not None:
         set_rng_state(loop.rng)
+    # An epoch of one optimizer step has no mid-epoch point to stop at: stop after the epoch instead.
+    single_step = optimizer_steps_per_epoch(len(run.train_loader), hp.accumulation_steps) == 1
     try:
         with profiler:
             for epoch in range(loop.epoch + 1, hp.epochs + 1):
@@ -388,6 +393,8 @@ def fit(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any, s
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, row)
                 set_rng_state(epoch_rng)  # logging and tracking never shift the next epoch's randomness
+                if single_step and epoch < hp.epochs and any_rank(stop.requested, device):
+                    stop_for_sigterm(run, loop, paths, tracker, None)
     finally:
         monitor.close()
     if early_stop_due(hp, loop) and loop.epoch < hp.epochs:

@@ -23,22 +23,23 @@ MODEL = "tiny_efficientvit_micro"
 EPOCHS = 3
 
 
-def step_command(root: Path, splits: dict[str, Path]) -> list[str]:
+def step_command(root: Path, splits: dict[str, Path], *settings: str) -> list[str]:
     return [sys.executable, "-m", "steps", "train-seg", "--root", str(root),
             "--channel", f"train={splits['train']}", "--channel", f"validation={splits['validation']}",
             "--model", MODEL, "--epochs", str(EPOCHS), "--batch-size", "2", "--checkpoint-every", "1",
-            "--deterministic", "--device", "cpu", "--seed", "7", "--no-register-model"]
+            "--deterministic", "--device", "cpu", "--seed", "7", "--no-register-model", *settings]
 
 
-def run_to_completion(root: Path, splits: dict[str, Path]) -> subprocess.CompletedProcess:
-    done = subprocess.run(step_command(root, splits), capture_output=True, text=True, timeout=600)
+def run_to_completion(root: Path, splits: dict[str, Path], *settings: str) -> subprocess.CompletedProcess:
+    done = subprocess.run(step_command(root, splits, *settings), capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
 
-def start_and_signal_after_epoch_1(root: Path, splits: dict[str, Path], sig: int) -> tuple[int, str]:
+def start_and_signal_after_epoch_1(root: Path, splits: dict[str, Path], sig: int, *settings: str) -> tuple[int, str]:
     """Start a run, send `sig` as soon as the epoch-1 checkpoint exists (so during epoch 2)."""
-    process = subprocess.Popen(step_command(root, splits), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(step_command(root, splits, *settings), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
     marker = root / "checkpoints" / epoch_checkpoint_name(MODEL, 1)
     deadline = time.monotonic() + 300
     while not marker.exists():
@@ -104,6 +105,25 @@ def test_sigterm_saves_a_resume_point_and_exits_143_then_resumes_exactly(tmp_pat
     assert f"continuing at epoch 2 batch {last['partial']['batches_done'] + 1}" in resumed.stderr
     assert_identical(final_weights(tmp_path), uninterrupted)
     assert not (tmp_path / "output" / "failure").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_in_epochs_of_one_optimizer_step_stops_after_the_epoch(tmp_path, tiny_splits):
+    """The flag is read mid-epoch, so with one optimizer step per epoch (8 rows, batch 8) a SIGTERM
+    used to be ignored and training ran to the end (exit 0). It now stops after the epoch."""
+    one_step, epochs = ("--batch-size", "8", "--epochs", "6"), 6
+    code, output = start_and_signal_after_epoch_1(tmp_path, tiny_splits, signal.SIGTERM, *one_step)
+    assert code == 143, output[-3000:]
+    reason = (tmp_path / "output" / "failure").read_text().splitlines()[0]
+    stopped_after = int(reason.split("after epoch ")[1].split(";")[0])
+    assert reason.startswith("training stopped by SIGTERM after epoch") and 1 <= stopped_after < epochs, reason
+    resumed = run_to_completion(tmp_path, tiny_splits, *one_step)
+    assert f"continuing at epoch {stopped_after + 1}" in resumed.stderr
+    uninterrupted = tmp_path / "uninterrupted"
+    run_to_completion(uninterrupted, tiny_splits, *one_step)
+    last = epoch_checkpoint_name(MODEL, epochs)
+    assert_identical(read_checkpoint(tmp_path / "checkpoints" / last)["state_dict"],
+                     read_checkpoint(uninterrupted / "checkpoints" / last)["state_dict"])
 
 
 def test_early_stopping_counts_epochs_without_improvement():

@@ -7,8 +7,10 @@ dry run writes exactly the files a push uploads, and `load_dataset(repo_id)` rea
 
 from __future__ import annotations
 
+import http.client
 import logging
-import socket
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,27 +197,42 @@ def card_text(repo_id: str, splits: list[SplitFacts], features: datasets.Feature
 
 # ---------------------------------------------------------------- the upload
 
+PROBE_PATH = "/api/whoami-v2"  # any HTTP answer (401 without a token) shows a live Hub
+
+
 def check_reachable(endpoint: str, offline: bool, timeout: float = 5.0) -> None:
-    """Fail in seconds, not after upload_folder's ~25 s of retries."""
+    """Fail in seconds, not after upload_folder's ~25 s of retries (or never, on a server that takes
+    the connection and does not answer): one GET with a timeout, whose answer may be any status."""
     if offline:
         raise HubError(f"HF Hub: offline mode (HF_HUB_OFFLINE=1) forbids pushing to {endpoint}; "
                        f"unset it, or run with push=false for a dry run")
     url = urlparse(endpoint)
-    port = url.port or (443 if url.scheme == "https" else 80)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise HubError(f"HF_ENDPOINT {endpoint!r}: expected http(s)://HOST[:PORT]")
     try:
-        socket.create_connection((url.hostname, port), timeout=timeout).close()
-    except OSError as error:
-        raise HubError(f"HF Hub: cannot reach {endpoint} ({type(error).__name__}: {error}); check the "
+        urllib.request.urlopen(endpoint.rstrip("/") + PROBE_PATH, timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # the Hub answered
+    except (OSError, http.client.HTTPException) as error:
+        reason = getattr(error, "reason", None) or error
+        raise HubError(f"HF Hub: cannot reach {endpoint} ({type(error).__name__}: {reason}); check the "
                        f"network or HF_ENDPOINT, or run with push=false for a dry run") from error
+
+
+# A Hub that stops answering mid-upload fails the push instead of hanging it (the client's default
+# is no timeout); writes and reads of one request, not the whole upload.
+HUB_TIMEOUT = {"connect": 10.0, "read": 300.0, "write": 300.0, "pool": 10.0}
 
 
 def upload(folder: Path, repo_id: str, token: str, private: bool, revision: str,
            commit_message: str, endpoint: str | None = None) -> str:
     """Create the dataset repo if needed and upload `folder` as one commit; returns the commit URL."""
     import httpx
-    from huggingface_hub import HfApi
+    import httpx2
+    from huggingface_hub import HfApi, get_session
     from huggingface_hub.errors import HfHubHTTPError, OfflineModeIsEnabled
 
+    get_session().timeout = httpx2.Timeout(**HUB_TIMEOUT)  # the client every HfApi call shares
     api = HfApi(endpoint=endpoint, token=token)
     try:
         api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
@@ -225,7 +242,7 @@ def upload(folder: Path, repo_id: str, token: str, private: bool, revision: str,
                                    revision=revision, commit_message=commit_message,
                                    ignore_patterns=["_manifest.json"],
                                    delete_patterns=[f"{DATA_DIR}/*.parquet"])
-    except (HfHubHTTPError, httpx.HTTPError, OfflineModeIsEnabled) as error:  # not OSErrors
+    except (HfHubHTTPError, httpx.HTTPError, httpx2.HTTPError, OfflineModeIsEnabled) as error:  # not OSErrors
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise HubError(f"HF Hub: pushing to {repo_id} failed: {reason}") from error
     return commit.commit_url

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -202,3 +203,50 @@ def test_the_upload_keeps_the_seeds_schema_whatever_preprocess_kept(splits, tmp_
     assert run_step("push-hf", Layout.resolve(tmp_path / "b", two(compact)), {"push": False}) != 0
     failure = (tmp_path / "b" / "output" / "failure").read_text()
     assert failure.startswith("channel 'train': compact rows") and "row_layout=spec" in failure
+
+
+class DroppingHub(BaseHTTPRequestHandler):
+    """A Hub that answers the reachability probe, then drops every other request's connection."""
+
+    def _drop(self) -> None:
+        if self.path.startswith("/api/whoami"):
+            self.send_response(401)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        self.close_connection = True  # no response at all: the client sees the server disconnect
+
+    do_GET = do_POST = do_PUT = do_HEAD = _drop
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_a_hub_that_drops_the_connection_fails_the_push_with_its_context(splits, tmp_path):
+    """huggingface_hub 2.x raises httpx2 errors, which are not httpx's: the failure used to be a bare
+    "RemoteProtocolError: Server disconnected", exit 1, without naming the push."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DroppingHub)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        result = run_cli(tmp_path, splits, "--push", "--repo-id", "someone/openeds-test",
+                         env={"HF_TOKEN": CANARY, "HF_HUB_OFFLINE": "0",
+                              "HF_ENDPOINT": f"http://127.0.0.1:{server.server_port}"})
+    finally:
+        server.shutdown()
+    assert result.returncode == 2, result.stderr[-2000:]
+    first = (tmp_path / "output" / "failure").read_text().splitlines()[0]
+    assert first.startswith("HF Hub: pushing to someone/openeds-test failed") and "disconnected" in first
+
+
+def test_a_hub_that_never_answers_fails_within_seconds(splits, tmp_path):
+    """It takes the connection and says nothing: the push used to hang with no timeout at all."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        result = run_cli(tmp_path, splits, "--push", "--repo-id", "someone/openeds-test",
+                         env={"HF_TOKEN": CANARY, "HF_HUB_OFFLINE": "0",
+                              "HF_ENDPOINT": f"http://127.0.0.1:{silent.getsockname()[1]}"})
+    assert result.returncode == 2 and time.monotonic() - started < 60
+    first = (tmp_path / "output" / "failure").read_text().splitlines()[0]
+    assert first.startswith("HF Hub: cannot reach http://127.0.0.1:") and "timed out" in first

@@ -12,7 +12,9 @@ from steps.data.openeds import FramePolicy
 class DownloadKaggleHyperparameters(Hyperparameters):
     source: Literal["synthetic", "local", "kaggle", "kagglehub"] = Field(
         "synthetic", description="where the frames come from; 'local' reads the `source` channel")
-    dataset: str = Field("soumicksarker/openeds-dataset", description="Kaggle dataset handle owner/slug")
+    # Each part starts with a letter or digit: `..` would lead the download cache out of its folder.
+    dataset: str = Field("soumicksarker/openeds-dataset", pattern=r"^[A-Za-z0-9][\w-]*/[A-Za-z0-9][\w.-]*$",
+                         description="Kaggle dataset handle owner/slug")
     dataset_version: int | None = Field(None, ge=1, description="Kaggle dataset version (None: latest)")
     cache_dir: str = Field("~/.cache/openeds/kaggle", description="download cache of source=kaggle (kagglehub uses "
                                                                   "KAGGLEHUB_CACHE); a complete cache is reused")

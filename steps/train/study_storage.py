@@ -78,6 +78,9 @@ def password_from_file(env: Mapping[str, str] | None = None) -> str | None:
     return password
 
 
+CONNECT_TIMEOUT_S = 10
+
+
 def engine_kwargs(url: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """SQLAlchemy engine options for the storage URL."""
     if url.startswith("sqlite"):
@@ -85,9 +88,16 @@ def engine_kwargs(url: str, env: Mapping[str, str] | None = None) -> dict[str, A
     # pre-ping: trials last hours; a pooled connection the server or a proxy dropped meanwhile is
     # replaced instead of failing the trial's next write.
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
-    password = password_from_file(env) if make_url(url).password is None else None
+    parsed = make_url(url)
+    connect_args: dict[str, Any] = {}
+    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+        # libpq waits forever on a server that takes the connection and never answers
+        connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
+    password = password_from_file(env) if parsed.password is None else None
     if password is not None:
-        kwargs["connect_args"] = {"password": password}
+        connect_args["password"] = password
+    if connect_args:
+        kwargs["connect_args"] = connect_args
     return kwargs
 
 

@@ -3,7 +3,9 @@ PostgreSQL (tests/postgres_server.py)."""
 
 from __future__ import annotations
 
+import socket
 import threading
+import time
 import uuid
 
 import optuna
@@ -40,9 +42,23 @@ def test_the_file_password_goes_to_the_driver_only_for_a_url_without_one(tmp_pat
     secret = tmp_path / "password"
     secret.write_text("from-file")
     env = {storage.PASSWORD_FILE_ENV: str(secret)}
-    assert storage.engine_kwargs("postgresql+psycopg://u@db/x", env)["connect_args"] == {"password": "from-file"}
-    assert "connect_args" not in storage.engine_kwargs("postgresql+psycopg://u:inline@db/x", env)
+    timeout = {"connect_timeout": storage.CONNECT_TIMEOUT_S}
+    assert storage.engine_kwargs("postgresql+psycopg://u@db/x", env)["connect_args"] == {"password": "from-file",
+                                                                                          **timeout}
+    assert storage.engine_kwargs("postgresql+psycopg://u:inline@db/x", env)["connect_args"] == timeout
+    assert "connect_args" not in storage.engine_kwargs("postgresql+psycopg://u:inline@db/x?connect_timeout=3", env)
     assert storage.engine_kwargs("sqlite:////tmp/x.db", env) == {"connect_args": {"timeout": 60}}
+
+
+def test_a_database_that_takes_the_connection_and_never_answers_fails_in_seconds():
+    """libpq's default is to wait forever: tune used to hang in open_study."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        started = time.monotonic()
+        with pytest.raises(sqlalchemy.exc.OperationalError, match="timeout"):
+            storage.open_storage(f"postgresql://u@127.0.0.1:{silent.getsockname()[1]}/db", env={})
+        assert time.monotonic() - started < 3 * storage.CONNECT_TIMEOUT_S
 
 
 @pytest.mark.postgres

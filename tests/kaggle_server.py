@@ -16,6 +16,7 @@ import email.utils
 import io
 import json
 import threading
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -54,6 +55,7 @@ class FakeKaggle:
     username: str = "tester"
     key: str = "fake-kaggle-key-0123456789"
     echo_credentials: bool = False  # answer every RPC with a 500 that repeats what the client sent
+    stall_after_bytes: int | None = None  # send this much of an archive, then go silent for a minute
     requests: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -140,6 +142,11 @@ class KaggleHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(archive)))
         self.send_header("Last-Modified", email.utils.formatdate(usegmt=True))
         self.end_headers()
+        if self.state.stall_after_bytes is not None:
+            self.wfile.write(archive[:self.state.stall_after_bytes])
+            self.wfile.flush()
+            time.sleep(60)
+            return None
         self.wfile.write(archive)
         return None
 

@@ -142,12 +142,28 @@ class DownloadResult:
     facts: dict = field(default_factory=dict)
 
 
+# (connect, read) seconds for every Kaggle request: kagglesdk sets none, so a server that takes the
+# connection and stops answering (or stalls mid-download) would hang the step. The read timeout is
+# the longest silence between two reads, not the whole download.
+REQUEST_TIMEOUT_S = (10.0, 120.0)
+
+
 def _kaggle_client(credentials: KaggleCredentials):
+    import requests
     from kagglesdk.kaggle_client import KaggleClient
 
+    class TimeoutAdapter(requests.adapters.HTTPAdapter):
+        def send(self, request, timeout=None, **kwargs):
+            return super().send(request, timeout=timeout or REQUEST_TIMEOUT_S, **kwargs)
+
     # verbose stays False: verbose clients print request headers, Authorization included.
-    return KaggleClient(verbose=False, username=credentials.username, password=credentials.key,
-                        api_token=credentials.token, user_agent="openeds-steps")
+    client = KaggleClient(verbose=False, username=credentials.username, password=credentials.key,
+                          api_token=credentials.token, user_agent="openeds-steps")
+    http = client.http_client()
+    http._init_session()  # the one session every call of this client sends on (kagglesdk 0.1)
+    for prefix in ("http://", "https://"):
+        http._session.mount(prefix, TimeoutAdapter())
+    return client
 
 
 def _http_error(error: Exception, what: str, credentials: KaggleCredentials) -> KaggleDownloadError:
@@ -171,8 +187,9 @@ def current_version(client, owner: str, slug: str) -> int:
     return int(dataset.current_version_number)
 
 
-def stream_archive(client, owner: str, slug: str, version: int, target: Path) -> Path:
-    """DownloadDataset (a redirect to the zip), streamed to `target` via a .part file."""
+def stream_archive(client, owner: str, slug: str, version: int, target: Path, max_bytes: int) -> Path:
+    """DownloadDataset (a redirect to the zip), streamed to `target` via a .part file; an archive
+    over `max_bytes` is refused (by its Content-Length first, else as it arrives) and removed."""
     from kagglesdk.datasets.types.dataset_api_service import ApiDownloadDatasetRequest
 
     request = ApiDownloadDatasetRequest()
@@ -181,17 +198,27 @@ def stream_archive(client, owner: str, slug: str, version: int, target: Path) ->
     expected = int(response.headers.get("Content-Length") or 0)
     partial = target.with_name(target.name + ".part")
     written, next_report, started = 0, 0.1, time.time()
-    with response, open(partial, "wb") as handle:
-        for chunk in response.iter_content(chunk_size=1 << 20):
-            handle.write(chunk)
-            written += len(chunk)
-            if expected and written >= next_report * expected:
-                log.info("downloading %s/%s v%d: %d%% of %.1f MB", owner, slug, version,
-                         100 * written // expected, expected / 1e6)
-                next_report += 0.1
-    if expected and written != expected:
-        raise KaggleDownloadError(f"{target}: download truncated ({written} of {expected} bytes)")
-    os.replace(partial, target)
+    try:
+        with response, open(partial, "wb") as handle:
+            for chunk in response.iter_content(chunk_size=1 << 20) if expected <= max_bytes else ():
+                written += len(chunk)
+                if written > max_bytes:
+                    break
+                handle.write(chunk)
+                if expected and written >= next_report * expected:
+                    log.info("downloading %s/%s v%d: %d%% of %.1f MB", owner, slug, version,
+                             100 * written // expected, expected / 1e6)
+                    next_report += 0.1
+        if max(written, expected) > max_bytes:
+            raise KaggleDownloadError(
+                f"{owner}/{slug} v{version}: the archive is over the limit of {max_bytes:,} bytes ("
+                f"{f'{expected:,} announced' if expected > max_bytes else f'{written:,} received so far'}); "
+                f"raise max_extracted_gb if it is right")
+        if expected and written != expected:
+            raise KaggleDownloadError(f"{target}: download truncated ({written} of {expected} bytes)")
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)  # a failed download leaves nothing in the cache
     log.info("downloaded %s (%.1f MB) in %.1fs", target.name, written / 1e6, time.time() - started)
     return target
 
@@ -200,7 +227,8 @@ def _install_version(client, cache: DatasetCache, version: int, limits: ArchiveL
     """Download, extract safely, check the layout, then write the completion marker."""
     folder = cache.version_dir(version)
     folder.mkdir(parents=True, exist_ok=True)
-    archive = stream_archive(client, cache.owner, cache.slug, version, folder / f"{cache.slug}.zip")
+    # An archive larger than what it may extract to is over the limit whatever it holds.
+    archive = stream_archive(client, cache.owner, cache.slug, version, folder / f"{cache.slug}.zip", limits.max_bytes)
     files = folder / "files"
     if files.exists():  # an earlier run died after extracting: start the extraction over
         shutil.rmtree(files)

@@ -241,6 +241,37 @@ def test_kaggle_api_download_then_cache(tmp_path, source_root, kaggle_env, capfd
         assert kaggle_env.key not in text
 
 
+def test_a_download_that_stalls_fails_in_seconds_and_leaves_no_partial_archive(tmp_path, source_root, kaggle_env,
+                                                                             monkeypatch):
+    """kagglesdk sets no timeout: a server that stopped sending mid-archive used to hang the step."""
+    from steps.data import kaggle
+
+    monkeypatch.setattr(kaggle, "REQUEST_TIMEOUT_S", (2.0, 2.0))  # the default waits 120 s of silence
+    kaggle_env.add("soumicksarker", "openeds-dataset", 1, zip_tree(source_root))
+    kaggle_env.stall_after_bytes = 1000
+    cache, root = tmp_path / "cache", tmp_path / "stalled"
+    started = time.monotonic()
+    with serve_kaggle(kaggle_env):
+        assert run_step(STEP, Layout.resolve(root), {"source": "kaggle", "cache_dir": str(cache)}) == 2
+    assert time.monotonic() - started < 30
+    first = failure(root).splitlines()[0]
+    assert "Kaggle API request failed" in first and "timed out" in first, first
+    assert not [p for p in cache.rglob("*") if p.is_file()]
+
+
+def test_an_archive_over_the_extraction_limit_is_not_downloaded(tmp_path, source_root, kaggle_env):
+    archive = zip_tree(source_root)
+    kaggle_env.add("soumicksarker", "openeds-dataset", 1, archive)
+    cache, root = tmp_path / "cache", tmp_path / "too-big"
+    limit_gib = 0.5 * len(archive) / 1024**3
+    with serve_kaggle(kaggle_env):
+        assert run_step(STEP, Layout.resolve(root), {"source": "kaggle", "cache_dir": str(cache),
+                                                     "max_extracted_gb": limit_gib}) == 2
+    first = failure(root).splitlines()[0]
+    assert f"the archive is over the limit of {int(limit_gib * 1024**3):,} bytes ({len(archive):,} announced)" in first
+    assert not [p for p in cache.rglob("*") if p.is_file()]
+
+
 def test_kaggle_json_credentials_and_refused_key(tmp_path, source_root, kaggle_env, monkeypatch):
     kaggle_env.add("soumicksarker", "openeds-dataset", 1, zip_tree(source_root))
     monkeypatch.delenv("KAGGLE_USERNAME")

@@ -16,13 +16,16 @@ import json
 import logging
 import os
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 import traceback
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any, TextIO
 
 from pydantic import create_model
@@ -356,9 +359,39 @@ def is_primary_rank(env: Mapping[str, str] | None = None) -> bool:
     return (os.environ if env is None else env).get("RANK", "0") in ("", "0")
 
 
+class StepTerminated(StepError):
+    """SIGTERM outside training (which saves a resume point instead): stop, commit nothing."""
+
+    exit_code = 128 + signal.SIGTERM
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise StepTerminated("stopped by SIGTERM; nothing was committed (the previous outputs, if any, are "
+                         "unchanged)\nrun the step again to redo it")
+
+
+@contextlib.contextmanager
+def sigterm_stops_the_step() -> Iterator[None]:
+    """`docker stop`, a KFP cancel or a pod eviction: a failure file and exit 143 instead of dying
+    silently with half-written staging folders (training's own handler takes over while it trains)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = None) -> int:
     """The whole step lifecycle; returns the process exit code."""
     configure_logging()
+    with sigterm_stops_the_step():
+        return _run_step(name, layout, cli_values)
+
+
+def _run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None) -> int:
     try:
         contract = get_contract(name)
         primary = is_primary_rank()
@@ -380,8 +413,9 @@ def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = N
         return 2
     except (ContractError, StepError) as error:
         return fail(layout, name, str(error), code=getattr(error, "exit_code", 2))
-    except KeyboardInterrupt:
-        return fail(layout, name, "interrupted", traceback.format_exc(), code=130)
+    except KeyboardInterrupt:  # Ctrl-C: the user knows where; a traceback adds nothing
+        return fail(layout, name, "interrupted (SIGINT); nothing was committed\nrun the step again to redo it "
+                    "(training resumes from its last checkpoint)", code=130)
     except Exception as error:  # noqa: BLE001 - every failure must reach the failure file
         return fail(layout, name, failure_reason(error), traceback.format_exc(), code=1)
 

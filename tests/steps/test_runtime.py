@@ -145,3 +145,27 @@ def test_validate_contract_without_a_step_name_says_so(capsys):
     assert main(["validate-contract"]) == 2
     assert main(["validate-contract", "--root", "/tmp"]) == 2
     assert "validate-contract: name the step first" in capsys.readouterr().err
+
+
+def test_sigterm_outside_training_fails_the_step_with_143_and_commits_nothing(tmp_path):
+    """`docker stop` on preprocess or download-kaggle used to end it silently (no failure file, no
+    log line), leaving staging folders behind."""
+    import signal
+    import subprocess
+    import sys
+
+    root = tmp_path / "root"
+    process = subprocess.Popen([sys.executable, "-m", "steps", "download-kaggle", "--root", str(root),
+                                "--synthetic-train-frames", "3000", "--synthetic-validation-frames", "10",
+                                "--synthetic-test-frames", "10"], stderr=subprocess.PIPE, text=True)
+    for line in process.stderr:
+        if "step download-kaggle: root" in line:  # the step is under way
+            break
+    process.send_signal(signal.SIGTERM)
+    rest = process.stderr.read()
+    assert process.wait(timeout=120) == 143, rest[-2000:]
+    first = (root / "output" / "failure").read_text().splitlines()[0]
+    assert first.startswith("stopped by SIGTERM; nothing was committed") and first in rest
+    assert "Traceback" not in rest
+    assert not (root / "output" / "data" / "raw").exists()
+    assert not [p.name for p in (root / "output" / "data").iterdir() if "staging" in p.name]

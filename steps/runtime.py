@@ -73,8 +73,17 @@ class StepIO:
 
     @property
     def checkpoints(self) -> Path:
-        self.layout.checkpoints.mkdir(parents=True, exist_ok=True)
-        return self.layout.checkpoints
+        """The checkpoints folder, checked writable before training starts (not at epoch 1's save)."""
+        folder = self.layout.checkpoints
+        probe = folder / f".write-probe-{os.getpid()}"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            probe.touch()
+            probe.unlink()
+        except OSError as error:
+            raise StepError(f"checkpoints: cannot write {folder} ({error.strerror or error}); give the step's "
+                            f"user write access, or another folder (SM_CHECKPOINT_DIR, OPENEDS_CHECKPOINT_DIR)") from error
+        return folder
 
     def annotate(self, output: str, **values: Any) -> None:
         """Add facts (row counts, metrics) to one output's manifest."""

@@ -67,6 +67,17 @@ def test_cuda_requested_without_a_gpu_fails_naming_device(tmp_path, splits):
     assert not (tmp_path / "model").exists()
 
 
+def test_a_checkpoints_folder_it_cannot_write_is_named_before_training(tmp_path, splits, monkeypatch):
+    """It used to surface after epoch 1 as a PermissionError traceback on the first save (exit 1)."""
+    not_a_folder = tmp_path / "checkpoints-file"
+    not_a_folder.write_text("a file where the checkpoints folder should be")
+    monkeypatch.setenv("OPENEDS_CHECKPOINT_DIR", str(not_a_folder))
+    assert run(tmp_path / "root", splits, epochs=3) == 2
+    reason = (tmp_path / "root" / "output" / "failure").read_text().splitlines()[0]
+    assert reason.startswith(f"checkpoints: cannot write {not_a_folder} (File exists)"), reason
+    assert not (tmp_path / "root" / "output" / "data" / "metrics").exists()  # no epoch ran
+
+
 def test_nan_loss_fails_clearly_and_saves_no_best_model(tmp_path, splits):
     corrupt = tmp_path / "corrupt_train"
     make_split(4, seed=1, nan_weight_rows=(0, 1, 2, 3)).save_to_disk(str(corrupt))

@@ -234,14 +234,29 @@ def resolve_hyperparameters(contract: StepContract, layout: Layout, cli_values: 
     return contract.parse_hyperparameters(raw)
 
 
+def undeclared_channels(contract: StepContract, layout: Layout) -> list[str]:
+    """Folders in <root>/input/data that are none of the step's channels: a misspelt `tunned`, or a
+    SageMaker job's `training` channel, would otherwise be ignored without a word."""
+    folder = layout.root / "input" / "data"
+    declared = {channel.name for channel in contract.channels}
+    found = sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) if folder.is_dir() else []
+    return [name for name in found if name not in declared]
+
+
 def check_channels(contract: StepContract, layout: Layout, hp: Hyperparameters) -> None:
     optional_when = hooks_of(contract).channels_optional
     skip = set(optional_when(hp)) if optional_when else set()
+    unknown = undeclared_channels(contract, layout)
+    declared = ", ".join(channel.name for channel in contract.channels)
+    if unknown:
+        log.warning("input/data: %s %s not a channel of %s (its channels: %s); ignored",
+                    ", ".join(unknown), "is" if len(unknown) == 1 else "are", contract.name, declared)
     for channel in contract.channels:
         path = layout.channel(channel.name)
         if channel.required and channel.name not in skip and not _has_content(path):
+            received = f"; input/data holds {', '.join(unknown)}, not a channel here" if unknown else ""
             raise ContractError(f"channel '{channel.name}': missing or empty folder {path} "
-                                f"({channel.doc})")
+                                f"({channel.doc}){received}")
 
 
 class RootInUse(StepError):

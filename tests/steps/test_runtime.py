@@ -169,3 +169,21 @@ def test_sigterm_outside_training_fails_the_step_with_143_and_commits_nothing(tm
     assert "Traceback" not in rest
     assert not (root / "output" / "data" / "raw").exists()
     assert not [p.name for p in (root / "output" / "data").iterdir() if "staging" in p.name]
+
+
+def test_folders_in_input_data_that_are_not_channels_are_named(tmp_path, caplog):
+    """A SageMaker job sending `training` instead of `train`, or a misspelt optional `tunned`,
+    used to be ignored without a word."""
+    from steps.runtime import check_channels
+
+    contract = get_contract("train-seg")
+    (tmp_path / "input" / "data" / "training").mkdir(parents=True)
+    (tmp_path / "input" / "data" / "training" / "rows.arrow").write_text("x")
+    (tmp_path / "input" / "data" / "tunned").mkdir()
+    layout = Layout.resolve(tmp_path, env={})
+    hp = contract.parse_hyperparameters({})
+    with pytest.raises(ContractError) as refused:
+        check_channels(contract, layout, hp)
+    assert str(refused.value).startswith("channel 'train': missing or empty folder")
+    assert str(refused.value).endswith("; input/data holds training, tunned, not a channel here")
+    assert "input/data: training, tunned are not a channel of train-seg (its channels: train, validation" in caplog.text

@@ -6,6 +6,7 @@ all generated from it, so it is the one place where a step's interface is writte
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any, ClassVar, Literal
 
@@ -138,6 +139,7 @@ class StepContract(BaseModel):
         """Validate raw settings (SageMaker string values allowed) into the step's model."""
         if not isinstance(raw, dict):
             raise ContractError(f"hyperparameters: expected a JSON object, got {type(raw).__name__}")
+        self._check_step_selector(raw.get(STEP_SELECTOR_KEY))
         values = {
             key: decode_value(self.hyperparameters, key, value)
             for key, value in raw.items()
@@ -147,6 +149,19 @@ class StepContract(BaseModel):
             return self.hyperparameters.model_validate(values)
         except ValidationError as error:
             raise ContractError(describe_validation_error(self, error)) from error
+
+
+    def _check_step_selector(self, selected: Any) -> None:
+        """`step` picks the step under SageMaker's `train`; naming another step than the one that
+        runs (a hyperparameters.json written for train-ellipse, given to train-seg, or an
+        OPENEDS_STEP that disagrees with it) would otherwise train the wrong model without a word."""
+        if isinstance(selected, str) and selected.startswith('"'):  # SDK v2 with entry_point: JSON in a string
+            with contextlib.suppress(ValueError):
+                selected = json.loads(selected)
+        if selected is not None and selected != self.name:
+            raise ContractError(f"hyperparameter '{STEP_SELECTOR_KEY}': {shorten(repr(selected))} selects another "
+                                f"step than the one running ({self.name}); remove it, or make it agree with "
+                                f"OPENEDS_STEP and the command")
 
 
 def decode_value(model: type[BaseModel], key: str, value: Any) -> Any:

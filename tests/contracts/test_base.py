@@ -71,3 +71,12 @@ def test_explicit_overrides_win(tmp_path):
     assert str(layout.channel("train")) == "/a"
     assert str(layout.output("model", "model", env={})) == "/b"
     assert layout.output("metrics", "output/data/metrics", env={}) == tmp_path / "output/data/metrics"
+
+
+@pytest.mark.parametrize("selected", ["train-ellipse", '"train-ellipse"'])
+def test_a_step_selector_naming_another_step_is_refused(selected):
+    """hyperparameters.json written for train-ellipse, given to `docker run IMAGE train-seg`, used to
+    train train-seg without a word (and OPENEDS_STEP silently won over a disagreeing `step`)."""
+    with pytest.raises(ContractError, match="hyperparameter 'step': 'train-ellipse' selects another step than the one"):
+        get_contract("train-seg").parse_hyperparameters({"step": selected, "epochs": "2"})
+    assert get_contract("train-seg").parse_hyperparameters({"step": '"train-seg"', "epochs": "2"}).epochs == 2

@@ -77,13 +77,17 @@ def run_v3(args: argparse.Namespace, channels: dict[str, str], output: Path) -> 
             shutil.copy2(archive, output / archive.name)
 
 
-def failed_containers(work: Path) -> list[str]:
-    """'NAME exited CODE' for each stopped container of a compose project under `work`."""
+def job_containers(work: Path) -> list[str]:
+    """The IDs of the containers of compose projects under `work` (this job's)."""
     listed = subprocess.run(["docker", "ps", "-a", "--filter", f"label={COMPOSE_DIR_LABEL}",
                              "--format", f"{{{{.ID}}}} {{{{.Label \"{COMPOSE_DIR_LABEL}\"}}}}"],
                             capture_output=True, text=True, check=True).stdout.split("\n")
-    ours = [line.split(" ", 1)[0] for line in listed
+    return [line.split(" ", 1)[0] for line in listed
             if " " in line and Path(line.split(" ", 1)[1]).is_relative_to(work)]
+
+
+def failed_containers(ours: list[str]) -> list[str]:
+    """'NAME exited CODE' for each of the job's containers that did not exit 0."""
     if not ours:
         return ["no container of the job found"]
     states = subprocess.run(["docker", "inspect", "--format", "{{.Name}} {{.State.Status}} {{.State.ExitCode}}",
@@ -121,7 +125,10 @@ def main() -> int:
         print(f"[sdk_job] SDK reported failure: {type(error).__name__}: {error}", flush=True)
         sdk_succeeded = False
     print(f"[sdk_job] job took {time.monotonic() - started:.1f}s", flush=True)
-    failed = failed_containers(args.work)
+    ours = job_containers(args.work)
+    failed = failed_containers(ours)
+    if ours:  # the SDKs leave the stopped algo-N containers behind: one per job, they pile up
+        subprocess.run(["docker", "rm", "-f", *ours], capture_output=True, check=False)
     if failed:
         print(f"[sdk_job] failed: {'; '.join(failed)}", flush=True)
     if not sdk_succeeded:

@@ -106,13 +106,26 @@ def check_output_targets(outputs: Mapping[str, Path], inputs: Mapping[str, Path]
         if Path(final).is_symlink() or (target.exists() and not target.is_dir()):
             raise ValueError(f"output '{name}': {final} is {'a link' if Path(final).is_symlink() else 'a file'}, "
                              f"expected a folder (new, empty, or an earlier output of a step)")
-        if target.is_dir() and any(target.iterdir()) and not (target / MANIFEST_NAME).is_file():
+        if target.is_dir() and any(not is_staging_leftover(p) for p in target.iterdir()) \
+                and not (target / MANIFEST_NAME).is_file():
             raise ValueError(f"output '{name}': {final} holds files that are not an earlier step output (no "
                              f"{MANIFEST_NAME}); the step replaces its output folder: give a new or empty one")
 
 
+INSIDE_STAGING = ".staging-"  # staging inside the final folder, when its parent cannot be written
+
+
+def is_staging_leftover(path: Path) -> bool:
+    return path.name.startswith(INSIDE_STAGING)
+
+
 class StagedOutput:
-    """One output folder: written in staging, committed by a swap."""
+    """One output folder: written in staging, committed by a swap.
+
+    Staging sits beside the final folder. When that parent cannot be written (a read-only root
+    with /opt/ml/model and /opt/ml/output mounted on their own: `docker run --read-only`), it sits
+    inside the final folder, and the commit moves its entries up.
+    """
 
     def __init__(self, name: str, final: Path):
         self.name = name
@@ -124,22 +137,36 @@ class StagedOutput:
         self.remove_leftovers()
         if self.staging.exists():
             shutil.rmtree(self.staging)
-        self.staging.mkdir(parents=True)
+        try:
+            self.staging.mkdir(parents=True)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS) or not self.final.is_dir():
+                raise
+            self.staging = self.final / f"{INSIDE_STAGING}{os.getpid()}"
+            self.staging.mkdir()
         return self.staging
+
+    @property
+    def stages_inside(self) -> bool:
+        return self.staging.parent == self.final
 
     def remove_leftovers(self) -> None:
         """Staging/old folders of killed runs (the root lock says no other run is alive)."""
         for pattern in (f".{self.final.name}.staging-*", f".{self.final.name}.old-*"):
             for leftover in self.final.parent.glob(pattern):
                 shutil.rmtree(leftover, ignore_errors=True)
-        for leftover in self.final.glob(".*.partial-*") if self.final.is_dir() else ():
-            shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
+        for pattern in (".*.partial-*", f"{INSIDE_STAGING}*"):
+            for leftover in self.final.glob(pattern) if self.final.is_dir() else ():
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink()
 
     def commit(self, manifest: dict[str, Any]) -> dict[str, Any]:
         """Write the manifest into staging, then swap staging into the final path."""
         manifest = {**manifest, "output": self.name, "files": list_files(self.staging),
                     "created_unix": time.time()}
         write_json_atomic(self.staging / MANIFEST_NAME, manifest)
+        if self.stages_inside:
+            self._move_contents()
+            return manifest
         try:
             self._swap()
         except OSError:
@@ -170,6 +197,8 @@ class StagedOutput:
         stale = self.final / MANIFEST_NAME
         stale.unlink(missing_ok=True)
         for child in self.final.iterdir():
+            if child == self.staging:
+                continue
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
         for child in sorted(self.staging.iterdir(), key=lambda p: p.name == MANIFEST_NAME):
             move_entry(child, self.final / child.name)

@@ -10,6 +10,7 @@ required channels a setting makes unnecessary. A misspelt hook is a TypeError at
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import importlib
 import json
@@ -266,13 +267,23 @@ class RootInUse(StepError):
 class StepLock:
     """One run per root at a time: a second run refuses instead of corrupting the first."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, fallback: Path | None = None):
         self.path = path
+        self.fallback = fallback  # where the lock goes when the root itself is read-only
         self.handle: TextIO | None = None
 
+    def _open(self) -> TextIO:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            return open(self.path, "a+")
+        except OSError as error:
+            if self.fallback is None or error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            self.path = self.fallback  # e.g. `docker run --read-only` with /opt/ml/output mounted
+            return open(self.path, "a+")
+
     def __enter__(self) -> StepLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        handle = self.handle = open(self.path, "a+")
+        handle = self.handle = self._open()
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError as error:
@@ -421,7 +432,8 @@ def _run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None) -
         primary = is_primary_rank()
         if primary:
             check_root(layout)
-        with StepLock(layout.lock_file) if primary else contextlib.nullcontext():
+        with StepLock(layout.lock_file, layout.failure_file.parent / ".step.lock") if primary \
+                else contextlib.nullcontext():
             if primary:
                 layout.failure_file.unlink(missing_ok=True)
             hp = resolve_hyperparameters(contract, layout, cli_values or {})

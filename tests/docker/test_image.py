@@ -264,3 +264,19 @@ def test_a_root_named_by_the_command_decides_who_runs(image, tmp_path):
                     "--synthetic-test-frames", "1")
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tree / "run" / "output" / "manifest.json").stat().st_uid == 4321
+
+
+def test_a_read_only_container_with_its_folders_mounted_one_by_one_trains(image, tiny_dataset, tmp_path):
+    """`--read-only` with output, model and checkpoints mounted on their own (SageMaker's layout):
+    the step lock and the model's staging folder used to go into /opt/ml itself (EROFS, a traceback)."""
+    root = tmp_path / "sm"
+    mounts = []
+    for folder in ("output", "model", "checkpoints"):
+        mounts += ["-v", f"{writable_root(root / folder)}:/opt/ml/{folder}"]
+    for split in ("train", "validation"):
+        mounts += ["-v", f"{tiny_dataset / split}:/opt/ml/input/data/{split}:ro"]
+    result = docker("run", "--rm", "--read-only", "--tmpfs", "/tmp", *mounts, image, "train-seg",
+                    "--epochs", "1", "--batch-size", "2", "--device", "cpu", "--no-register-model")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (root / "model" / "_manifest.json").is_file() and not (root / "output" / "failure").exists()
+    assert not [p.name for p in (root / "model").iterdir() if "staging" in p.name]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from steps.outputs import MANIFEST_NAME, StagedOutput, move_entry, read_manifest, sha256_file
+from steps.outputs import MANIFEST_NAME, StagedOutput, check_output_targets, move_entry, read_manifest, sha256_file
 
 
 def test_commit_swaps_in_with_manifest(tmp_path):
@@ -109,3 +109,35 @@ def test_commit_into_a_folder_on_another_filesystem(tmp_path):
         assert not staged.staging.exists()
     finally:
         shutil.rmtree(elsewhere, ignore_errors=True)
+
+
+def test_a_parent_that_cannot_be_written_stages_inside_the_final_folder(tmp_path, monkeypatch):
+    """`docker run --read-only` with /opt/ml/model mounted on its own: /opt/ml cannot take the staging
+    folder, so it goes inside the model folder and the commit moves its entries up. (The tests run
+    as root, who may write anywhere, so the parent's refusal is raised for that one folder;
+    tests/docker/test_image.py runs the real read-only container.)"""
+    final = tmp_path / "model"
+    final.mkdir()
+    (final / "stale.txt").write_text("stale")
+    beside = tmp_path / f".model.staging-{os.getpid()}"
+    mkdir = Path.mkdir
+
+    def read_only_parent(path: Path, *args, **kwargs):
+        if path == beside:
+            raise OSError(errno.EROFS, "Read-only file system", str(path))
+        return mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "mkdir", read_only_parent)
+    staged = StagedOutput("model", final)
+    staging = staged.open()
+    assert staging.parent == final
+    (staging / "new.txt").write_text("new")
+    manifest = staged.commit({})
+    assert sorted(os.listdir(final)) == [MANIFEST_NAME, "new.txt"]
+    assert [entry["path"] for entry in manifest["files"]] == ["new.txt"]
+    # a killed first run's inside staging is not "a user's files", and the next run clears it
+    killed = tmp_path / "killed"
+    (killed / ".staging-99999").mkdir(parents=True)
+    check_output_targets({"model": killed}, {})
+    StagedOutput("model", killed).open()
+    assert not (killed / ".staging-99999").exists()

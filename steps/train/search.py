@@ -88,11 +88,14 @@ class StudySettings(Protocol):
     def trial_settings(self, params: Mapping[str, Any]) -> Any: ...
 
 
-def make_sampler(hp: StudySettings) -> optuna.samplers.BaseSampler:
+def make_sampler(hp: StudySettings, trials_before: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler. Its seed moves on by the trials the study already holds: a rerun with
+    the same `sampler_seed` (a resume, a KFP retry) would otherwise draw the same parameters again."""
+    seed = None if hp.sampler_seed is None else hp.sampler_seed + trials_before
     if hp.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=hp.sampler_seed)
+        return optuna.samplers.RandomSampler(seed=seed)
     # constant_liar: workers sharing the study do not all sample next to the same running trial.
-    return optuna.samplers.TPESampler(seed=hp.sampler_seed, constant_liar=True)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
 
 
 def make_pruner(hp: StudySettings) -> optuna.pruners.BasePruner:
@@ -110,6 +113,10 @@ def open_study(hp: StudySettings, storage: str | optuna.storages.BaseStorage) ->
         storage = open_storage(storage, heartbeat_s=hp.heartbeat_s, grace_s=hp.heartbeat_grace_s)
     study = optuna.create_study(storage=storage, study_name=hp.study_name, direction="maximize",
                                 sampler=make_sampler(hp), pruner=make_pruner(hp), load_if_exists=True)
+    if hp.sampler_seed is not None and (before := len(study.get_trials(deepcopy=False))):
+        study.sampler = make_sampler(hp, before)
+        log.info("study %s: %d trial(s) already; sampler seed %d + %d", hp.study_name, before, hp.sampler_seed,
+                 before)
     for params in hp.enqueue_trials:
         study.enqueue_trial(dict(params), skip_if_exists=True)
     return study

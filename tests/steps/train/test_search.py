@@ -139,3 +139,23 @@ def test_best_ignores_trials_of_another_search_space_in_the_same_study(tmp_path)
     assert summary["best_params"] == params and summary["best_value"] == 0.6 and summary["best_trial"] == 1
     assert summary["other_space_trials"] == 1
     assert json.loads((tmp_path / "study" / search.BEST_PARAMS).read_text()) == params
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_a_rerun_with_the_same_seed_does_not_repeat_the_parameters(tmp_path, sampler):
+    """After a SIGTERM, a resumed tune (same sampler_seed) drew exactly the first trials' parameters."""
+    hp = tune_hp(search_space=SPACE, sampler=sampler, sampler_seed=7, epochs=1)
+
+    def two_trials(folder) -> list[dict]:
+        folder.mkdir(exist_ok=True)
+        study = search.open_study(hp, study_storage.default_storage(folder))
+        drawn = []
+        for _ in range(2):
+            trial = study.ask()
+            drawn.append(search.suggest(trial, hp.search_space))
+            study.tell(trial, 0.5)
+        return drawn
+
+    first, rerun = two_trials(tmp_path / "study"), two_trials(tmp_path / "study")
+    assert not [params for params in rerun if params in first]
+    assert two_trials(tmp_path / "another") == first  # a new study with the seed still reproduces

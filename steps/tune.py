@@ -53,7 +53,7 @@ def run(hp: Any, io: Any) -> dict[str, Any]:
                                               architecture=hp.model, output_dir=study_dir) as tracker:
         tracker.log_params({**hp.model_dump(mode="json"), "storage": study_storage.shown_url(url)})
         tracking = search.StudyTracking(tracker)
-        study = search.open_study(hp, url)
+        study = open_named_study(hp, url)
         trials = search.run_study(study, hp, trainer, io.checkpoints / search.TRIALS_DIR, tracking)
         summary = search.write_study_outputs(study_dir, study, hp, trials, study_storage.shown_url(url))
         tracking.log_best(summary)
@@ -64,6 +64,20 @@ def run(hp: Any, io: Any) -> dict[str, Any]:
                 best_value=summary["best_value"], best_trial=summary["best_trial"], counts=summary["counts"],
                 parent_run_id=tracker.run_id)
     return {key: summary[key] for key in ("best_value", "best_trial", "best_params", "counts", "this_run")}
+
+
+def open_named_study(hp: Any, url: str) -> Any:
+    """The study, or a StepError naming the storage: a wrong password, an unknown driver or a folder
+    that does not exist were raw SQLAlchemy errors (exit 1)."""
+    import sqlalchemy.exc
+
+    try:
+        return search.open_study(hp, url)
+    except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
+        first = (str(getattr(error, "orig", None) or error).strip().splitlines() or [""])[0]
+        raise StepError(f"storage {study_storage.shown_url(url)}: cannot open study {hp.study_name!r} "
+                        f"({type(error).__name__}: {first[:300]}); check the URL (tune.storage or "
+                        f"OPTUNA_STORAGE), the server and the credentials") from error
 
 
 def check_outcome(summary: dict[str, Any], trials: list[Any]) -> None:

@@ -156,6 +156,18 @@ def test_a_storage_setting_with_a_password_is_refused_and_never_echoed(tmp_path,
     assert not (tmp_path / "checkpoints" / study_storage.STORAGE_FILE).exists()
 
 
+@pytest.mark.parametrize("storage, reason", [
+    ("sqlite:///{tmp}/no/such/folder/optuna.db", "unable to open database file"),
+    ("nosuchdb://u@h/x", "Can't load plugin"),
+])
+def test_a_storage_that_cannot_be_opened_is_named(tmp_path, splits, storage, reason):
+    """These were raw SQLAlchemy errors with exit 1."""
+    storage = storage.format(tmp=tmp_path)
+    assert tune(tmp_path, splits, storage=storage) == 2
+    first_line = (tmp_path / "output" / "failure").read_text().splitlines()[0]
+    assert first_line.startswith(f"storage {storage}: cannot open study") and reason in first_line, first_line
+
+
 @pytest.mark.slow
 def test_sigterm_mid_trial_then_rerun_continues_that_trial_from_its_checkpoint(tmp_path, splits):
     """A stopped pod (SIGTERM): the step exits 143; the next run resumes the trial, not a new one."""

@@ -122,6 +122,8 @@ def run(hp: ValidateHyperparameters, io: StepIO) -> dict[str, Any]:
                                   for name, e in evaluations.items() for task, reason in e.skipped.items()]
     if hp.fixtures_dir and (not fixtures["found"] or fixtures["skipped"]):  # asked for, and not all there
         warnings.append(f"real frames: {fixtures['note']}")
+    for warning in warnings:  # the report lists them too; a misspelt fixtures_dir must not pass unseen
+        log.warning("%s", warning)
     report = {"passed": all(g.passed for g in gates), "gates": [g.to_dict() for g in gates], "models": models,
               "evaluations": summaries, "fixtures": fixtures,
               "robustness": robustness, "warnings": warnings,

@@ -184,7 +184,7 @@ def test_validate_registers_the_checked_onnx_and_makes_it_champion(passing_run, 
     assert client.get_model_version_by_alias("openeds-ellipse-regression", "champion").tags["format"] == "onnx"
 
 
-def test_forced_gate_fails_the_step_but_keeps_the_report(inputs, tmp_path):
+def test_forced_gate_fails_the_step_but_keeps_the_report(inputs, tmp_path, caplog):
     layout = layout_for(tmp_path, inputs)
     assert run_step("validate", layout, {**PASSING, "min_miou": 0.999, "fixtures_dir": str(tmp_path / "none"),
                                          "robustness_rows": 1, "min_robustness_worst_kind": 0.0}) == 2
@@ -198,6 +198,7 @@ def test_forced_gate_fails_the_step_but_keeps_the_report(inputs, tmp_path):
         "robustness pupil IoU, worst kind (test)"]  # only the split: no real frames here
     assert read_manifest(report_dir)["summary"]["failure"] == first
     assert "Gates: FAILED" in (report_dir / "report.md").read_text()
+    assert f"real frames: real frames not found at {tmp_path / 'none'} (fixtures_dir)" in caplog.text  # in the log too
 
 
 def test_an_onnx_file_that_does_not_load_fails_clearly(inputs, tmp_path):

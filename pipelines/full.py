@@ -20,6 +20,7 @@ import inspect
 import json
 import logging
 import os
+import re
 import socket
 import ssl
 import sys
@@ -265,9 +266,16 @@ def add_pipeline_options(parser: argparse.ArgumentParser, profile: str) -> None:
                              "best parameters train-seg then uses")
 
 
+def storage_size(value: str) -> str:
+    """A Kubernetes storage quantity (200Gi, 500G), checked here: a bad one compiled, then failed in the cluster."""
+    if not re.fullmatch(r"[1-9][0-9]*(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a storage size such as 200Gi or 500G")
+    return value
+
+
 def add_kfp_options(parser: argparse.ArgumentParser) -> None:
     add_pipeline_options(parser, "kfp")
-    parser.add_argument("--pvc-size", default=None, help="create a workspace PVC of this size (e.g. 200Gi): "
+    parser.add_argument("--pvc-size", default=None, type=storage_size, help="create a workspace PVC of this size (e.g. 200Gi): "
                                                          "outputs and checkpoints stay on it")
     parser.add_argument("--pvc-storage-class", default=None, help="storage class of the workspace PVC")
     parser.add_argument("--pvc-access-mode", default="ReadWriteMany", help="access mode of the workspace PVC")

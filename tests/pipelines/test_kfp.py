@@ -227,6 +227,14 @@ def test_container_arguments_are_what_the_step_cli_accepts(documents, tmp_path):
         assert parse_pairs(parsed["output"], "output", [o.name for o in contract.outputs]) == outs
 
 
+@pytest.mark.parametrize("size", ["abc", "0", "200gb", "-5Gi"])
+def test_a_pvc_size_kubernetes_would_refuse_is_refused_at_compile_time(tmp_path, size, capsys):
+    with pytest.raises(SystemExit) as exited:
+        main(["compile", "--output", str(tmp_path / "p.yaml"), f"--pvc-size={size}"])
+    assert exited.value.code == 2 and "is not a storage size such as 200Gi" in capsys.readouterr().err
+    assert not (tmp_path / "p.yaml").exists()
+
+
 def test_workspace_variant_mounts_a_pvc_in_every_task(tmp_path):
     spec, platform = kfp_emu.load(compile_to(tmp_path / "pvc.yaml", "--pvc-size", "200Gi",
                                              "--pvc-storage-class", "standard-rwx"))

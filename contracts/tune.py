@@ -79,11 +79,18 @@ def _field_types(name: str) -> set[Any]:
     return {annotation} if annotation is not None else set()
 
 
+# train-seg settings that tune fixes for the whole study: searched, they would silently override it.
+FIXED_PER_STUDY = {"epochs": "each trial trains tune's own `epochs` (the pruner's budget and what the log says); "
+                             "set that instead of searching it"}
+
+
 def check_search_param(name: str, param: SearchParam) -> None:
     """Raise ValueError naming `name` when the distribution cannot feed that train-seg field."""
     if name not in TrainSegHyperparameters.model_fields:
         raise ValueError(f"search_space key '{name}': not a train-seg hyperparameter "
                          f"(allowed: {', '.join(sorted(TrainSegHyperparameters.model_fields))})")
+    if name in FIXED_PER_STUDY:
+        raise ValueError(f"search_space key '{name}': {FIXED_PER_STUDY[name]}")
     types = _field_types(name)
     if param.type == "float" and float not in types:
         raise ValueError(f"search_space key '{name}': type float does not suit this setting "

@@ -79,3 +79,9 @@ def test_heartbeat_grace_must_exceed_the_beat():
     assert parse(heartbeat_s=1, heartbeat_grace_s=3).heartbeat_grace_s == 3
     with pytest.raises(ContractError, match="'heartbeat_grace_s'.*must be above heartbeat_s 5"):
         parse(heartbeat_s=5, heartbeat_grace_s=5)
+
+
+def test_epochs_cannot_be_searched():
+    """A searched `epochs` silently overrode tune's: the log said 1 epoch while the trials ran 3."""
+    with pytest.raises(ContractError, match="search_space key 'epochs': each trial trains tune's own `epochs`"):
+        parse(search_space={"epochs": {"type": "int", "low": 1, "high": 3}})

@@ -102,6 +102,10 @@ LOCK_SHA256="$(sha256sum "$LOCK" | cut -d' ' -f1)"
 log "base $BASE_NAME -> FROM $BASE_FROM"
 log "building $TAG from $LOCK (offline=$OFFLINE)"
 started=$(date +%s)
+REVISION="$(git rev-parse HEAD 2>/dev/null || echo unknown)"
+[ -z "$(git status --porcelain 2>/dev/null)" ] || REVISION="$REVISION-dirty"
+VERSION="$("$PYTHON" -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')"
+args+=(--build-arg "REVISION=$REVISION" --build-arg "VERSION=$VERSION")
 DOCKER_BUILDKIT=0 docker build --network "$([ "$OFFLINE" -eq 1 ] && echo none || echo default)" \
   --build-arg "BASE_IMAGE=$BASE_FROM" --build-arg "BASE_NAME=$BASE_NAME" --build-arg "BASE_DIGEST=$BASE_DIGEST" \
   --build-arg "VARIANT=$VARIANT" --build-arg "LOCK_SHA256=$LOCK_SHA256" "${args[@]}" -f docker/Dockerfile -t "$TAG" .

@@ -37,6 +37,7 @@ from contracts.base import shorten
 from steps.errors import FailAfterCommit, StepError
 from steps.outputs import StagedOutput, check_output_targets, loads_json, write_json_atomic
 from steps.secrets import RedactingFilter, redact, redact_obj
+from steps.sigterm import sigterm_handler
 
 log = logging.getLogger("steps")
 
@@ -376,14 +377,15 @@ def execute(contract: StepContract, layout: Layout, hp: Hyperparameters) -> dict
             return {"step": contract.name, "summary": summary, "seconds": round(time.time() - started, 3)}
         base = {"step": contract.name, "hyperparameters": hp.model_dump(mode="json"),
                 "summary": summary, "seconds": round(time.time() - started, 3)}
-        manifests = {name: staged.commit(redact_obj({**base, **io.extra_manifest.get(name, {})}))
-                     for name, staged in io.outputs.items() if name not in io.unchanged}
+        with SIGTERM_POLICY.commit():
+            manifests = {name: staged.commit(redact_obj({**base, **io.extra_manifest.get(name, {})}))
+                         for name, staged in io.outputs.items() if name not in io.unchanged}
+            run_manifest = {**base, "outputs": {name: {"path": str(io.outputs[name].final),
+                                                       "files": len(m["files"])} for name, m in manifests.items()}}
+            write_json_atomic(layout.run_manifest_file, redact_obj(run_manifest))
     finally:
         for staged in io.outputs.values():
             staged.discard()
-    run_manifest = {**base, "outputs": {name: {"path": str(io.outputs[name].final),
-                                               "files": len(m["files"])} for name, m in manifests.items()}}
-    write_json_atomic(layout.run_manifest_file, redact_obj(run_manifest))
     if kept_failure is not None:
         raise kept_failure
     return run_manifest
@@ -394,35 +396,75 @@ def is_primary_rank(env: Mapping[str, str] | None = None) -> bool:
     return (os.environ if env is None else env).get("RANK", "0") in ("", "0")
 
 
-class StepTerminated(StepError):
-    """SIGTERM outside training (which saves a resume point instead): stop, commit nothing."""
+class StepTerminated(BaseException):
+    """SIGTERM outside training (which saves a resume point instead): stop, commit nothing. Not an
+    Exception: the broad `except Exception` of a frame reader or a tracker must not swallow it."""
 
     exit_code = 128 + signal.SIGTERM
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise StepTerminated("stopped by SIGTERM; nothing was committed (the previous outputs, if any, are "
-                         "unchanged)\nrun the step again to redo it")
+STOPPED_BY_SIGTERM = ("stopped by SIGTERM; nothing was committed (the previous outputs, if any, are unchanged)"
+                      "\nrun the step again to redo it")
+# A handler's exception can still be lost (raised inside a finalizer, or caught by a library's
+# `except BaseException`): then the step leaves this long after the signal all the same.
+SIGTERM_BACKSTOP_S = 15.0
 
 
-@contextlib.contextmanager
-def sigterm_stops_the_step() -> Iterator[None]:
-    """`docker stop`, a KFP cancel or a pod eviction: a failure file and exit 143 instead of dying
-    silently with half-written staging folders (training's own handler takes over while it trains)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class SigtermPolicy:
+    """Outside training SIGTERM stops the step at once (`docker stop`, a KFP cancel, an eviction),
+    except during the commit of its outputs: that finishes first, so no output is left half
+    swapped, and the step then ends normally with its outputs complete."""
+
+    def __init__(self) -> None:
+        self.committing = False
+        self.layout: Layout | None = None
+        self._backstop: threading.Timer | None = None
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if self.committing:
+            log.warning("SIGTERM received while committing the outputs: finishing the commit first")
+            return
+        if self._backstop is None:
+            self._backstop = threading.Timer(SIGTERM_BACKSTOP_S, self._hard_stop)
+            self._backstop.daemon = True
+            self._backstop.start()
+        raise StepTerminated(STOPPED_BY_SIGTERM)
+
+    def _hard_stop(self) -> None:
+        log.error("SIGTERM: the stop was caught somewhere and did not end the step in %.0f s; exiting",
+                  SIGTERM_BACKSTOP_S)
+        if self.layout is not None and is_primary_rank():
+            write_failure(self.layout, STOPPED_BY_SIGTERM)
+        os._exit(128 + signal.SIGTERM)
+
+    @contextlib.contextmanager
+    def active(self, layout: Layout | None) -> Iterator[None]:
+        """Answer SIGTERM for the step running in `layout` inside the block."""
+        self.layout = layout
+        try:
+            with sigterm_handler(self):
+                yield
+        finally:
+            if self._backstop is not None:
+                self._backstop.cancel()
+                self._backstop = None
+
+    @contextlib.contextmanager
+    def commit(self) -> Iterator[None]:
+        self.committing = True
+        try:
+            yield
+        finally:
+            self.committing = False
+
+
+SIGTERM_POLICY = SigtermPolicy()
 
 
 def run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None = None) -> int:
     """The whole step lifecycle; returns the process exit code."""
     configure_logging()
-    with sigterm_stops_the_step():
+    with SIGTERM_POLICY.active(layout):
         return _run_step(name, layout, cli_values)
 
 
@@ -444,6 +486,11 @@ def _run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None) -
             manifest = execute(contract, layout, hp)
         log.info("step %s: done in %.1fs; manifest %s", name, manifest["seconds"], layout.run_manifest_file)
         return 0
+    except StepTerminated as error:
+        if not is_primary_rank():  # torchrun stopping the other ranks after rank 0 failed: its reason stands
+            log.error("step %s stopped by SIGTERM (rank %s)", name, os.environ.get("RANK"))
+            return error.exit_code
+        return fail(layout, name, str(error), code=error.exit_code)
     except RootInUse as error:  # stderr only: a failure file here would be the running step's
         log.error("step %s refused: %s", name, redact(str(error)))
         return 2

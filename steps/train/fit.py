@@ -196,6 +196,9 @@ def apply_resume(run: TrainingRun, state: dict[str, Any] | None) -> LoopState:
         loop.partial.load_state_dict(state["partial"])  # its RNG state is restored after skipping
     else:
         loop.rng = state["rng"]  # restored right before the next epoch starts
+    steps_per_epoch = optimizer_steps_per_epoch(len(run.train_loader), run.hp.accumulation_steps)
+    in_epoch = optimizer_steps_per_epoch(loop.partial.batches_done, run.hp.accumulation_steps) if loop.partial else 0
+    run.schedule.resume_at(loop.epoch * steps_per_epoch + in_epoch)
     where = (f"epoch {loop.epoch + 1} batch {loop.partial.batches_done + 1}" if loop.partial
              else f"epoch {loop.epoch + 1}")
     log.info("resuming from %s: continuing at %s (best %s %.4f at epoch %d)", loop.resumed_from, where,
@@ -240,10 +243,11 @@ def check_resume_settings(hp: Any, state: dict[str, Any], current: dict[str, Any
     if changed:
         log.warning("resuming with settings that differ from the checkpoint's: %s",
                     ", ".join(f"{k} {saved[k]!r} -> {current[k]!r}" for k in changed))
-    if hp.scheduler == "onecycle" and saved.get("epochs") not in (None, hp.epochs):
-        raise StepError(f"hyperparameter 'epochs': {hp.epochs} differs from the checkpoint's {saved['epochs']}, "
-                        f"and the onecycle schedule cannot be stretched\nkeep epochs={saved['epochs']} to resume, "
-                        f"or start afresh with an empty checkpoints folder")
+    for key in ("epochs", "batch_size", "accumulation_steps") if hp.scheduler == "onecycle" else ():
+        if saved.get(key) not in (None, current[key]):
+            raise StepError(f"hyperparameter '{key}': {current[key]} differs from the checkpoint's {saved[key]}, "
+                            f"and the onecycle schedule cannot be stretched\nkeep {key}={saved[key]} to resume, "
+                            f"or start afresh with an empty checkpoints folder")
 
 
 def training_state(run: TrainingRun, loop: LoopState, metrics: dict[str, Any], run_id: str | None,
@@ -393,7 +397,8 @@ def fit(run: TrainingRun, loop: LoopState, paths: TrainingPaths, tracker: Any, s
                 if on_epoch_end is not None:
                     on_epoch_end(epoch, row)
                 set_rng_state(epoch_rng)  # logging and tracking never shift the next epoch's randomness
-                if single_step and epoch < hp.epochs and any_rank(stop.requested, device):
+                if single_step and epoch < hp.epochs and not early_stop_due(hp, loop) \
+                        and any_rank(stop.requested, device):
                     stop_for_sigterm(run, loop, paths, tracker, None)
     finally:
         monitor.close()

@@ -108,26 +108,28 @@ class LRSchedule:
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if self.scheduler is not None and state is not None:
             self.scheduler.load_state_dict(state)
-            if isinstance(self.scheduler, lr_scheduler.CosineAnnealingLR):
-                stretch_cosine(self.scheduler, self.total_steps)
 
+    def resume_at(self, steps_done: int) -> None:
+        """Place a restored per-step schedule at `steps_done` optimizer steps of this run's length.
 
-def stretch_cosine(scheduler: lr_scheduler.CosineAnnealingLR, total_steps: int) -> None:
-    """Resize a restored cosine schedule to this run's length (more epochs, another batch size).
-
-    The restored state keeps the old length, and past it CosineAnnealingLR climbs back to the peak;
-    the warmup schedules rebuild their shape from this run's settings, and so does this one: the rate
-    continues from where the full-length cosine is at the restored step.
-    """
-    if total_steps <= 0 or scheduler.T_max == total_steps:
-        return
-    scheduler.T_max = total_steps
-    progress = min(scheduler.last_epoch / total_steps, 1.0)
-    rates = [scheduler.eta_min + (base - scheduler.eta_min) * (1 + math.cos(math.pi * progress)) / 2
-             for base in scheduler.base_lrs]
-    for group, rate in zip(scheduler.optimizer.param_groups, rates):
-        group["lr"] = rate
-    scheduler._last_lr = rates  # what get_last_lr() reports, as step() would have set it
+        The restored state counts steps at the checkpoint's steps per epoch and keeps its length:
+        with more epochs, CosineAnnealingLR climbs back to the peak after the old length, and with
+        another batch size every step index is off. The rate continues as if this run had been
+        planned so from the start (onecycle cannot be moved: check_resume_settings refuses it).
+        """
+        scheduler = self.scheduler
+        if not self.per_step or isinstance(scheduler, lr_scheduler.OneCycleLR) or self.total_steps <= 0:
+            return
+        scheduler.last_epoch = steps_done
+        if isinstance(scheduler, lr_scheduler.CosineAnnealingLR):
+            scheduler.T_max = self.total_steps
+            fall = (1 + math.cos(math.pi * min(steps_done / self.total_steps, 1.0))) / 2
+            rates = [scheduler.eta_min + (base - scheduler.eta_min) * fall for base in scheduler.base_lrs]
+        else:  # LambdaLR: its factor is rebuilt from this run's settings
+            rates = [base * factor(steps_done) for base, factor in zip(scheduler.base_lrs, scheduler.lr_lambdas)]
+        for group, rate in zip(scheduler.optimizer.param_groups, rates):
+            group["lr"] = rate
+        scheduler._last_lr = rates  # what get_last_lr() reports, as step() would have set it
 
 
 def build_scheduler(optimizer: torch.optim.Optimizer, hp: OptimSettings, steps_per_epoch: int) -> LRSchedule:
@@ -142,7 +144,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, hp: OptimSettings, steps_p
                           True, name, total)
     if name in ("cosine_warmup", "linear_warmup"):
         shape = "cosine" if name == "cosine_warmup" else "linear"
-        return LRSchedule(lr_scheduler.LambdaLR(optimizer, warmup_then_decay(total, warmup, shape)), True, name)
+        return LRSchedule(lr_scheduler.LambdaLR(optimizer, warmup_then_decay(total, warmup, shape)), True, name,
+                          total)
     if name == "onecycle":
         pct_start = min(max(warmup / total, 0.05), 0.5) if hp.warmup_epochs else 0.3
         return LRSchedule(lr_scheduler.OneCycleLR(optimizer, max_lr=hp.lr, total_steps=total,

@@ -12,13 +12,14 @@ Running the step again resumes from the saved point.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
-import threading
 from types import FrameType
 from typing import Any
 
 from steps.errors import StepError
+from steps.sigterm import sigterm_handler
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +35,10 @@ class StopRequest:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
+        self._installed: contextlib.AbstractContextManager[None] = sigterm_handler(self._handle)
 
     def __enter__(self) -> StopRequest:
-        if threading.current_thread() is threading.main_thread():  # handlers live in the main thread
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self._installed.__enter__()
         return self
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
@@ -47,6 +47,4 @@ class StopRequest:
         self.requested = True
 
     def __exit__(self, *exc: Any) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
+        self._installed.__exit__(*exc)

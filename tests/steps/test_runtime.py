@@ -167,8 +167,9 @@ def test_sigterm_outside_training_fails_the_step_with_143_and_commits_nothing(tm
     first = (root / "output" / "failure").read_text().splitlines()[0]
     assert first.startswith("stopped by SIGTERM; nothing was committed") and first in rest
     assert "Traceback" not in rest
-    assert not (root / "output" / "data" / "raw").exists()
-    assert not [p.name for p in (root / "output" / "data").iterdir() if "staging" in p.name]
+    data = root / "output" / "data"
+    assert not (data / "raw").exists()
+    assert not [p.name for p in data.iterdir() if "staging" in p.name] if data.is_dir() else True
 
 
 def test_folders_in_input_data_that_are_not_channels_are_named(tmp_path, caplog):
@@ -187,3 +188,52 @@ def test_folders_in_input_data_that_are_not_channels_are_named(tmp_path, caplog)
     assert str(refused.value).startswith("channel 'train': missing or empty folder")
     assert str(refused.value).endswith("; input/data holds training, tunned, not a channel here")
     assert "input/data: training, tunned are not a channel of train-seg (its channels: train, validation" in caplog.text
+
+
+def test_sigterm_is_not_swallowed_by_a_broad_except_and_waits_for_the_commit():
+    """A frame reader's or a tracker's `except Exception` used to catch the stop (preprocess counted
+    it as a bad frame and went on); and a stop in the middle of swapping outputs in could lose both
+    the new and the previous output."""
+    import os
+    import signal
+    import time
+
+    from steps.runtime import SIGTERM_POLICY, StepTerminated
+
+    def guarded_work() -> str:
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler runs here
+        except Exception:  # noqa: BLE001 - the broad handler a library might have
+            return "swallowed"
+        return "finished"
+
+    with SIGTERM_POLICY.active(None), pytest.raises(StepTerminated):
+        guarded_work()
+    with SIGTERM_POLICY.active(None), SIGTERM_POLICY.commit():
+        assert guarded_work() == "finished"  # the commit goes on; the step then ends with it complete
+
+
+def test_a_sigterm_caught_by_a_library_still_ends_the_step(tmp_path):
+    """The stop is an exception; code that catches everything (or a finalizer it lands in) would keep
+    the step running until SIGKILL. A backstop ends it with the failure file all the same."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, signal, sys, time\n"
+        "from contracts import Layout\n"
+        "from steps import runtime\n"
+        "runtime.SIGTERM_BACKSTOP_S = 2.0\n"
+        f"with runtime.SIGTERM_POLICY.active(Layout.resolve({str(tmp_path)!r}, env={{}})):\n"
+        "    for tick in range(300):\n"
+        "        try:\n"
+        "            if tick == 0:\n"
+        "                os.kill(os.getpid(), signal.SIGTERM)\n"
+        "            time.sleep(0.1)\n"
+        "        except BaseException:\n"
+        "            pass\n"
+        "sys.exit(0)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert (tmp_path / "output" / "failure").read_text().startswith("stopped by SIGTERM")

@@ -111,7 +111,7 @@ def test_sigterm_saves_a_resume_point_and_exits_143_then_resumes_exactly(tmp_pat
 def test_sigterm_in_epochs_of_one_optimizer_step_stops_after_the_epoch(tmp_path, tiny_splits):
     """The flag is read mid-epoch, so with one optimizer step per epoch (8 rows, batch 8) a SIGTERM
     used to be ignored and training ran to the end (exit 0). It now stops after the epoch."""
-    one_step, epochs = ("--batch-size", "8", "--epochs", "6"), 6
+    one_step, epochs = ("--batch-size", "8", "--epochs", "10"), 10  # room for a late signal on a loaded machine
     code, output = start_and_signal_after_epoch_1(tmp_path, tiny_splits, signal.SIGTERM, *one_step)
     assert code == 143, output[-3000:]
     reason = (tmp_path / "output" / "failure").read_text().splitlines()[0]
@@ -150,10 +150,13 @@ def test_resume_refuses_to_stretch_a_onecycle_schedule(caplog):
     from steps.train.fit import check_resume_settings
 
     saved = {"hyperparameters": TrainSegHyperparameters(scheduler="onecycle", epochs=4).model_dump(mode="json")}
-    check_resume_settings(TrainSegHyperparameters(scheduler="onecycle", epochs=4, batch_size=4), saved)
-    assert "batch_size 2 -> 4" in caplog.text  # applies from the next batch: a warning
+    check_resume_settings(TrainSegHyperparameters(scheduler="onecycle", epochs=4, dice_weight=0.25), saved)
+    assert "dice_weight 1.0 -> 0.25" in caplog.text  # applies from the next batch: a warning
     with pytest.raises(StepError, match="^hyperparameter 'epochs': 6 differs from the checkpoint's 4"):
         check_resume_settings(TrainSegHyperparameters(scheduler="onecycle", epochs=6), saved)
+    # another batch size changes the steps per epoch, which onecycle cannot follow either
+    with pytest.raises(StepError, match="^hyperparameter 'batch_size': 4 differs from the checkpoint's 2"):
+        check_resume_settings(TrainSegHyperparameters(scheduler="onecycle", epochs=4, batch_size=4), saved)
 
 
 def test_resume_refuses_optimizer_and_schedule_settings_the_checkpoint_would_override():

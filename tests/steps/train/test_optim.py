@@ -119,9 +119,11 @@ def test_steps_per_epoch_counts_the_partial_accumulation_window():
 
 
 @pytest.mark.parametrize("name", ["cosine", "cosine_warmup", "linear_warmup"])
-def test_resuming_with_more_epochs_stretches_the_schedule_as_if_planned(name):
-    """A 2-epoch run resumed for 4 epochs continues as a 4-epoch run would, down to the floor; a
-    restored cosine state used to keep its old length and climb back to the peak after it."""
+@pytest.mark.parametrize("steps_per_epoch", [STEPS_PER_EPOCH, 2 * STEPS_PER_EPOCH])  # the same or another batch size
+def test_a_resumed_schedule_continues_as_if_planned_for_this_run(name, steps_per_epoch):
+    """A 2-epoch run resumed for 4 epochs continues as a 4-epoch run would, down to the floor. A
+    restored cosine state used to keep its old length and climb back to the peak after it, and with
+    another batch size every schedule counted steps at the old steps per epoch."""
     short = TrainSegHyperparameters(scheduler=name, lr=0.01, epochs=2, warmup_epochs=1)
     optimizer = build_optimizer(small_model(), short)
     schedule = build_scheduler(optimizer, short, STEPS_PER_EPOCH)
@@ -130,14 +132,22 @@ def test_resuming_with_more_epochs_stretches_the_schedule_as_if_planned(name):
         schedule.after_optimizer_step()
     longer = short.model_copy(update={"epochs": 4})
     resumed_optimizer = build_optimizer(small_model(), longer)
-    resumed = build_scheduler(resumed_optimizer, longer, STEPS_PER_EPOCH)
+    resumed = build_scheduler(resumed_optimizer, longer, steps_per_epoch)
     resumed_optimizer.load_state_dict(optimizer.state_dict())
     resumed.load_state_dict(schedule.state_dict())
+    resumed.resume_at(2 * steps_per_epoch)
     trace = []
-    for _ in range(2 * STEPS_PER_EPOCH):
+    for _ in range(2 * steps_per_epoch):
+        trace.append(current_lr(resumed_optimizer))
         resumed_optimizer.step()
         resumed.after_optimizer_step()
-        trace.append(current_lr(resumed_optimizer))
-    planned = lr_trace(scheduler=name, lr=0.01, epochs=4, warmup_epochs=1)
-    assert trace[:-1] == pytest.approx(planned[2 * STEPS_PER_EPOCH + 1:], rel=1e-6)
+    planned = TrainSegHyperparameters(scheduler=name, lr=0.01, epochs=4, warmup_epochs=1)
+    planned_optimizer = build_optimizer(small_model(), planned)
+    planned_schedule = build_scheduler(planned_optimizer, planned, steps_per_epoch)
+    expected = []
+    for _ in range(4 * steps_per_epoch):
+        expected.append(current_lr(planned_optimizer))
+        planned_optimizer.step()
+        planned_schedule.after_optimizer_step()
+    assert trace == pytest.approx(expected[2 * steps_per_epoch:], rel=1e-6)
     assert trace == sorted(trace, reverse=True) and trace[-1] < 0.01 * 0.05

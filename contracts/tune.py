@@ -158,7 +158,7 @@ class TuneHyperparameters(TrainSegHyperparameters):
     @classmethod
     def _no_password_in_settings(cls, url: str | None) -> str | None:
         # user:password@ (the password may hold '/'), or a password in the query string
-        if url is not None and (re.search(r"://[^/@\s]*:[^\s@]*@", url)
+        if url is not None and (re.search(r"://[^/@\s]*:[^\s@?#]*@", url)
                                 or re.search(r"[?&](?:password|passwd|pwd)=", url, re.IGNORECASE)):
             raise ValueError("storage URL holds a password: settings reach manifests and tracking; "
                              "put the URL in the OPTUNA_STORAGE environment variable (a secret) instead")

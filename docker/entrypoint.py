@@ -70,13 +70,17 @@ def step_root(env: Mapping[str, str], argv: Sequence[str]) -> Path:
 
 def run_as(env: Mapping[str, str], argv: Sequence[str] = ()) -> tuple[int, int, str] | None:
     """(uid, gid, home) to drop to: the owner of `<root>/output` (what every step writes), or of the
-    root, or of its nearest existing parent (a bind mount the root will be made in); None (stay
-    root) when that owner is root."""
+    root, or of its nearest existing parent (a bind mount the root will be made in); the image's
+    user in a folder anyone may write to (/tmp); None (stay root) when that owner is root."""
     root = step_root(env, argv)
     folder = next((f for f in (root / "output", root, *root.parents) if f.exists()), None)
-    if folder is None or folder.stat().st_uid == 0:
+    if folder is None:
         return None
     owner = folder.stat()
+    if owner.st_uid == 0 and owner.st_mode & 0o1002 == 0o1002:  # sticky and world-writable, like /tmp
+        return IMAGE_USER
+    if owner.st_uid == 0:
+        return None
     return owner.st_uid, owner.st_gid, IMAGE_USER[2] if owner.st_uid == IMAGE_USER[0] else "/tmp"
 
 

@@ -268,7 +268,8 @@ def add_pipeline_options(parser: argparse.ArgumentParser, profile: str) -> None:
 
 def storage_size(value: str) -> str:
     """A Kubernetes storage quantity (200Gi, 500G), checked here: a bad one compiled, then failed in the cluster."""
-    if not re.fullmatch(r"[1-9][0-9]*(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", value):
+    size = re.fullmatch(r"(?P<number>[0-9]+(?:\.[0-9]+)?)(?:Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?", value)
+    if size is None or float(size["number"]) <= 0:
         raise argparse.ArgumentTypeError(f"{value!r} is not a storage size such as 200Gi or 500G")
     return value
 

@@ -77,11 +77,8 @@ class StepIO:
     def checkpoints(self) -> Path:
         """The checkpoints folder, checked writable before training starts (not at epoch 1's save)."""
         folder = self.layout.checkpoints
-        probe = folder / f".write-probe-{os.getpid()}"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            probe.touch()
-            probe.unlink()
+            probe_writable(folder)
         except OSError as error:
             raise StepError(f"checkpoints: cannot write {folder} ({error.strerror or error}); give the step's "
                             f"user write access, or another folder (SM_CHECKPOINT_DIR, OPENEDS_CHECKPOINT_DIR)") from error
@@ -280,6 +277,8 @@ class StepLock:
         except OSError as error:
             if self.fallback is None or error.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
                 raise
+            if self.path.is_file():  # another user's lock: flock works on a read-only handle too
+                return open(self.path)
             self.path = self.fallback  # e.g. `docker run --read-only` with /opt/ml/output mounted
             return open(self.path, "a+")
 
@@ -334,13 +333,18 @@ def check_root(layout: Layout) -> None:
     root = layout.root
     if root.exists() and not root.is_dir():
         raise StepError(f"root {root}: is a file, not a folder")
-    probe = layout.failure_file.parent / f".write-probe-{os.getpid()}"
     try:
-        probe.parent.mkdir(parents=True, exist_ok=True)
-        probe.touch()
-        probe.unlink()
+        probe_writable(layout.failure_file.parent)
     except OSError as error:
-        raise StepError(f"root {root}: cannot write {probe.parent} ({error.strerror or error})") from error
+        raise StepError(f"root {root}: cannot write {layout.failure_file.parent} ({error.strerror or error})") \
+            from error
+
+
+def probe_writable(folder: Path) -> None:
+    """Create `folder` if needed and write a file there (a unique name: hosts may share the folder)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-"):
+        pass
 
 
 def check_outputs(contract: StepContract, layout: Layout) -> None:
@@ -503,13 +507,18 @@ def _run_step(name: str, layout: Layout, cli_values: Mapping[str, Any] | None) -
         return fail(layout, name, failure_reason(error), traceback.format_exc(), code=1)
 
 
+# System errors that are the cause to name even beneath another error (an earlier, handled OSError
+# such as a missing cache file is not).
+RESOURCE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.ENOMEM})
+
+
 def failure_reason(error: BaseException) -> str:
     """The one line for an unexpected error. When a system error lies beneath it, that is the cause
     to name: a full disk under torch.save reads "unexpected pos 704 vs 598" otherwise."""
     described = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     cause, seen = error.__cause__ or error.__context__, {id(error)}
     while cause is not None and id(cause) not in seen:
-        if isinstance(cause, OSError) and cause.errno is not None and not isinstance(error, OSError):
+        if isinstance(cause, OSError) and cause.errno in RESOURCE_ERRNOS and not isinstance(error, OSError):
             return f"{type(cause).__name__}: {cause} (then {shorten(described, 200)})"
         seen.add(id(cause))
         cause = cause.__cause__ or cause.__context__

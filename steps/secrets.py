@@ -21,12 +21,15 @@ _SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|API_KEY|_KEY$)", re.IGNORECAS
 MASK = "***"
 # Credentials written inside a value rather than a variable: `scheme://user:password@host` (database
 # and tracking URLs) and `password=...` / `token=...` pairs (libpq DSNs, query strings).
-# A password may hold '/' (`postgresql://u:pa/ss@db/x`), so it runs to the last '@' before a space.
-_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^\s@]+)(?=@)")
+# A password may hold '/' (`postgresql://u:pa/ss@db/x`): it runs to the first '@' (one inside a
+# password is written %40), but not past a query or fragment (`?user=me@corp.com` is no password).
+_URL_PASSWORD = re.compile(r"(?P<head>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^\s@?#]+)(?=@)")
 _PAIR_SECRET = re.compile(r"(?P<head>\b(?:password|passwd|pwd|token|api_key|apikey|secret|access_key)\s*=\s*)"
                           r"(?P<secret>[^\s&;,'\"]+)", re.IGNORECASE)
 # An Authorization header a server echoes back: `Basic base64(user:key)`, `Bearer <token>`.
-_AUTH_HEADER = re.compile(r"(?P<head>\b(?:Basic|Bearer)\s+)(?P<secret>[A-Za-z0-9._~+/-]{8,}=*)")
+# A credential has 16 characters at least: "Basic preprocessing" in a commit message is prose.
+_AUTH_HEADER = re.compile(r"(?P<head>\b(?:Basic|Bearer|Token)\s+)(?P<secret>[A-Za-z0-9._~+/-]{16,}=*)",
+                          re.IGNORECASE)
 # Secrets a step read from a file (kaggle.json, a token file): masked like the variables' values.
 _REGISTERED: set[str] = set()
 

@@ -90,8 +90,9 @@ def engine_kwargs(url: str, env: Mapping[str, str] | None = None) -> dict[str, A
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     parsed = make_url(url)
     connect_args: dict[str, Any] = {}
-    if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
-        # libpq waits forever on a server that takes the connection and never answers
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg", "psycopg2") \
+            and "connect_timeout" not in parsed.query:
+        # libpq (psycopg's) waits forever on a server that takes the connection and never answers
         connect_args["connect_timeout"] = CONNECT_TIMEOUT_S
     password = password_from_file(env) if parsed.password is None else None
     if password is not None:

@@ -69,7 +69,8 @@ def test_storage_url_never_carries_a_password():
                    "postgresql://optuna@db:5432/studies?password=hunter22"):
         with pytest.raises(ContractError, match="'storage'.*holds a password"):
             parse(storage=hidden)
-    assert parse(storage="sqlite:///runs/with@sign/optuna.db").storage == "sqlite:///runs/with@sign/optuna.db"
+    for plain in ("sqlite:///runs/with@sign/optuna.db", "postgresql://h:5432/db?application_name=me@x"):
+        assert parse(storage=plain).storage == plain
     with pytest.raises(ContractError, match="'storage'.*not a database URL"):
         parse(storage="optuna.db")
 

@@ -44,6 +44,10 @@ def test_it_runs_as_the_owner_of_the_root_the_command_names(tmp_path):
     roots_tree = tmp_path / "roots"
     roots_tree.mkdir()
     assert entrypoint.run_as({}, ["preprocess", "--root", str(roots_tree)]) is None  # SageMaker's folders
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp: the image's user, as before --root was looked at
+    assert entrypoint.run_as({}, ["preprocess", "--root", str(shared / "run")]) == entrypoint.IMAGE_USER
 
 
 def test_home_falls_back_to_tmp_when_it_cannot_be_written(tmp_path):

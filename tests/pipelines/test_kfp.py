@@ -15,7 +15,7 @@ from kfp import components
 from contracts import get_contract
 from pipelines import launch
 from pipelines.dag import ALL_TASKS, TASKS, build_dag, load_profile
-from pipelines.full import EndpointError, hyperparameter_parameter, main, probe_endpoint, typed_parameter
+from pipelines.full import EndpointError, hyperparameter_parameter, main, probe_endpoint, storage_size, typed_parameter
 from pipelines.kfp_components import ImageReferenceError, check_image_reference
 from pipelines.kfp_ui import MARKDOWN, METRICS, METRICS_OUTPUT, TYPED_PARAMETERS, UI_OUTPUTS
 from steps.__main__ import build_parser, parse_pairs
@@ -233,6 +233,7 @@ def test_a_pvc_size_kubernetes_would_refuse_is_refused_at_compile_time(tmp_path,
         main(["compile", "--output", str(tmp_path / "p.yaml"), f"--pvc-size={size}"])
     assert exited.value.code == 2 and "is not a storage size such as 200Gi" in capsys.readouterr().err
     assert not (tmp_path / "p.yaml").exists()
+    assert storage_size("0.5Gi") == "0.5Gi" and storage_size("200Gi") == "200Gi" and storage_size("500G") == "500G"
 
 
 def test_workspace_variant_mounts_a_pvc_in_every_task(tmp_path):

@@ -14,7 +14,9 @@ from steps.secrets import MASK, redact, register_secret
     ("postgresql://optuna:hunter22@db:5432/studies", "hunter22"),
     ("postgresql://optuna:pa/ss/99@db:5432/studies", "pa/ss/99"),  # '/' inside the password
     ("sqlite:///x.db?password=hunter22&mode=ro", "hunter22"),
-    ("HTTP 500: internal error for Authorization: Bearer kfp-token-0123", "kfp-token-0123"),
+    ("HTTP 500: internal error for Authorization: Bearer kfp-token-0123456789", "kfp-token-0123456789"),
+    ("authorization: bearer eyJhbGciOiJIUzI1NiJ9.e30.abc", "eyJhbGciOiJIUzI1NiJ9"),
+    ("Authorization: Token 0123456789abcdef0123", "0123456789abcdef0123"),
     ("echoed Basic " + base64.b64encode(b"tester:kaggle-key-0123").decode(), "dGVzdGVy"),
 ])
 def test_credentials_inside_values_are_masked(text, secret):
@@ -27,6 +29,8 @@ def test_credentials_inside_values_are_masked(text, secret):
     "https://huggingface.co/datasets/owner/name",
     "sqlite:///runs/with@sign/optuna.db",
     "Basic auth",
+    "commit_message: Basic preprocessing run",
+    "http://mlflow:5000/api/2.0/x?user=me@corp.com",
 ])
 def test_plain_addresses_are_left_alone(text):
     assert redact(text, env={}) == text

@@ -26,6 +26,7 @@ checkpoints; a worker killed outright leaves a trial that heartbeats mark failed
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 from steps.models import get_spec
@@ -53,8 +54,9 @@ def run(hp: Any, io: Any) -> dict[str, Any]:
                                               architecture=hp.model, output_dir=study_dir) as tracker:
         tracker.log_params({**hp.model_dump(mode="json"), "storage": study_storage.shown_url(url)})
         tracking = search.StudyTracking(tracker)
-        study = open_named_study(hp, url)
-        trials = search.run_study(study, hp, trainer, io.checkpoints / search.TRIALS_DIR, tracking)
+        trials_dir = io.checkpoints / search.TRIALS_DIR
+        study = open_named_study(hp, url, trials_dir)
+        trials = search.run_study(study, hp, trainer, trials_dir, tracking)
         summary = search.write_study_outputs(study_dir, study, hp, trials, study_storage.shown_url(url))
         tracking.log_best(summary)
     check_outcome(summary, trials)
@@ -66,13 +68,13 @@ def run(hp: Any, io: Any) -> dict[str, Any]:
     return {key: summary[key] for key in ("best_value", "best_trial", "best_params", "counts", "this_run")}
 
 
-def open_named_study(hp: Any, url: str) -> Any:
+def open_named_study(hp: Any, url: str, trials_dir: Path) -> Any:
     """The study, or a StepError naming the storage: a wrong password, an unknown driver or a folder
     that does not exist were raw SQLAlchemy errors (exit 1)."""
     import sqlalchemy.exc
 
     try:
-        return search.open_study(hp, url)
+        return search.open_study(hp, url, trials_dir)
     except (sqlalchemy.exc.SQLAlchemyError, ImportError) as error:
         first = (str(getattr(error, "orig", None) or error).strip().splitlines() or [""])[0]
         raise StepError(f"storage {study_storage.shown_url(url)}: cannot open study {hp.study_name!r} "

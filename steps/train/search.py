@@ -89,8 +89,9 @@ class StudySettings(Protocol):
 
 
 def make_sampler(hp: StudySettings, trials_before: int = 0) -> optuna.samplers.BaseSampler:
-    """The configured sampler. Its seed moves on by the trials the study already holds: a rerun with
-    the same `sampler_seed` (a resume, a KFP retry) would otherwise draw the same parameters again."""
+    """The configured sampler. Its seed moves on by the trials this run's folder already ran: a rerun
+    with the same `sampler_seed` (a resume, a KFP retry) would otherwise draw the same parameters
+    again. (Another worker joining the study keeps its seed as given.)"""
     seed = None if hp.sampler_seed is None else hp.sampler_seed + trials_before
     if hp.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -107,16 +108,22 @@ def make_pruner(hp: StudySettings) -> optuna.pruners.BasePruner:
     return optuna.pruners.NopPruner()
 
 
-def open_study(hp: StudySettings, storage: str | optuna.storages.BaseStorage) -> optuna.Study:
-    """Create the study, or join it when another run or worker already made it."""
+def open_study(hp: StudySettings, storage: str | optuna.storages.BaseStorage,
+               trials_dir: Path | None = None) -> optuna.Study:
+    """Create the study, or join it when another run or worker already made it; `trials_dir`: where
+    this run's trials keep their checkpoints (earlier trials there make this a rerun)."""
     if isinstance(storage, str):
         storage = open_storage(storage, heartbeat_s=hp.heartbeat_s, grace_s=hp.heartbeat_grace_s)
     study = optuna.create_study(storage=storage, study_name=hp.study_name, direction="maximize",
                                 sampler=make_sampler(hp), pruner=make_pruner(hp), load_if_exists=True)
-    if hp.sampler_seed is not None and (before := len(study.get_trials(deepcopy=False))):
-        study.sampler = make_sampler(hp, before)
-        log.info("study %s: %d trial(s) already; sampler seed %d + %d", hp.study_name, before, hp.sampler_seed,
-                 before)
+    if hp.sampler_seed is not None and trials_dir is not None:
+        ours = str(Path(trials_dir)) + os.sep
+        before = sum(1 for trial in study.get_trials(deepcopy=False)
+                     if str(trial.user_attrs.get("checkpoint_dir", "")).startswith(ours))
+        if before:
+            study.sampler = make_sampler(hp, before)
+            log.info("study %s: %d trial(s) ran from %s before; sampler seed %d + %d", hp.study_name, before,
+                     trials_dir, hp.sampler_seed, before)
     for params in hp.enqueue_trials:
         study.enqueue_trial(dict(params), skip_if_exists=True)
     return study

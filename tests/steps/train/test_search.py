@@ -146,16 +146,20 @@ def test_a_rerun_with_the_same_seed_does_not_repeat_the_parameters(tmp_path, sam
     """After a SIGTERM, a resumed tune (same sampler_seed) drew exactly the first trials' parameters."""
     hp = tune_hp(search_space=SPACE, sampler=sampler, sampler_seed=7, epochs=1)
 
-    def two_trials(folder) -> list[dict]:
+    def two_trials(folder, trials_dir) -> list[dict]:
         folder.mkdir(exist_ok=True)
-        study = search.open_study(hp, study_storage.default_storage(folder))
+        study = search.open_study(hp, study_storage.default_storage(folder), trials_dir)
         drawn = []
         for _ in range(2):
             trial = study.ask()
+            trial.set_user_attr("checkpoint_dir", str(trials_dir / f"trial_{trial.number:04d}"))  # as the objective
             drawn.append(search.suggest(trial, hp.search_space))
             study.tell(trial, 0.5)
         return drawn
 
-    first, rerun = two_trials(tmp_path / "study"), two_trials(tmp_path / "study")
+    ours = tmp_path / "root" / "checkpoints" / "trials"
+    first, rerun = two_trials(tmp_path / "study", ours), two_trials(tmp_path / "study", ours)
     assert not [params for params in rerun if params in first]
-    assert two_trials(tmp_path / "another") == first  # a new study with the seed still reproduces
+    assert two_trials(tmp_path / "another", ours) == first  # a new study with the seed still reproduces
+    # another worker joining the study (its own folder) keeps its seed as given
+    assert two_trials(tmp_path / "study", tmp_path / "worker-b" / "trials") == first

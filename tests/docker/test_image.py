@@ -234,8 +234,9 @@ def test_no_secret_reaches_the_image_layers(image, tmp_path):
     (context / "steps" / ".env").write_text(f"KAGGLE_KEY={canary}\n")
     tag = f"openeds-steps:secret-check-{uuid.uuid4().hex[:8]}"
     env = {**os.environ, **{name: canary for name in SECRET_NAMES}, "OPENEDS_IMAGE": tag}
-    offline = ["--offline"] if (context / "wheelhouse").is_dir() else []
-    build = subprocess.run([str(context / "docker" / "build.sh"), *offline, "--tag", tag], cwd=context, env=env,
+    # --offline: the host fetches the lock's files (when the context has no wheelhouse yet) and the
+    # build runs without network; a build container may have none (PyPI reachable from the host only).
+    build = subprocess.run([str(context / "docker" / "build.sh"), "--offline", "--tag", tag], cwd=context, env=env,
                            capture_output=True, text=True, timeout=3000)
     try:
         assert build.returncode == 0, build.stderr[-3000:]
